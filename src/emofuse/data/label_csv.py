@@ -1,0 +1,210 @@
+"""Label tables: MMSA-FET's label.csv and MELD's *_sent_emo.csv in the same column layout.
+
+label.csv (one row per clip; the media lie at Raw/<video_id>/<clip_id>.mp4):
+    video_id, clip_id, text, label, annotation, mode [, start, end]
+MELD rows are mapped onto it: video_id 'dia<Dialogue_ID>', clip_id Utterance_ID, text Utterance,
+label the emotion id in MELD_EMOTIONS order, annotation the emotion name, mode train/valid/test
+(MELD's 'dev' is 'valid'), plus MELD's 3-class 'sentiment'. MELD restarts dialogue numbers in
+every split, so (video_id, clip_id) is unique only within one mode.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emofuse.data.dataset import SPLITS, DataFormatError
+
+LABEL_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "annotation", "mode")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("start", "end")
+MELD_EMOTIONS: list[str] = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
+MELD_SENTIMENTS: list[str] = ["negative", "neutral", "positive"]
+MELD_COLUMNS: tuple[str, ...] = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
+MELD_FILES = {"train": "train_sent_emo.csv", "valid": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+_MELD_SPLIT_PREFIX = {"train": "train", "dev": "valid", "valid": "valid", "test": "test"}
+MAX_REPORTED = 5
+
+
+# --------------------------------------------------------------------------- shared helpers
+def _read_table(path: Path) -> pd.DataFrame:
+    """Every column as text: ids like '0012' and transcripts like 'NA' must survive as written."""
+    if not path.is_file():
+        raise FileNotFoundError(f"label file {path} does not exist")
+    try:
+        # utf-8-sig also strips a byte-order mark that spreadsheet programs like to add.
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataFormatError(f"file {path} is not a readable UTF-8 csv: {exc}") from exc
+
+
+def _require_columns(df: pd.DataFrame, required: Iterable[str], path: Path) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataFormatError(
+            f"{path}: missing column(s) {missing}; found columns {list(df.columns)}"
+        )
+
+
+def _describe_rows(df: pd.DataFrame, bad: pd.Series | np.ndarray, what: str, path: Path) -> str:
+    """'N rows <what>: line 5 (video/clip), ...' listing at most MAX_REPORTED rows."""
+    rows = df.index[np.asarray(bad, dtype=bool)]
+    shown = ", ".join(
+        f"line {i + 2} ({df.at[i, 'video_id']}/{df.at[i, 'clip_id']})" for i in rows[:MAX_REPORTED]
+    )
+    more = f" and {len(rows) - MAX_REPORTED} more" if len(rows) > MAX_REPORTED else ""
+    return f"{path}: {len(rows)} row(s) {what}: {shown}{more}"
+
+
+def _check(df: pd.DataFrame, bad: pd.Series | np.ndarray, what: str, path: Path) -> None:
+    if bad.any():
+        raise DataFormatError(_describe_rows(df, bad, what, path))
+
+
+def _numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    values = pd.to_numeric(df[column].str.strip(), errors="coerce")
+    _check(df, ~np.isfinite(values.to_numpy(dtype=np.float64)),
+           f"with a missing, non-numeric or infinite {column!r}", path)
+    return values.astype(np.float64)
+
+
+# --------------------------------------------------------------------------- label.csv
+def read_label_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate an MMSA-FET label.csv.
+
+    Checks: required columns present; mode is train/valid/test; label numeric and finite; text
+    not empty; start/end (when present) numeric with end >= start; (video_id, clip_id) unique.
+    Errors list up to 5 offending rows as 'line N (video_id/clip_id)'.
+    Returns ids/text/annotation/mode as str, label (and start/end) as float64.
+    """
+    path = Path(path)
+    df = _read_table(path)
+    _require_columns(df, LABEL_COLUMNS, path)
+    for column in ("video_id", "clip_id", "mode"):
+        df[column] = df[column].str.strip()
+    _check(df, ~df["mode"].isin(SPLITS), f"with a mode other than {list(SPLITS)}", path)
+    df["label"] = _numeric(df, "label", path)
+    _check(df, df["text"].str.strip() == "", "with empty text", path)
+    if all(c in df.columns for c in OPTIONAL_COLUMNS):
+        for column in OPTIONAL_COLUMNS:
+            df[column] = _numeric(df, column, path)
+        _check(df, df["end"] < df["start"], "whose end lies before start", path)
+    _check(df, df.duplicated(["video_id", "clip_id"], keep="first"),
+           "repeating a (video_id, clip_id) pair", path)
+    return df
+
+
+def label_csv_splits(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{'train': rows, 'valid': rows, 'test': rows} by the 'mode' column, index reset."""
+    if "mode" not in df.columns:
+        raise DataFormatError(f"label table has no 'mode' column; found {list(df.columns)}")
+    return {split: df[df["mode"] == split].reset_index(drop=True) for split in SPLITS}
+
+
+# --------------------------------------------------------------------------- MELD
+def _cp1252_chars(first: int, last: int) -> str:
+    """The characters bytes first..last become when UTF-8 text is misread as cp1252/latin-1."""
+    chars = []
+    for b in range(first, last + 1):
+        try:
+            chars.append(bytes([b]).decode("cp1252"))
+        except UnicodeDecodeError:  # 0x81, 0x8d, ... are undefined in cp1252; latin-1 keeps them
+            chars.append(chr(b))
+    return re.escape("".join(chars))
+
+
+_CONT = f"[{_cp1252_chars(0x80, 0xBF)}]"
+# A UTF-8 lead byte misread as one character, followed by exactly its continuation bytes.
+_MOJIBAKE = re.compile(
+    f"[\u00c2-\u00df]{_CONT}|[\u00e0-\u00ef]{_CONT}{{2}}|[\u00f0-\u00f4]{_CONT}{{3}}"
+)
+_C1_CONTROLS = re.compile("[\u0080-\u009f]")
+
+
+def _misread_byte(char: str) -> int:
+    """The byte a misreading turned into `char` (cp1252, or latin-1 for cp1252's gaps)."""
+    try:
+        return char.encode("cp1252")[0]
+    except UnicodeEncodeError:
+        return ord(char)
+
+
+def _unmangle(match: re.Match[str]) -> str:
+    run = match.group()
+    try:
+        return bytes(_misread_byte(c) for c in run).decode("utf-8")
+    except (UnicodeDecodeError, ValueError):
+        return run
+
+
+def _c1_to_cp1252(match: re.Match[str]) -> str:
+    try:
+        return bytes([ord(match.group())]).decode("cp1252")
+    except UnicodeDecodeError:
+        return match.group()
+
+
+def fix_mojibake(text: str) -> str:
+    """Repair UTF-8 text that went through a cp1252/latin-1 misreading ('â€™' -> '’').
+
+    Some MELD copies carry such sequences, or bare C1 controls ('\\x92' for '’'). Only runs that
+    decode as valid UTF-8 are changed, so correct accented text is left alone.
+    """
+    text = _MOJIBAKE.sub(_unmangle, text)
+    return _C1_CONTROLS.sub(_c1_to_cp1252, text)
+
+
+def _meld_split(path: Path, split: str | None) -> str:
+    if split is not None:
+        if split not in _MELD_SPLIT_PREFIX:
+            raise ValueError(f"split must be one of train/dev/valid/test, not {split!r}")
+        return _MELD_SPLIT_PREFIX[split]
+    prefix = path.name.split("_", 1)[0].lower()
+    if prefix not in _MELD_SPLIT_PREFIX:
+        raise ValueError(
+            f"cannot tell the split of {path.name!r} (expected train_/dev_/test_ prefix); pass split="
+        )
+    return _MELD_SPLIT_PREFIX[prefix]
+
+
+def read_meld_csv(path: str | os.PathLike[str], split: str | None = None) -> pd.DataFrame:
+    """Read one MELD csv into the label.csv layout (plus 'sentiment').
+
+    split: 'train', 'dev'/'valid' or 'test'; by default taken from the file name prefix.
+    """
+    path = Path(path)
+    mode = _meld_split(path, split)
+    raw = _read_table(path)
+    _require_columns(raw, MELD_COLUMNS, path)
+    df = pd.DataFrame(
+        {
+            "video_id": "dia" + raw["Dialogue_ID"].str.strip(),
+            "clip_id": raw["Utterance_ID"].str.strip(),
+            "text": raw["Utterance"].map(fix_mojibake),
+            "annotation": raw["Emotion"].str.strip().str.lower(),
+            "mode": mode,
+            "sentiment": raw["Sentiment"].str.strip().str.lower(),
+        }
+    )
+    _check(df, ~raw["Dialogue_ID"].str.strip().str.isdigit() | ~df["clip_id"].str.isdigit(),
+           "with a non-integer Dialogue_ID or Utterance_ID", path)
+    _check(df, ~df["annotation"].isin(MELD_EMOTIONS), f"with an emotion outside {MELD_EMOTIONS}",
+           path)
+    _check(df, ~df["sentiment"].isin(MELD_SENTIMENTS),
+           f"with a sentiment outside {MELD_SENTIMENTS}", path)
+    _check(df, df["text"].str.strip() == "", "with empty text", path)
+    _check(df, df.duplicated(["video_id", "clip_id"]), "repeating a (Dialogue_ID, Utterance_ID)",
+           path)
+    df.insert(3, "label", df["annotation"].map(MELD_EMOTIONS.index).astype(np.int64))
+    return df
+
+
+def load_meld_dir(folder: str | os.PathLike[str]) -> pd.DataFrame:
+    """train/dev/test_sent_emo.csv of one folder, concatenated (train, valid, test order)."""
+    folder = Path(folder)
+    frames = [read_meld_csv(folder / name, split) for split, name in MELD_FILES.items()]
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,117 @@
+"""One entry point from a user's `--data` argument to a `DatasetSplits`.
+
+Accepted sources:
+    synthetic | synthetic-unaligned | synthetic-classes   the embedded synthetic dataset
+    PATH.pkl                        an MMSA pickle (aligned or unaligned)
+    PATH/label.csv or its folder    MMSA-FET layout: text embedded word by word (cached)
+    MELD folder or *_sent_emo.csv   MELD's train/dev/test csvs: 7-class emotion, text
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
+
+SYNTHETIC_SOURCES = ("synthetic", "synthetic-unaligned", "synthetic-classes")
+
+
+@dataclass
+class TextOptions:
+    """How raw text becomes word features for text-only sources (label.csv, MELD)."""
+
+    model: str = "minilm"
+    max_words: int = 50
+
+
+def load_splits(source: str, text: TextOptions | None = None, classes: int = 0) -> DatasetSplits:
+    """Load `source`; with classes > 0, sentiment scores become that many classes."""
+    splits = _load(source, text or TextOptions())
+    return regression_to_classes(splits, classes) if classes else splits
+
+
+def _load(source: str, text: TextOptions) -> DatasetSplits:
+    if source in SYNTHETIC_SOURCES:
+        from emofuse.data.synthetic import SyntheticConfig, make_synthetic
+
+        return make_synthetic(
+            SyntheticConfig(aligned=source != "synthetic-unaligned", classes=3 if source == "synthetic-classes" else 0)
+        )
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataFormatError(
+            f"{source}: no such file or folder (expected an MMSA .pkl, a label.csv or its folder, "
+            f"a MELD folder, or one of {', '.join(SYNTHETIC_SOURCES)})"
+        )
+    if path.is_dir():
+        if (path / "label.csv").is_file():
+            path = path / "label.csv"
+        elif (path / "train_sent_emo.csv").is_file():
+            return _meld(path, text)
+        else:
+            raise DataFormatError(f"{path}: folder holds neither label.csv nor MELD's train_sent_emo.csv")
+    if path.suffix in (".pkl", ".pickle"):
+        from emofuse.data.mmsa import load_mmsa_pickle
+
+        return load_mmsa_pickle(path)
+    if path.name.endswith("_sent_emo.csv"):
+        return _meld(path.parent, text)
+    if path.suffix == ".csv":
+        from emofuse.features.text import label_csv_to_splits
+
+        return label_csv_to_splits(path, text.model, text.max_words)
+    raise DataFormatError(f"{path}: unsupported file type {path.suffix!r} (use .pkl or label.csv)")
+
+
+def _meld(folder: Path, text: TextOptions) -> DatasetSplits:
+    from emofuse.data.label_csv import MELD_EMOTIONS, load_meld_dir
+    from emofuse.features.text import texts_to_splits
+
+    df = load_meld_dir(folder)
+    return texts_to_splits(
+        df, text.model, text.max_words, class_names=MELD_EMOTIONS, source=str(folder), name="meld"
+    )
+
+
+def regression_to_classes(splits: DatasetSplits, num_classes: int) -> DatasetSplits:
+    """Turn sentiment scores into classes the way the MOSI metrics do.
+
+    2: negative (< 0) / non-negative (>= 0), the has0 convention; 3: round(clip(y, -1, 1));
+    5: round(clip(y, -2, 2)); 7: round(clip(y, -3, 3)) (numpy's round-half-even, as MMSA).
+    """
+    if splits.task != "regression":
+        raise DataFormatError(f"{splits.name}: labels are already classes")
+    if num_classes == 2:
+        names = ["negative", "non-negative"]
+
+        def convert(y: torch.Tensor) -> torch.Tensor:
+            return (y >= 0).long()
+    elif num_classes in (3, 5, 7):
+        half = num_classes // 2
+        names = [f"{v:+d}" for v in range(-half, half + 1)]
+
+        def convert(y: torch.Tensor) -> torch.Tensor:
+            return (torch.round(y.clamp(-half, half)) + half).long()  # torch.round is half-even
+    else:
+        raise ValueError(f"classes must be 2, 3, 5 or 7 for sentiment scores, not {num_classes}")
+
+    def one(d: MultimodalDataset) -> MultimodalDataset:
+        return MultimodalDataset(d.features, d.lengths, convert(d.labels), d.ids, d.raw_text, d.source, d.extras)
+
+    return DatasetSplits(*(one(d) for _, d in splits.items()), name=splits.name, class_names=names)
+
+
+def fit_lengths(data: MultimodalDataset, max_lengths: dict[str, int]) -> MultimodalDataset:
+    """Pad or truncate each modality to a model's padded lengths (cross-dataset evaluation)."""
+    feats, lengths = {}, {}
+    for m, x in data.features.items():
+        target = max_lengths.get(m, x.shape[1])
+        if x.shape[1] >= target:
+            feats[m] = x[:, :target]
+        else:
+            feats[m] = torch.nn.functional.pad(x, (0, 0, 0, target - x.shape[1]))
+        lengths[m] = data.lengths[m].clamp(max=target)
+    return MultimodalDataset(feats, lengths, data.labels, data.ids, data.raw_text, data.source, data.extras)

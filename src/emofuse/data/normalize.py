@@ -1,0 +1,68 @@
+"""Per-feature standardisation fitted on the training split only.
+
+Real features come on wildly different scales (COVAREP pitch in Hz next to voicing
+probabilities); models train far better on standardised inputs. Statistics are fitted on the
+train split's real (unpadded) steps, then applied to every split, and saved with the
+checkpoint so evaluation on new data uses the training statistics, never its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from emofuse.data.dataset import DatasetSplits, MultimodalDataset
+
+
+@dataclass
+class FeatureScaler:
+    mean: dict[str, torch.Tensor]
+    std: dict[str, torch.Tensor]
+
+    @classmethod
+    def fit(cls, data: MultimodalDataset, min_std: float = 1e-6) -> FeatureScaler:
+        mean, std = {}, {}
+        for m, x in data.features.items():
+            real = x[data.mask(m)]  # (total real steps) x D
+            mean[m] = real.mean(0)
+            # constant features (std 0) are left centred but unscaled rather than blown up
+            s = real.std(0, unbiased=False)
+            std[m] = torch.where(s > min_std, s, torch.ones_like(s))
+        return cls(mean, std)
+
+    def transform(self, data: MultimodalDataset) -> MultimodalDataset:
+        feats = {}
+        for m, x in data.features.items():
+            if m not in self.mean:
+                raise ValueError(f"{data.source}: no scaling statistics for modality {m!r}")
+            if x.shape[-1] != self.mean[m].shape[0]:
+                raise ValueError(
+                    f"{data.source}: {m} has {x.shape[-1]} features but the model was trained on "
+                    f"{self.mean[m].shape[0]}"
+                )
+            mask = data.mask(m).unsqueeze(-1).to(x.dtype)
+            feats[m] = (x - self.mean[m]) / self.std[m] * mask  # padding stays exactly zero
+        return MultimodalDataset(
+            features=feats,
+            lengths=data.lengths,
+            labels=data.labels,
+            ids=data.ids,
+            raw_text=data.raw_text,
+            source=data.source,
+            extras=data.extras,
+        )
+
+    def transform_splits(self, splits: DatasetSplits) -> DatasetSplits:
+        return DatasetSplits(
+            *(self.transform(d) for _, d in splits.items()),
+            name=splits.name,
+            class_names=splits.class_names,
+        )
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, dict[str, torch.Tensor]]) -> FeatureScaler:
+        return cls(state["mean"], state["std"])

@@ -1,0 +1,38 @@
+"""Prediction and scoring shared by the trainer, `evaluate`, `compare` and `ablate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from emofuse.data.dataset import MultimodalDataset
+from emofuse.metrics import classification_metrics, regression_metrics
+from emofuse.models.base import MultimodalModel
+
+
+def predict(
+    model: MultimodalModel, data: MultimodalDataset, batch_size: int = 64, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Predictions in dataset order: N floats (regression) or N x C logits (classification)."""
+    model.eval()
+    outs = []
+    with torch.inference_mode():
+        for batch in data.batches(batch_size, shuffle=False):
+            outs.append(model(batch.to(device)).prediction.float().cpu())
+    return torch.cat(outs).numpy()
+
+
+def score(predictions: np.ndarray, data: MultimodalDataset, class_names: list[str] | None = None) -> dict[str, Any]:
+    """The standard report for one split: MMSA metrics for regression, accuracy/F1 otherwise."""
+    labels = data.labels.numpy()
+    if data.is_classification:
+        n_classes = len(class_names) if class_names else predictions.shape[-1]
+        return classification_metrics(predictions, labels, n_classes, class_names or None)
+    return regression_metrics(predictions, labels)
+
+
+def point_predictions(predictions: np.ndarray) -> np.ndarray:
+    """One value per sample for predictions.csv: the score, or the arg-max class."""
+    return predictions.argmax(-1) if predictions.ndim == 2 else predictions

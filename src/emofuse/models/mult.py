@@ -1,0 +1,247 @@
+"""Multimodal Transformer, MulT (Tsai et al., ACL 2019).
+
+Each modality is projected to d features by a Conv1d(kernel 1) and given sinusoidal
+positions. For every ordered pair (target <- source) a crossmodal transformer lets the
+target's steps attend to the source's (query = target, key/value = source; pre-LayerNorm
+blocks), which works on unaligned data since nothing needs the two sequences to match. Per
+target, the crossmodal outputs from its sources are concatenated and a self-attention
+transformer (the "memory") reads them; its output at the target's last real step
+represents the target. The targets' vectors are concatenated and go through a residual
+two-layer MLP to the output.
+
+With a single modality there is no crossmodal pair: a self-attention transformer of the
+same depth takes the crossmodal stage's place.
+
+Defaults are the paper's / reference code's (yaohungt/Multimodal-Transformer): d 30,
+5 heads, 5 layers, memory layers max(layers, 3), attention dropout 0.1 when text is the
+source and in the memories / 0.0 when audio or vision is the source (the reference keys it
+by the source: trans_l_with_a uses attn_dropout_a), relu 0.1, residual 0.1, embedding
+0.2, output 0.0; lr 1e-3, batch 24, grad clip 0.8 (paper; main.py's default is 1.0),
+L1 loss. They are heavy on CPU: unaligned
+MOSI at batch 32 took MMSA 12.7 GiB; tests build with layers=1.
+
+Departures from the reference code:
+- key padding masks from the batch masks, so no step ever attends to padding and a clip's
+  output does not depend on its batch's padded length. The reference attends to padding,
+  and its `attn_mask` (on by default) is a causal mask whose offset depends on the padded
+  lengths; it is not used here, so every step sees the whole real source;
+- each target is read at its last real step, not at the last padded position;
+- positions are the step index 1..L for every step (the reference gives position 0 to
+  steps whose first feature happens to be exactly 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emofuse.data.dataset import Batch
+from emofuse.models.base import (
+    ModelOutput,
+    ModelSpec,
+    MultimodalModel,
+    build_config,
+    check_batch,
+    last_step,
+    squeeze_regression,
+)
+from emofuse.models.registry import register_model
+
+
+# ---------------------------------------------------------------------------- blocks
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """The fairseq / MulT sinusoidal table for positions 1..length: length x dim."""
+    half = dim // 2
+    scale = math.log(10000) / max(half - 1, 1)
+    freqs = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -scale)
+    pos = torch.arange(1, length + 1, device=device, dtype=torch.float32)
+    angles = pos[:, None] * freqs[None, :]
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        table = F.pad(table, (0, 1))
+    return table
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LayerNorm block: attention (self, or crossmodal from `source`) then a ReLU FFN."""
+
+    def __init__(
+        self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float
+    ) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
+        # one LayerNorm for query and key/value, as the reference has it
+        self.norm_attn = nn.LayerNorm(dim)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+        self.relu_dropout = nn.Dropout(relu_dropout)
+        self.res_dropout = nn.Dropout(res_dropout)
+        for fc in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+
+    def forward(
+        self, x: torch.Tensor, key_padding: torch.Tensor, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        q = self.norm_attn(x)
+        kv = q if source is None else self.norm_attn(source)
+        attended, _ = self.attn(q, kv, kv, key_padding_mask=key_padding, need_weights=False)
+        x = x + self.res_dropout(attended)
+        y = self.fc2(self.relu_dropout(F.relu(self.fc1(self.norm_ffn(x)))))
+        return x + self.res_dropout(y)
+
+
+class TransformerEncoder(nn.Module):
+    """Scaled input + positions -> layers -> LayerNorm; crossmodal when given a source."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        attn_dropout: float,
+        relu_dropout: float,
+        res_dropout: float,
+        embed_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.scale = math.sqrt(dim)
+        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.layers = nn.ModuleList(
+            [
+                TransformerLayer(dim, heads, attn_dropout, relu_dropout, res_dropout)
+                for _ in range(layers)
+            ]
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        pos = sinusoidal_positions(x.shape[1], self.dim, x.device).to(x.dtype)
+        return self.embed_dropout(self.scale * x + pos)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        source: torch.Tensor | None = None,
+        source_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self._embed(x)
+        if source is None:
+            key_mask = mask
+        else:
+            assert source_mask is not None
+            source = self._embed(source)
+            key_mask = source_mask
+        key_padding = ~key_mask
+        # a sequence with no real step would give NaN attention rows: let it see step 0
+        key_padding[:, 0] &= key_mask.any(1)
+        for layer in self.layers:
+            x = layer(x, key_padding, source)
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------------------- model
+@dataclass
+class MulTConfig:
+    d: int = 30
+    heads: int = 5
+    layers: int = 5
+    # None: max(layers, 3), as the reference
+    mem_layers: int | None = None
+    attn_dropout: float = 0.1
+    attn_dropout_audio: float = 0.0
+    attn_dropout_vision: float = 0.0
+    relu_dropout: float = 0.1
+    res_dropout: float = 0.1
+    embed_dropout: float = 0.2
+    out_dropout: float = 0.0
+
+
+class MulT(MultimodalModel):
+    def __init__(self, spec: ModelSpec, config: MulTConfig) -> None:
+        super().__init__(spec, config)
+        c = config
+        if c.d % c.heads:
+            raise ValueError(f"MulT's d ({c.d}) must be divisible by heads ({c.heads})")
+        mem_layers = c.mem_layers if c.mem_layers is not None else max(c.layers, 3)
+        attn_drop = {
+            "text": c.attn_dropout,
+            "audio": c.attn_dropout_audio,
+            "vision": c.attn_dropout_vision,
+        }
+        mods = spec.modalities
+        self.proj = nn.ModuleDict(
+            {m: nn.Conv1d(spec.dims[m], c.d, kernel_size=1, bias=False) for m in mods}
+        )
+        self.sources = {t: tuple(s for s in mods if s != t) for t in mods}
+        self.cross = nn.ModuleDict()
+        self.memory = nn.ModuleDict()
+        combined = 0
+        for t in mods:
+            # a lone modality attends to itself in the crossmodal stage's place
+            keys = self.sources[t] or (t,)
+            self.cross[t] = nn.ModuleDict(
+                {
+                    s: TransformerEncoder(
+                        c.d,
+                        c.heads,
+                        c.layers,
+                        attn_drop[s],  # keyed by the source, as the reference
+                        c.relu_dropout,
+                        c.res_dropout,
+                        c.embed_dropout,
+                    )
+                    for s in keys
+                }
+            )
+            mem_dim = c.d * len(keys)
+            self.memory[t] = TransformerEncoder(
+                mem_dim,
+                c.heads,
+                mem_layers,
+                c.attn_dropout,
+                c.relu_dropout,
+                c.res_dropout,
+                c.embed_dropout,
+            )
+            combined += mem_dim
+        self.proj1 = nn.Linear(combined, combined)
+        self.proj2 = nn.Linear(combined, combined)
+        self.out_dropout = nn.Dropout(c.out_dropout)
+        self.out = nn.Linear(combined, spec.output_size)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        check_batch(self.spec, batch)
+        mods, masks = self.spec.modalities, batch.masks
+        projected = {}
+        for m in mods:
+            x = batch.features[m]
+            if m == "text":
+                x = F.dropout(x, p=self.config.embed_dropout, training=self.training)
+            projected[m] = self.proj[m](x.transpose(1, 2)).transpose(1, 2)
+        reps = []
+        for t in mods:
+            if self.sources[t]:
+                parts = [
+                    self.cross[t][s](projected[t], masks[t], projected[s], masks[s])
+                    for s in self.sources[t]
+                ]
+            else:
+                parts = [self.cross[t][t](projected[t], masks[t])]
+            mem = self.memory[t](torch.cat(parts, dim=-1), masks[t])
+            reps.append(last_step(mem, masks[t]))
+        h = torch.cat(reps, dim=-1)
+        h = h + self.proj2(self.out_dropout(F.relu(self.proj1(h))))
+        return ModelOutput(squeeze_regression(self.out(h), self.spec))
+
+
+@register_model("mult")
+def mult(spec: ModelSpec, **options: object) -> MulT:
+    return MulT(spec, build_config(MulTConfig, options))

@@ -1,0 +1,215 @@
+"""label.csv and MELD readers, mojibake repair, and locating the shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emofuse.data import (
+    MELD_EMOTIONS,
+    DataFormatError,
+    fix_mojibake,
+    label_csv_splits,
+    load_meld_dir,
+    read_csd,
+    read_label_csv,
+    read_meld_csv,
+)
+from emofuse.data.shared_data import (
+    ENV_VAR,
+    missing_reason,
+    shared_data_dir,
+    shared_data_file,
+)
+
+HEADER = "video_id,clip_id,text,label,annotation,mode,start,end\n"
+GOOD_ROWS = [
+    "vidA,0012,hello there,1.5,Positive,train,0.0,1.2",
+    "vidA,2,NA,-0.4,Negative,valid,1.2,2.0",
+    'vidB,1,"well, maybe",0,Neutral,test,0.5,0.9',
+]
+
+
+# --------------------------------------------------------------------------- fixtures
+def shared(*parts: str) -> Path:
+    path = shared_data_file(*parts)
+    if path is None:
+        pytest.skip(missing_reason(*parts))
+    return path
+
+
+def write_csv(tmp_path: Path, rows: list[str], header: str = HEADER, name: str = "label.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+MELD_HEADER = (
+    "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,"
+    "StartTime,EndTime\n"
+)
+
+
+def meld_row(i: int, text: str, emotion: str = "joy", sentiment: str = "positive",
+             dialogue: int = 0) -> str:
+    return f'{i + 1},"{text}",Joey,{emotion},{sentiment},{dialogue},{i},1,1,"0:0:1,0","0:0:2,0"'
+
+
+# --------------------------------------------------------------------------- label.csv
+def test_read_label_csv(tmp_path: Path) -> None:
+    df = read_label_csv(write_csv(tmp_path, GOOD_ROWS))
+    assert df["clip_id"].tolist() == ["0012", "2", "1"]  # ids stay text
+    assert df["text"].tolist() == ["hello there", "NA", "well, maybe"]  # 'NA' is a word here
+    assert df["label"].dtype == np.float64 and df["label"].tolist() == [1.5, -0.4, 0.0]
+    assert df["end"].tolist() == [1.2, 2.0, 0.9]
+    parts = label_csv_splits(df)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 1, "valid": 1, "test": 1}
+    assert parts["test"].index.tolist() == [0]
+
+
+def test_start_end_are_optional_and_bom_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "label.csv"
+    rows = "\n".join(r.rsplit(",", 2)[0] for r in GOOD_ROWS)
+    path.write_text("\ufeffvideo_id,clip_id,text,label,annotation,mode\n" + rows, encoding="utf-8")
+    df = read_label_csv(path)
+    assert "start" not in df.columns and df["video_id"].iloc[0] == "vidA"
+
+
+def test_missing_columns_are_named(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, ["a,1,hi,1.0,train"], header="video_id,clip_id,text,label,mode\n")
+    with pytest.raises(DataFormatError, match=r"label\.csv: missing column\(s\) \['annotation'\]"):
+        read_label_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "pattern"),
+    [
+        ("vidC,7,hi,1.0,Positive,training,0,1", r"mode other than.*line 5 \(vidC/7\)"),
+        ("vidC,7,hi,abc,Positive,train,0,1", r"non-numeric or infinite 'label'.*line 5 \(vidC/7\)"),
+        ("vidC,7,hi,inf,Positive,train,0,1", r"'label'.*line 5 \(vidC/7\)"),
+        ("vidC,7,hi,,Positive,train,0,1", r"'label'.*line 5 \(vidC/7\)"),
+        ("vidC,7,  ,1,Positive,train,0,1", r"empty text: line 5 \(vidC/7\)"),
+        ("vidC,7,hi,1,Positive,train,3,1", r"end lies before start: line 5 \(vidC/7\)"),
+        ("vidC,7,hi,1,Positive,train,x,1", r"'start'"),
+        ("vidA,2,hi,1,Positive,train,0,1", r"repeating.*line 5 \(vidA/2\)"),
+    ],
+)
+def test_bad_rows_are_listed(tmp_path: Path, bad_row: str, pattern: str) -> None:
+    path = write_csv(tmp_path, [*GOOD_ROWS, bad_row])
+    with pytest.raises(DataFormatError, match=pattern) as info:
+        read_label_csv(path)
+    assert str(path) in str(info.value)
+
+
+def test_at_most_five_rows_are_listed(tmp_path: Path) -> None:
+    rows = [f"v{i},{i},,1,Positive,train,0,1" for i in range(8)]
+    with pytest.raises(DataFormatError, match=r"8 row\(s\) with empty text") as info:
+        read_label_csv(write_csv(tmp_path, rows))
+    message = str(info.value)
+    assert "(v4/4)" in message and "(v5/5)" not in message and "and 3 more" in message
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "label.csv"
+    path.write_bytes(HEADER.encode() + "v,1,caf\xe9,1,P,train,0,1\n".encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"label\.csv is not a readable UTF-8 csv"):
+        read_label_csv(path)
+
+
+# --------------------------------------------------------------------------- MELD
+def test_read_meld_csv(tmp_path: Path) -> None:
+    rows = [meld_row(0, "You’re a genius!"), meld_row(1, "Youâ€™re late", "anger", "negative"),
+            meld_row(2, "Oh.", "neutral", "neutral", dialogue=3)]
+    df = read_meld_csv(write_csv(tmp_path, rows, MELD_HEADER, "dev_sent_emo.csv"))
+    assert list(df.columns) == ["video_id", "clip_id", "text", "label", "annotation", "mode",
+                                "sentiment"]
+    assert df["mode"].unique().tolist() == ["valid"]  # dev -> valid
+    assert df["video_id"].tolist() == ["dia0", "dia0", "dia3"]
+    assert df["clip_id"].tolist() == ["0", "1", "2"]
+    assert df["text"].tolist() == ["You’re a genius!", "You’re late", "Oh."]
+    assert df["label"].tolist() == [3, 0, 4]
+    assert df["annotation"].tolist() == ["joy", "anger", "neutral"]
+
+
+def test_meld_errors(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, [meld_row(0, "Hi", "happy")], MELD_HEADER, "train_sent_emo.csv")
+    with pytest.raises(DataFormatError, match=r"emotion outside.*line 2 \(dia0/0\)"):
+        read_meld_csv(path)
+    path = write_csv(tmp_path, ["1,Hi,Joey,joy,positive"],
+                     "Sr No.,Utterance,Speaker,Emotion,Sentiment\n", "test_sent_emo.csv")
+    with pytest.raises(DataFormatError, match=r"missing column.*'Dialogue_ID', 'Utterance_ID'"):
+        read_meld_csv(path)
+    odd = write_csv(tmp_path, [meld_row(0, "Hi")], MELD_HEADER, "meld.csv")
+    with pytest.raises(ValueError, match="cannot tell the split"):
+        read_meld_csv(odd)
+    assert read_meld_csv(odd, split="test")["mode"].iloc[0] == "test"
+
+
+@pytest.mark.parametrize(
+    ("broken", "fixed"),
+    [
+        ("Youâ€™re", "You’re"),
+        ("â€œHiâ€\x9d", "“Hi”"),
+        ("caf\u00c3\u00a9", "café"),
+        ("You\x92re", "You’re"),
+        ("café naïve You’re — “ok”…", "café naïve You’re — “ok”…"),  # already right: unchanged
+        ("plain ascii", "plain ascii"),
+    ],
+)
+def test_fix_mojibake(broken: str, fixed: str) -> None:
+    assert fix_mojibake(broken) == fixed
+
+
+def test_load_meld_dir_missing_file(tmp_path: Path) -> None:
+    write_csv(tmp_path, [meld_row(0, "Hi")], MELD_HEADER, "train_sent_emo.csv")
+    with pytest.raises(FileNotFoundError, match="dev_sent_emo.csv"):
+        load_meld_dir(tmp_path)
+
+
+# --------------------------------------------------------------------------- shared data
+def test_shared_data_dir_honours_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mosi").mkdir()
+    (tmp_path / "mosi" / "label.csv").write_text("x")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert shared_data_dir() == tmp_path.resolve()
+    assert shared_data_file("mosi", "label.csv") == tmp_path.resolve() / "mosi" / "label.csv"
+    assert shared_data_file("mosi", "absent.csv") is None
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "nowhere"))
+    assert shared_data_dir() is None
+    assert "shared data not found" in missing_reason("mosi", "label.csv")
+
+
+# --------------------------------------------------------------------------- real files
+def test_real_mosi_label_csv() -> None:
+    df = read_label_csv(shared("mosi", "label.csv"))
+    assert len(df) == 2199
+    assert {k: len(v) for k, v in label_csv_splits(df).items()} == {
+        "train": 1284, "valid": 229, "test": 686}
+    first = df[(df["video_id"] == "03bSnISJMiM") & (df["clip_id"] == "1")].iloc[0]
+    assert first["label"] == pytest.approx(2.4) and first["start"] == pytest.approx(51.905)
+
+
+def test_real_label_csv_agrees_with_the_sdk_labels() -> None:
+    df = read_label_csv(shared("mosi", "label.csv"))
+    labels = read_csd(shared("mosi", "CMU_MOSI_Opinion_Labels.csd"))
+    sdk = pd.DataFrame(
+        [(vid, str(i + 1), float(f[i, 0]), float(t[i, 0]))
+         for vid, (f, t) in labels.data.items() for i in range(len(f))],
+        columns=["video_id", "clip_id", "sdk_label", "sdk_start"],
+    )
+    merged = df.astype({"video_id": object, "clip_id": object}).merge(sdk, on=["video_id", "clip_id"])
+    assert len(merged) == 2199
+    np.testing.assert_allclose(merged["label"], merged["sdk_label"], atol=1e-4)
+    np.testing.assert_allclose(merged["start"], merged["sdk_start"], atol=2e-3)
+
+
+def test_real_meld() -> None:
+    shared("meld", "train_sent_emo.csv")
+    df = load_meld_dir(shared("meld", "dev_sent_emo.csv").parent)
+    assert df.groupby("mode").size().to_dict() == {"train": 9989, "valid": 1109, "test": 2610}
+    assert (df["annotation"] == df["label"].map(MELD_EMOTIONS.__getitem__)).all()
+    assert not df["text"].str.contains("â€").any()
+    assert df["label"].between(0, 6).all()

@@ -1,0 +1,411 @@
+"""The baselines TFN, LMF, MFN, MCTN, RAVEN and MulT: shapes, gradients, padding, mechanisms.
+
+Tiny dimensions throughout (B=4, L text/audio/vision 6/9/7 unaligned or 6 aligned, features
+5/3/4, hidden 8) so the whole file runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emofuse.data.dataset import Batch
+from emofuse.models.base import ModelSpec
+from emofuse.models.lmf import lmf
+from emofuse.models.mctn import mctn
+from emofuse.models.mfn import align_to_mask, mfn
+from emofuse.models.mult import mult
+from emofuse.models.raven import frames_per_word, raven
+from emofuse.models.registry import create_model
+from emofuse.models.tfn import tensor_fusion, tfn
+
+MODS = ("text", "audio", "vision")
+DIMS = {"text": 5, "audio": 3, "vision": 4}
+UNALIGNED = {"text": 6, "audio": 9, "vision": 7}
+ALIGNED = {"text": 6, "audio": 6, "vision": 6}
+B = 4
+
+BUILDERS = {"tfn": tfn, "lmf": lmf, "mfn": mfn, "mctn": mctn, "raven": raven, "mult": mult}
+TINY: dict[str, dict[str, object]] = {
+    "tfn": {
+        "text_hidden": 8,
+        "audio_hidden": 8,
+        "vision_hidden": 8,
+        "text_out": 8,
+        "post_fusion_dim": 8,
+    },
+    "lmf": {"text_hidden": 8, "audio_hidden": 8, "vision_hidden": 8, "text_out": 8, "rank": 2},
+    "mfn": {
+        "text_hidden": 8,
+        "audio_hidden": 8,
+        "vision_hidden": 8,
+        "memory": 8,
+        "nn1_hidden": 8,
+        "nn2_hidden": 8,
+        "gamma1_hidden": 8,
+        "gamma2_hidden": 8,
+        "out_hidden": 8,
+    },
+    "mctn": {"hidden": 8},
+    "raven": {"norm_dim": 8, "cell_dim": 8, "hidden": 8, "max_frames_per_word": 2},
+    "mult": {"d": 8, "heads": 2, "layers": 1, "mem_layers": 1},
+}
+
+
+def supports(name: str, mods: tuple[str, ...]) -> bool:
+    if name == "mctn":
+        return len(mods) >= 2
+    if name == "raven":
+        return "text" in mods and len(mods) >= 2
+    return True
+
+
+def subsets() -> list[tuple[str, ...]]:
+    return [c for k in (1, 2, 3) for c in itertools.combinations(MODS, k)]
+
+
+CASES = [(n, s) for n in BUILDERS for s in subsets() if supports(n, s)]
+
+
+def make_spec(mods: tuple[str, ...], task: str = "regression") -> ModelSpec:
+    return ModelSpec(
+        modalities=mods,
+        dims={m: DIMS[m] for m in mods},
+        max_lengths={m: UNALIGNED[m] for m in mods},
+        task=task,
+        num_classes=3 if task == "classification" else 1,
+    )
+
+
+def build(name: str, mods: tuple[str, ...], task: str = "regression", **extra: object):
+    opts = dict(TINY[name])
+    if name == "mctn" and "text" not in mods:
+        opts["source"] = mods[0]
+    opts.update(extra)
+    return BUILDERS[name](make_spec(mods, task), **opts)
+
+
+def make_batch(
+    mods: tuple[str, ...] = MODS, aligned: bool = False, task: str = "regression", seed: int = 0
+) -> Batch:
+    """Random features, zero on padded steps; lengths vary per sample (sample 0 is full)."""
+    g = torch.Generator().manual_seed(seed)
+    lens = ALIGNED if aligned else UNALIGNED
+    shared = torch.randint(1, ALIGNED["text"] + 1, (B,), generator=g)
+    feats, masks = {}, {}
+    for m in mods:
+        n = lens[m]
+        lengths = shared.clone() if aligned else torch.randint(1, n + 1, (B,), generator=g)
+        lengths[0] = n  # one clip spans the padded length, as in a trimmed batch
+        mask = torch.arange(n)[None, :] < lengths[:, None]
+        feats[m] = torch.randn(B, n, DIMS[m], generator=g) * mask.unsqueeze(-1)
+        masks[m] = mask
+    labels = (
+        torch.randint(0, 3, (B,), generator=g)
+        if task == "classification"
+        else torch.randn(B, generator=g)
+    )
+    return Batch(features=feats, masks=masks, labels=labels, indices=torch.arange(B))
+
+
+def pad_batch(batch: Batch, extra: dict[str, int]) -> Batch:
+    feats = {m: F.pad(x, (0, 0, 0, extra[m])) for m, x in batch.features.items()}
+    masks = {m: F.pad(x, (0, extra[m]), value=False) for m, x in batch.masks.items()}
+    return Batch(features=feats, masks=masks, labels=batch.labels, indices=batch.indices)
+
+
+def one_sample(batch: Batch, i: int) -> Batch:
+    """Sample i alone, trimmed to its own lengths (what a batch of one would hold)."""
+    feats, masks = {}, {}
+    for m, x in batch.features.items():
+        n = int(batch.masks[m][i].sum())
+        feats[m], masks[m] = x[i : i + 1, :n], batch.masks[m][i : i + 1, :n]
+    sl = slice(i, i + 1)
+    return Batch(features=feats, masks=masks, labels=batch.labels[sl], indices=batch.indices[sl])
+
+
+# ---------------------------------------------------------------------------- every model
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "unaligned"])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+@pytest.mark.parametrize(
+    "name,mods", CASES, ids=[f"{n}-{'+'.join(m[0] for m in s)}" for n, s in CASES]
+)
+def test_forward_backward(name: str, mods: tuple[str, ...], task: str, aligned: bool) -> None:
+    torch.manual_seed(0)
+    model = build(name, mods, task)
+    model.train()
+    batch = make_batch(mods, aligned, task)
+    out = model(batch)
+    expected = (B,) if task == "regression" else (B, 3)
+    assert out.prediction.shape == expected
+    assert torch.isfinite(out.prediction).all()
+    if task == "regression":
+        loss = F.l1_loss(out.prediction, batch.labels)
+    else:
+        loss = F.cross_entropy(out.prediction, batch.labels)
+    if out.aux_loss is not None:
+        loss = loss + out.aux_loss
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reaches {missing}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_registered(name: str) -> None:
+    model = create_model(name, make_spec(MODS), **TINY[name])
+    assert type(model) is type(BUILDERS[name](make_spec(MODS), **TINY[name]))
+    assert model.model_name == name
+    with pytest.raises(ValueError, match="unknown option"):
+        create_model(name, make_spec(MODS), no_such_option=1)
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "unaligned"])
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_padding_and_batch_mates_do_not_change_predictions(name: str, aligned: bool) -> None:
+    torch.manual_seed(1)
+    model = build(name, MODS).eval()
+    batch = make_batch(MODS, aligned, seed=3)
+    with torch.no_grad():
+        ref = model(batch).prediction
+        padded = model(pad_batch(batch, {"text": 3, "audio": 5, "vision": 2})).prediction
+        torch.testing.assert_close(padded, ref, atol=1e-5, rtol=0)
+        for i in range(B):
+            alone = model(one_sample(batch, i)).prediction
+            torch.testing.assert_close(alone[0], ref[i], atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------- TFN
+def test_tfn_fusion_holds_the_unimodal_terms() -> None:
+    model = build("tfn", MODS, text_out=3, audio_hidden=4, vision_hidden=2).eval()
+    hs = model.encode(make_batch())
+    z = model.fuse(hs).view(B, 4, 5, 3)  # [1; h_t] x [1; h_a] x [1; h_v]
+    t, a, v = hs["text"], hs["audio"], hs["vision"]
+    torch.testing.assert_close(z[:, 0, 0, 0], torch.ones(B))
+    torch.testing.assert_close(z[:, 1:, 0, 0], t)
+    torch.testing.assert_close(z[:, 0, 1:, 0], a)
+    torch.testing.assert_close(z[:, 0, 0, 1:], v)
+    torch.testing.assert_close(z[:, 1:, 1:, 0], torch.einsum("bi,bj->bij", t, a))
+    torch.testing.assert_close(z[:, 1:, 1:, 1:], torch.einsum("bi,bj,bk->bijk", t, a, v))
+
+
+def test_tfn_two_modalities_and_output_range() -> None:
+    model = build("tfn", ("audio", "vision"), output_range=3.0).eval()
+    hs = model.encode(make_batch(("audio", "vision")))
+    z = model.fuse(hs).view(B, 9, 9)
+    torch.testing.assert_close(z[:, 1:, 0], hs["audio"])
+    torch.testing.assert_close(z[:, 0, 1:], hs["vision"])
+    with torch.no_grad():
+        model.post_fusion[-1].bias.fill_(100.0)  # saturate: still inside (-3, 3]
+        pred = model(make_batch(("audio", "vision"))).prediction
+    assert pred.abs().max() <= 3.0
+
+
+@pytest.mark.parametrize("name", ["tfn", "lmf"])
+def test_batchnorm_subnets_train_on_a_batch_of_one(name: str) -> None:
+    # the last batch of an epoch can hold one clip; BatchNorm must not crash on it
+    model = build(name, MODS).train()
+    out = model(one_sample(make_batch(), 1))
+    out.prediction.sum().backward()
+    assert out.prediction.shape == (1,)
+
+
+# ---------------------------------------------------------------------------- LMF
+def test_lmf_rank_one_by_hand() -> None:
+    model = build("lmf", MODS, rank=1, text_out=1, audio_hidden=1, vision_hidden=1)
+    with torch.no_grad():
+        model.factors["text"].copy_(torch.tensor([[[0.5], [2.0]]]))  # 1 x (1+1) x 1
+        model.factors["audio"].copy_(torch.tensor([[[1.0], [-1.0]]]))
+        model.factors["vision"].copy_(torch.tensor([[[3.0], [0.5]]]))
+        model.fusion_weights.fill_(2.0)
+        model.fusion_bias.fill_(0.25)
+    hs = {
+        "text": torch.tensor([[1.5]]),
+        "audio": torch.tensor([[4.0]]),
+        "vision": torch.tensor([[-2.0]]),
+    }
+    expected_product = (0.5 + 2.0 * 1.5) * (1.0 - 4.0) * (3.0 + 0.5 * -2.0)
+    fused = model.fuse(hs)
+    torch.testing.assert_close(fused, torch.tensor([[[expected_product]]]))
+    torch.testing.assert_close(model.head(fused), torch.tensor([[2.0 * expected_product + 0.25]]))
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_lmf_equals_tensor_fusion_with_its_low_rank_weight(task: str) -> None:
+    model = build("lmf", MODS, task, rank=3, text_out=2, audio_hidden=3, vision_hidden=2).eval()
+    with torch.no_grad():
+        model.fusion_bias.normal_()
+    hs = model.encode(make_batch(task=task))
+    z = tensor_fusion([hs[m] for m in MODS]).view(B, 3, 4, 3)
+    f = model.factors
+    weight = torch.einsum(
+        "r,rio,rjo,rko->ijko", model.fusion_weights[0], f["text"], f["audio"], f["vision"]
+    )
+    expected = torch.einsum("bijk,ijko->bo", z, weight) + model.fusion_bias
+    torch.testing.assert_close(model.head(model.fuse(hs)), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_lmf_fusion_weights_train_and_have_their_own_lr() -> None:
+    model = build("lmf", MODS, factor_lr_scale=0.5)
+    out = model(make_batch())
+    out.prediction.sum().backward()
+    assert model.fusion_weights.grad.abs().sum() > 0
+    assert model.fusion_bias.grad.abs().sum() > 0
+    groups = model.parameter_groups(1e-3)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each exactly once
+    fusion = next(g for g in groups if any(p is model.fusion_weights for p in g["params"]))
+    assert fusion["lr"] == pytest.approx(5e-4)
+    assert any(p is model.fusion_bias for p in fusion["params"])
+    opt = torch.optim.Adam(groups, lr=1e-3)
+    before = model.fusion_weights.detach().clone()
+    opt.step()
+    assert not torch.equal(before, model.fusion_weights)
+
+
+# ---------------------------------------------------------------------------- MFN
+def test_mfn_attention_sums_to_one_and_padding_keeps_memory() -> None:
+    model = build("mfn", MODS).eval()
+    batch = make_batch(seed=5)
+    out = model(batch)
+    att, mem = out.extras["attention"], out.extras["memory"]
+    text_mask = batch.masks["text"]
+    assert att.shape[:2] == text_mask.shape and mem.shape[:2] == text_mask.shape
+    torch.testing.assert_close(att.sum(-1), torch.ones_like(att[..., 0]))
+    lengths = text_mask.sum(1)
+    assert (lengths < text_mask.shape[1]).any()
+    for b in range(B):
+        n = int(lengths[b])
+        for t in range(n, text_mask.shape[1]):
+            assert torch.equal(mem[b, t], mem[b, n - 1])
+        assert not torch.equal(mem[b, n - 1], torch.zeros_like(mem[b, n - 1]))
+
+
+def test_align_to_mask() -> None:
+    x = torch.arange(1.0, 7.0).view(1, 6, 1)
+    full6 = torch.ones(1, 6, dtype=torch.bool)
+    assert torch.equal(align_to_mask(x, full6, full6), x)
+    # 4 real frames onto 2 real steps of 3: means of frame pairs, the padded step zero
+    mask4 = torch.tensor([[True] * 4 + [False] * 2])
+    target = torch.tensor([[True, True, False]])
+    torch.testing.assert_close(
+        align_to_mask(x, mask4, target).view(-1), torch.tensor([1.5, 3.5, 0.0])
+    )
+    # 2 frames onto 4 steps: nearest frame repeated
+    mask2 = torch.tensor([[True, True] + [False] * 4])
+    torch.testing.assert_close(
+        align_to_mask(x, mask2, torch.ones(1, 4, dtype=torch.bool)).view(-1),
+        torch.tensor([1.0, 1.0, 2.0, 2.0]),
+    )
+
+
+# ---------------------------------------------------------------------------- MCTN
+@pytest.mark.parametrize("mods", [("text", "audio"), ("text", "audio", "vision")])
+def test_mctn_predicts_from_the_source_alone(mods: tuple[str, ...]) -> None:
+    torch.manual_seed(0)
+    model = build("mctn", mods)
+    batch = make_batch(mods, seed=2)
+    model.train()
+    assert model(batch).aux_loss is not None
+    model.eval()
+    out = model(batch)
+    assert out.aux_loss is None
+    noisy = Batch(
+        features={
+            m: (x if m == "text" else torch.randn_like(x) * 10) for m, x in batch.features.items()
+        },
+        masks=batch.masks,
+        labels=batch.labels,
+        indices=batch.indices,
+    )
+    source_only = Batch(
+        features={"text": batch.features["text"]},
+        masks={"text": batch.masks["text"]},
+        labels=batch.labels,
+        indices=batch.indices,
+    )
+    assert torch.equal(model(noisy).prediction, out.prediction)
+    assert torch.equal(model(source_only).prediction, out.prediction)
+    model.train()
+    with pytest.raises(ValueError, match="lacks"):
+        model(source_only)
+
+
+def test_mctn_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        build("mctn", ("text",))
+    with pytest.raises(ValueError, match="source"):
+        build("mctn", ("audio", "vision"), source="text")
+    model = build("mctn", ("audio", "vision"), source="vision")
+    assert model.targets == ("audio",)
+
+
+# ---------------------------------------------------------------------------- RAVEN
+def test_raven_zero_gates_leave_words_unshifted() -> None:
+    model = build("raven", MODS).eval()
+    batch = make_batch(seed=4)
+    assert not torch.allclose(model.shift_words(batch), batch.features["text"])
+    with torch.no_grad():
+        for gate in model.gates.values():
+            gate.weight.zero_()
+            gate.bias.fill_(-1e9)  # sigmoid -> exactly 0
+        model.shift.bias.zero_()
+    torch.testing.assert_close(model.shift_words(batch), batch.features["text"], atol=0, rtol=0)
+
+
+def test_raven_frames_per_word() -> None:
+    x = torch.arange(10.0).view(1, 10, 1)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    words = torch.tensor([[True, True, True, False]])
+    # frame i -> word floor((i + 0.5) / 10 * 3): words get frames 0-2, 3-6, 7-9
+    grouped, lengths = frames_per_word(x, mask, words, cap=8)
+    assert lengths.tolist() == [[3, 4, 3, 0]]
+    assert grouped[0, 1, :4, 0].tolist() == [3.0, 4.0, 5.0, 6.0]
+    # capped at 2 frames per word: neighbours averaged
+    grouped, lengths = frames_per_word(x, mask, words, cap=2)
+    assert lengths.tolist() == [[2, 2, 2, 0]]
+    assert grouped[0, :3, :, 0].tolist() == [[0.5, 2.0], [3.5, 5.5], [7.5, 9.0]]
+    # aligned: one frame per word, the word's own
+    grouped, lengths = frames_per_word(x[:, :3], mask[:, :3], words[:, :3], cap=2)
+    assert lengths.tolist() == [[1, 1, 1]] and grouped[0, :, 0, 0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_raven_needs_text() -> None:
+    with pytest.raises(ValueError, match="text"):
+        build("raven", ("audio", "vision"))
+
+
+# ---------------------------------------------------------------------------- MulT
+def test_mult_ignores_masked_source_steps() -> None:
+    torch.manual_seed(0)
+    model = build("mult", MODS).eval()
+    batch = make_batch(seed=6)
+    audio_len = batch.masks["audio"].sum(1)
+    b = int(torch.nonzero(audio_len < UNALIGNED["audio"])[0])
+    with torch.no_grad():
+        ref = model(batch).prediction
+        changed = batch.features["audio"].clone()
+        changed[b, int(audio_len[b]) :] = 100.0
+        out = model(
+            Batch(
+                features={**batch.features, "audio": changed},
+                masks=batch.masks,
+                labels=batch.labels,
+                indices=batch.indices,
+            )
+        ).prediction
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+        changed = batch.features["audio"].clone()
+        changed[b, 0] = 100.0  # a real step does matter
+        out = model(
+            Batch(
+                features={**batch.features, "audio": changed},
+                masks=batch.masks,
+                labels=batch.labels,
+                indices=batch.indices,
+            )
+        ).prediction
+    assert not torch.allclose(out[b], ref[b])

@@ -1,0 +1,113 @@
+"""The trainer: run folder contents, validation-only selection, atomic checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from emofuse.data.synthetic import SyntheticConfig, make_synthetic
+from emofuse.evaluation.evaluate import evaluate_run
+from emofuse.training.checkpoint import CheckpointError, load_checkpoint
+from emofuse.training.config import TrainConfig
+from emofuse.training.multiseed import train_seeds
+from emofuse.training.trainer import train_run
+
+SMALL = SyntheticConfig(n_train=96, n_valid=32, n_test=32, max_words=8, min_words=4)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return make_synthetic(SMALL)
+
+
+def config(**kw) -> TrainConfig:
+    base = dict(model="ef_lstm", modalities="T+A", epochs=3, batch_size=16, patience=0, model_options={"hidden": 8})
+    return TrainConfig(**{**base, **kw})
+
+
+def test_run_folder_has_everything(tmp_path, splits):
+    result = train_run(config(), splits, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "log.csv", "best.pt", "last.pt", "metrics.json", "predictions.csv"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["model"] == "ef_lstm" and saved["spec"]["modalities"] == ["text", "audio"]
+    log = (run / "log.csv").read_text().strip().splitlines()
+    assert len(log) == 1 + 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) >= {"valid", "test", "best_epoch"}
+    assert 0 <= metrics["test"]["acc2_non0"] <= 1
+    preds = (run / "predictions.csv").read_text().splitlines()
+    assert len(preds) == 1 + 32 + 32
+    assert result.metrics["test"]["mae"] == pytest.approx(metrics["test"]["mae"])
+
+
+def test_best_checkpoint_is_the_lowest_validation_loss(tmp_path, splits):
+    train_run(config(epochs=5), splits, tmp_path / "run", progress=False)
+    rows = [line.split(",") for line in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    valid = [float(r[2]) for r in rows]
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == 1 + valid.index(min(valid))
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, splits):
+    full = train_run(config(epochs=4, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}), splits, tmp_path / "full", progress=False)
+    # interrupted after 2 epochs: a run with epochs=2, then resumed with epochs=4
+    train_run(config(epochs=2, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}), splits, tmp_path / "part", progress=False)
+    resumed = train_run(config(epochs=4, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}), splits, tmp_path / "part", resume=True, progress=False)
+    assert resumed.epochs_run == 4
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert resumed.metrics["test"] == full.metrics["test"]
+    assert (tmp_path / "part" / "log.csv").read_text() .count("\n") == 5
+
+
+def test_resume_refuses_changed_settings(tmp_path, splits):
+    train_run(config(epochs=1), splits, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="different settings.*lr"):
+        train_run(config(epochs=2, lr=0.5), splits, tmp_path / "run", resume=True, progress=False)
+
+
+def test_half_written_checkpoint_gives_a_clear_error(tmp_path, splits):
+    train_run(config(epochs=1), splits, tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="last.pt.*corrupt or incomplete"):
+        train_run(config(epochs=2), splits, tmp_path / "run", resume=True, progress=False)
+
+
+def test_seeds_summary_and_reproducibility(tmp_path, splits):
+    results, summary = train_seeds(config(epochs=2), splits, tmp_path / "multi", [1, 2, 1], progress=False)
+    assert summary["test"]["mae"]["n"] == 3
+    assert results[0].metrics["test"] == results[2].metrics["test"]  # same seed, same result
+    assert (tmp_path / "multi" / "summary.json").is_file()
+
+
+def test_classification_training_and_evaluate(tmp_path):
+    data = make_synthetic(SyntheticConfig(n_train=96, n_valid=32, n_test=32, max_words=8, min_words=4, classes=3))
+    result = train_run(config(data="synthetic-classes", model="late_fusion"), data, tmp_path / "cls", progress=False)
+    assert set(result.metrics["test"]) >= {"accuracy", "f1_weighted", "confusion_matrix"}
+
+
+def test_evaluate_reopens_a_run_and_reproduces_its_metrics(tmp_path):
+    data = make_synthetic()  # evaluate reloads by name, so the run must use the full default
+    small = make_synthetic(SyntheticConfig(seed=0))
+    assert len(small.test) == len(data.test)
+    result = train_run(config(epochs=1), data, tmp_path / "run", progress=False)
+    report = evaluate_run(tmp_path / "run")
+    assert report["test"]["mae"] == pytest.approx(result.metrics["test"]["mae"], abs=1e-6)
+
+
+def test_evaluate_names_a_missing_or_broken_run(tmp_path, splits):
+    with pytest.raises(CheckpointError, match="not a run folder"):
+        evaluate_run(tmp_path)
+    train_run(config(epochs=1), splits, tmp_path / "run", progress=False)
+    shutil.copy(tmp_path / "run" / "config.json", tmp_path / "config.json")
+    (tmp_path / "best.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="best.pt"):
+        evaluate_run(tmp_path)
