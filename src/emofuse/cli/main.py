@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train fusion-matched and two baselines on the embedded synthetic data, print a table")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small shared machines)")
     p.add_argument("--quiet", action="store_true")

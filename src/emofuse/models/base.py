@@ -140,9 +140,13 @@ class SequenceEncoder(nn.Module):
         out_dim: int,
         dropout: float = 0.1,
         bidirectional: bool = True,
+        local: bool = False,
     ) -> None:
         super().__init__()
         self.proj = nn.Linear(input_dim, hidden)
+        # local=True adds a per-step projection of the input to the output, so each step keeps
+        # its own features unsmeared by the recurrence (what step-level matching needs)
+        self.local = nn.Linear(input_dim, out_dim) if local else None
         self.forward_rnn = nn.LSTM(hidden, hidden, batch_first=True)
         self.backward_rnn = nn.LSTM(hidden, hidden, batch_first=True) if bidirectional else None
         self.dropout = nn.Dropout(dropout)
@@ -155,6 +159,8 @@ class SequenceEncoder(nn.Module):
             back, _ = self.backward_rnn(reverse_padded(h, mask))
             states = torch.cat([states, reverse_padded(back, mask)], dim=-1)
         out = self.out(self.dropout(states))
+        if self.local is not None:
+            out = out + self.local(x)
         return out * mask.unsqueeze(-1).to(out.dtype)
 
 

@@ -147,7 +147,7 @@ class FusionMatched(MultimodalModel):
         d = config.hidden
         width = d + config.time_code
         self.encoders = nn.ModuleDict(
-            {m: SequenceEncoder(spec.dims[m], d, d, config.dropout) for m in mods}
+            {m: SequenceEncoder(spec.dims[m], d, d, config.dropout, local=True) for m in mods}
         )
         pivot_len = spec.max_lengths[self.pivot]
         # eq 8-9: one coupling matrix per (other, pivot) pair. Initialised as a prior that

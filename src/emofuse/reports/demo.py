@@ -38,7 +38,7 @@ def oracle_rows(test) -> list[dict]:
     return rows
 
 
-def run_demo(out: Path, epochs: int = 12, seeds: list[int] | None = None, progress: bool = True, threads: int = 1) -> list[dict]:
+def run_demo(out: Path, epochs: int = 15, seeds: list[int] | None = None, progress: bool = True, threads: int = 1) -> list[dict]:
     seeds = seeds or [1]
     if threads:
         torch.set_num_threads(threads)
@@ -47,7 +47,7 @@ def run_demo(out: Path, epochs: int = 12, seeds: list[int] | None = None, progre
     rows = []
     for model in DEMO_MODELS:
         start = time.perf_counter()
-        config = TrainConfig(model=model, modalities="T+A+V", data="synthetic", epochs=epochs, patience=5, lr=2e-3, seed=seeds[0])
+        config = TrainConfig(model=model, modalities="T+A+V", data="synthetic", epochs=epochs, patience=5, seed=seeds[0])
         _, summary = train_seeds(config, splits, Path(out) / model, seeds, progress=progress)
         rows.append(summary_row(model, summary["test"], seconds=f"{time.perf_counter() - start:.0f}"))
     rows.extend(oracle_rows(splits.test))

@@ -48,5 +48,6 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str], first: str = 
 def summary_row(name: str, summary: dict[str, dict[str, float]], **extra: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name, **extra}
     for k, v in summary.items():
-        row[k] = (v["mean"], v["std"])
+        # a single seed has no spread: print the value alone rather than a misleading "± 0"
+        row[k] = (v["mean"], v["std"] if v.get("n", 1) > 1 else None)
     return row
