@@ -115,6 +115,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("ablate")
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from emofuse.reports.ablate import run_ablation
+
+    splits = _load(args)
+    out = Path(args.out or f"runs/ablate_{args.model}")
+    run_ablation(_train_config(args, modalities="T+A+V"), splits, args.seeds, out, progress=not args.quiet)
+    print((out / "ablation.md").read_text())
+    print(f"CSV, Markdown and bar plots (PNG) in {out}")
+    return 0
+
+
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from emofuse.evaluation.evaluate import evaluate_run
@@ -175,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default="T+A+V", help="any of T, A, V joined by +")
     p.add_argument("--out", help="output folder (default runs/<model>_<modalities>)")
     _add_training_arguments(p)
+
+    p = sub.add_parser("ablate", help="one model over all seven modality subsets: table, CSV and bar plots")
+    p.add_argument("--model", default="fusion_matched")
+    p.add_argument("--out", help="output folder (default runs/ablate_<model>)")
+    _add_training_arguments(p)
+    p.set_defaults(modalities="T+A+V")
 
     p = sub.add_parser("evaluate", help="score a run's best checkpoint, on its data or another dataset")
     p.add_argument("run_dir")
