@@ -11,7 +11,7 @@ from emofuse.cli.main import build_parser, main
 
 def test_command_list():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"demo", "train", "ablate", "evaluate", "prepare-text", "install-mpnet", "list-models"}
+    assert set(sub.choices) == {"demo", "train", "ablate", "evaluate", "robustness", "prepare-text", "install-mpnet", "list-models"}
 
 
 def test_list_models(capsys):
@@ -31,6 +31,10 @@ def test_train_then_evaluate(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| test |" in text and "| train |" in text
     assert (tmp_path / "r.json").is_file()
+    assert main(["robustness", str(out / "seed_1")]) == 0
+    text = capsys.readouterr().out
+    assert "| text |" in text and "| vision |" in text and "AUC" in text
+    assert (out / "seed_1" / "robustness" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_missing_data_file_is_one_clear_line(tmp_path, capsys):

@@ -144,6 +144,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("robustness")
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from emofuse.data.loading import TextOptions, load_splits
+    from emofuse.evaluation.evaluate import load_run
+    from emofuse.evaluation.robustness import plot_robustness, robustness_curves
+    from emofuse.training.checkpoint import atomic_write_text
+
+    run = load_run(Path(args.run_dir), args.device)
+    data = load_splits(args.data or run.config.data, TextOptions(run.config.text_model, run.config.max_words), run.config.classes)
+    result = robustness_curves(run, data.test, seed=args.seed)
+    out = Path(args.out or Path(args.run_dir) / "robustness")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "robustness.json", json.dumps(result, indent=2) + "\n")
+    plot_robustness(result, out / "robustness.png", f"{run.config.model} {run.config.modalities}")
+    key = result["metric"]
+    print(f"{key} on test: clean {100 * result['clean']:.1f}")
+    print("| modality | missing | " + " | ".join(f"{lv:.1f}" for lv in next(iter(result["modalities"].values()))["levels"]) + " | AUC |")
+    print("|---|---|" + "---|" * (len(next(iter(result["modalities"].values()))["levels"]) + 1))
+    for m, c in result["modalities"].items():
+        cells = " | ".join(f"{100 * s:.1f}" for s in c["scores"])
+        print(f"| {m} | {100 * c['missing']:.1f} | {cells} | {100 * c['auc']:.1f} |")
+    print(f"curves: {out / 'robustness.png'}")
+    return 0
+
+
 @command("prepare-text")
 def cmd_prepare_text(args: argparse.Namespace) -> int:
     from emofuse.features.text import prepare_text
@@ -200,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the report to this JSON file")
+
+    p = sub.add_parser("robustness", help="a run's test score with one modality missing or noised at levels 0-0.9")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="another dataset (default: the run's)")
+    p.add_argument("--out", help="output folder (default RUN_DIR/robustness)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("prepare-text", help="label.csv -> MMSA pickle of word-level text embeddings")
     p.add_argument("label_csv")
