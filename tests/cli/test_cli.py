@@ -11,7 +11,7 @@ from emofuse.cli.main import build_parser, main
 
 def test_command_list():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"demo", "train", "ablate", "evaluate", "robustness", "prepare-text", "install-mpnet", "list-models"}
+    assert set(sub.choices) == {"demo", "train", "ablate", "compare", "evaluate", "robustness", "prepare-text", "install-mpnet", "list-models"}
 
 
 def test_list_models(capsys):

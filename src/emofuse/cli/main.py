@@ -144,6 +144,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("compare")
+def cmd_compare(args: argparse.Namespace) -> int:
+    from emofuse.reports.compare import compare_models
+
+    out = Path(args.out or "runs/compare")
+    splits = _load(args) if args.workers == 1 else None
+    result = compare_models(_train_config(args, model=args.models[0]), args.models, args.seeds, out,
+                            workers=args.workers, progress=not args.quiet, splits=splits)
+    print(result["table"])
+    print("\npaired bootstrap on the test set (seed-averaged predictions, 95% CI of a - b):")
+    print("| a | b | metric | diff | 95% CI | p | significant |\n|---|---|---|---|---|---|---|")
+    for r in result["bootstrap"]:
+        print(f"| {r['model_a']} | {r['model_b']} | {r['metric']} | {r['diff']:+.4f} | "
+              f"[{r['low']:+.4f}, {r['high']:+.4f}] | {r['p']:.3f} | {'yes' if r['significant'] else 'no'} |")
+    print(f"\ntables, CSVs and compare.png in {out}")
+    return 0
+
+
 @command("robustness")
 def cmd_robustness(args: argparse.Namespace) -> int:
     from emofuse.data.loading import TextOptions, load_splits
@@ -225,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the report to this JSON file")
+
+    p = sub.add_parser("compare", help="several models on one dataset: mean ± std, paired bootstrap, plots")
+    p.add_argument("--models", nargs="+", default=["fusion_matched", "ef_lstm", "late_fusion"])
+    p.add_argument("--modalities", default="T+A+V")
+    p.add_argument("--workers", type=int, default=1, help="parallel training processes (one thread each)")
+    p.add_argument("--out", help="output folder (default runs/compare)")
+    _add_training_arguments(p)
 
     p = sub.add_parser("robustness", help="a run's test score with one modality missing or noised at levels 0-0.9")
     p.add_argument("run_dir")

@@ -64,7 +64,8 @@ def run_ablation(
                 values = [three_class_f1(r.run_dir) for r in results]
             else:
                 values = [r.metrics["test"][key] for r in results]
-            row[key] = mean_std(values)
+            mean, std = mean_std(values)
+            row[key] = (mean, std if len(values) > 1 else None)  # one seed has no spread
         rows.append(row)
     _write_outputs(rows, out, base.model, len(seeds))
     return rows
@@ -73,7 +74,7 @@ def run_ablation(
 def _write_outputs(rows: list[dict[str, Any]], out: Path, model: str, n_seeds: int) -> None:
     lines = ["subset,metric,mean,std"]
     for row in rows:
-        lines += [f"{row['subset']},{k},{row[k][0]:.6f},{row[k][1]:.6f}" for k in COLUMNS]
+        lines += [f"{row['subset']},{k},{row[k][0]:.6f},{'' if row[k][1] is None else f'{row[k][1]:.6f}'}" for k in COLUMNS]
     atomic_write_text(out / "ablation.csv", "\n".join(lines) + "\n")
     table = markdown_table(rows, COLUMNS, first="subset")
     atomic_write_text(out / "ablation.md", f"{model}, test split, mean ± std over {n_seeds} seed(s)\n\n{table}\n")
@@ -94,7 +95,7 @@ def _bar_plot(rows: list[dict[str, Any]], keys: list[str], title: str, path: Pat
     width = 0.8 / len(keys)
     for i, key in enumerate(keys):
         means = [100 * r[key][0] for r in rows]
-        stds = [100 * r[key][1] for r in rows]
+        stds = [100 * (r[key][1] or 0.0) for r in rows]
         bars = ax.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=HEADERS.get(key, key))
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(x, [r["subset"] for r in rows])
