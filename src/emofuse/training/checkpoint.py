@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from emofuse.data.mmsa import atomic_path
 
 
 class CheckpointError(RuntimeError):
@@ -15,22 +15,15 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call write(fileobj) on a temp file in the same folder, fsync, then rename over `path`.
+    """Call write(fileobj) on a temp file beside `path`, then rename it over `path`.
 
-    rename is atomic on POSIX, so readers see the old file or the new one, never a mix.
+    rename is atomic on POSIX, so readers see the old file or the new one, never a mix
+    (the same mechanism the data writers use: `emofuse.data.mmsa.atomic_path`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        write(f)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
