@@ -58,6 +58,12 @@ def _train_config(args: argparse.Namespace, model: str | None = None, modalities
         classes=args.classes,
         text_model=args.text_model,
         max_words=args.max_words,
+        text_encoder=args.text_encoder,
+        text_finetune=args.text_finetune,
+        text_lr=args.text_lr,
+        warmup=args.warmup,
+        layer_decay=args.layer_decay,
+        max_tokens=args.max_tokens,
         model_options=dict(args.model_option or []),
     )
 
@@ -77,6 +83,12 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
     p.add_argument("--class-weights", action="store_true", help="classification: inverse-frequency loss weights")
     p.add_argument("--text-model", default="minilm", help="word features for raw text: minilm, mpnet, a HF model name or a local folder")
     p.add_argument("--max-words", type=int, default=50)
+    p.add_argument("--text-encoder", default="", help="a text encoder inside the model (minilm, mpnet, HF name, folder); default: pre-extracted features")
+    p.add_argument("--text-finetune", default="all", help="none, all or top:K layers of the text encoder train")
+    p.add_argument("--text-lr", type=float, default=5e-5, help="the text encoder's learning rate")
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming the encoder's lr up, then linear decay")
+    p.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay of the encoder (< 1: lower layers slower)")
+    p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--model-option", "-o", type=_parse_option, action="append", metavar="KEY=VALUE", help="model config, e.g. -o hidden=32 -o head=paper")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -85,7 +97,8 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
 def _load(args: argparse.Namespace):
     from emofuse.data.loading import TextOptions, load_splits
 
-    return load_splits(args.data, TextOptions(args.text_model, args.max_words), args.classes)
+    model = None if args.text_encoder else args.text_model  # an in-model encoder reads raw text
+    return load_splits(args.data, TextOptions(model, args.max_words), args.classes)
 
 
 # --------------------------------------------------------------------------- commands
@@ -164,13 +177,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 @command("robustness")
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from emofuse.data.loading import TextOptions, load_splits
-    from emofuse.evaluation.evaluate import load_run
+    from emofuse.data.loading import load_splits
+    from emofuse.evaluation.evaluate import load_run, text_options
     from emofuse.evaluation.robustness import plot_robustness, robustness_curves
     from emofuse.training.checkpoint import atomic_write_text
 
     run = load_run(Path(args.run_dir), args.device)
-    data = load_splits(args.data or run.config.data, TextOptions(run.config.text_model, run.config.max_words), run.config.classes)
+    data = load_splits(args.data or run.config.data, text_options(run.config), run.config.classes)
     result = robustness_curves(run, data.test, seed=args.seed)
     out = Path(args.out or Path(args.run_dir) / "robustness")
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,10 @@ import torch
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
 SHORT_NAMES = {"T": "text", "A": "audio", "V": "vision"}
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+# per-sample extras that travel with every batch (a text encoder's tokens), trimmed per batch
+TOKEN_EXTRAS: tuple[str, ...] = ("input_ids", "attention_mask", "word_index")
+# batches per "bucket" when batching by length: long enough to mix, short enough to sort
+BUCKET_BATCHES = 50
 
 
 class DataFormatError(ValueError):
@@ -173,9 +177,26 @@ class MultimodalDataset:
         """
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
+        chunks = [order[s : s + batch_size] for s in range(0, n, batch_size)]
+        if shuffle and "attention_mask" in self.extras:
+            chunks = self._length_buckets(order, batch_size, generator)
+        for idx in chunks:
             yield self.make_batch(idx)
+
+    def _length_buckets(
+        self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None
+    ) -> list[torch.Tensor]:
+        """Shuffled batches of similar token length: sort within buckets of shuffled clips,
+        then shuffle the batches. A transformer then pads (and attends over) little."""
+        tokens = torch.from_numpy(np.asarray(self.extras["attention_mask"]).sum(1))
+        span = batch_size * BUCKET_BATCHES
+        chunks = []
+        for s in range(0, len(order), span):
+            bucket = order[s : s + span]
+            bucket = bucket[torch.argsort(tokens[bucket], stable=True)]
+            chunks += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
+        perm = torch.randperm(len(chunks), generator=generator)
+        return [chunks[i] for i in perm.tolist()]
 
     def make_batch(self, idx: torch.Tensor) -> Batch:
         feats, masks = {}, {}
@@ -186,7 +207,14 @@ class MultimodalDataset:
             longest = int(lengths.max())
             feats[m] = x[idx, :longest]
             masks[m] = lengths_to_mask(lengths, longest)
-        return Batch(features=feats, masks=masks, labels=self.labels[idx], indices=idx)
+        extras = {}
+        if "attention_mask" in self.extras:
+            np_idx = idx.numpy()
+            mask = np.asarray(self.extras["attention_mask"])[np_idx]
+            longest = max(int(mask.sum(1).max()), 1)
+            for k in TOKEN_EXTRAS:
+                extras[k] = torch.from_numpy(np.asarray(self.extras[k])[np_idx, :longest])
+        return Batch(features=feats, masks=masks, labels=self.labels[idx], indices=idx, extras=extras)
 
 
 @dataclass
@@ -197,6 +225,7 @@ class Batch:
     masks: dict[str, torch.Tensor]
     labels: torch.Tensor
     indices: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # token ids for a text encoder
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -204,6 +233,7 @@ class Batch:
             masks={m: x.to(device, non_blocking=True) for m, x in self.masks.items()},
             labels=self.labels.to(device, non_blocking=True),
             indices=self.indices,
+            extras={k: x.to(device, non_blocking=True) for k, x in self.extras.items()},
         )
 
     def __len__(self) -> int:

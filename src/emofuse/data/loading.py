@@ -23,7 +23,7 @@ SYNTHETIC_SOURCES = ("synthetic", "synthetic-unaligned", "synthetic-classes")
 class TextOptions:
     """How raw text becomes word features for text-only sources (label.csv, MELD)."""
 
-    model: str = "minilm"
+    model: str | None = "minilm"  # None: no features, raw text for an in-model text encoder
     max_words: int = 50
 
 

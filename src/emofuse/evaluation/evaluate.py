@@ -14,10 +14,15 @@ from emofuse.data.loading import TextOptions, fit_lengths, load_splits
 from emofuse.data.normalize import FeatureScaler
 from emofuse.evaluation.predict import predict, score
 from emofuse.models.base import ModelSpec, MultimodalModel
-from emofuse.models.registry import create_model
+from emofuse.models.text_encoder import load_tokenizer_and_encoder, tokenize_dataset
 from emofuse.training.checkpoint import CheckpointError, load_checkpoint
 from emofuse.training.config import TrainConfig
-from emofuse.training.trainer import resolve_device
+from emofuse.training.trainer import build_model, resolve_device, text_encoder_config
+
+
+def text_options(config: TrainConfig) -> TextOptions:
+    """How a run's raw-text sources are read: features, or raw text for its own encoder."""
+    return TextOptions(None if config.text_encoder else config.text_model, config.max_words)
 
 
 @dataclass
@@ -27,6 +32,7 @@ class LoadedRun:
     model: MultimodalModel
     scaler: FeatureScaler
     class_names: list[str]
+    tokenizer: Any = None  # set when the model carries its own text encoder
 
     @property
     def spec(self) -> ModelSpec:
@@ -40,7 +46,11 @@ class LoadedRun:
                 f"{data.source}: the model needs modalities {list(self.spec.modalities)}, "
                 f"the data lacks {missing}"
             )
+        if self.tokenizer is not None:
+            data = tokenize_dataset(data, self.tokenizer, text_encoder_config(self.config))
         for m in self.spec.modalities:
+            if m == "text" and self.tokenizer is not None:
+                continue  # the encoder reads the raw text; the text features are a placeholder
             if data.features[m].shape[-1] != self.spec.dims[m]:
                 raise DataFormatError(
                     f"{data.source}: {m} features have {data.features[m].shape[-1]} dimensions, the "
@@ -59,10 +69,13 @@ def load_run(run_dir: Path, device: str = "cpu") -> LoadedRun:
     class_names = json.loads(config_path.read_text()).get("data", {}).get("class_names", [])
     ckpt = load_checkpoint(run_dir / "best.pt", device)
     spec = ModelSpec.from_dict(ckpt["spec"])
-    model = create_model(ckpt["model_name"], spec, **ckpt.get("model_options", {}))
+    tokenizer = encoder = None
+    if config.text_encoder:
+        tokenizer, encoder = load_tokenizer_and_encoder(config.text_encoder)
+    model = build_model(config, spec, encoder)
     model.load_state_dict(ckpt["model"])
     model.to(resolve_device(device)).eval()
-    return LoadedRun(run_dir, config, model, FeatureScaler.from_state_dict(ckpt["scaler"]), class_names)
+    return LoadedRun(run_dir, config, model, FeatureScaler.from_state_dict(ckpt["scaler"]), class_names, tokenizer)
 
 
 def evaluate_run(
@@ -71,9 +84,7 @@ def evaluate_run(
     """Metrics of a run's best checkpoint on `splits` of its own data or of `data`."""
     run = load_run(run_dir, device)
     source = data or run.config.data
-    loaded: DatasetSplits = load_splits(
-        source, TextOptions(run.config.text_model, run.config.max_words), run.config.classes
-    )
+    loaded: DatasetSplits = load_splits(source, text_options(run.config), run.config.classes)
     if loaded.task != run.spec.task:
         raise DataFormatError(
             f"{source}: {loaded.task} labels, but the run was trained for {run.spec.task}"

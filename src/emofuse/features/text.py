@@ -102,10 +102,10 @@ class WordEmbedder:
         self.device = torch.device(device)
         self.max_words = int(max_words)
         self.batch_size = int(batch_size)
-        self.tokenizer, self.encoder = _load_encoder(model, self.model_path)
+        self.tokenizer, self.encoder = load_encoder(model, self.model_path)
         self.encoder.to(self.device).eval()
         self.dim = int(self.encoder.config.hidden_size)
-        self.max_length = _max_length(self.tokenizer, self.encoder.config)
+        self.max_length = max_length(self.tokenizer, self.encoder.config)
 
     def __repr__(self) -> str:
         return (
@@ -148,24 +148,7 @@ class WordEmbedder:
 
     # ----------------------------------------------------------------- internals
     def _fill_empty_words(self, words: list[list[str]]) -> tuple[list[list[str]], np.ndarray]:
-        """Swap words that yield no token for the unknown token; return token counts per text.
-
-        Without this, word_ids() would skip such a word and every later word would shift into
-        the wrong time slot.
-        """
-        enc = self.tokenizer(words, is_split_into_words=True, truncation=False, verbose=False)
-        counts = np.array([len(ids) for ids in enc["input_ids"]], dtype=np.int64)
-        unk = self.tokenizer.unk_token or "."
-        fixed = words
-        for i, text_words in enumerate(words):
-            present = {w for w in enc.word_ids(i) if w is not None}
-            if len(present) == len(text_words):
-                continue
-            if fixed is words:
-                fixed = list(words)
-            fixed[i] = [w if j in present else unk for j, w in enumerate(text_words)]
-            counts[i] += len(text_words) - len(present)
-        return fixed, counts
+        return fill_empty_words(self.tokenizer, words)
 
     def _encode(self, batch_words: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Run the encoder on one batch and mean-pool sub-word vectors into word vectors."""
@@ -199,7 +182,28 @@ class WordEmbedder:
         return pooled.numpy(), lengths.numpy().astype(np.int64)
 
 
-def _load_encoder(name: str, path: str) -> tuple[Any, Any]:
+def fill_empty_words(tokenizer: Any, words: list[list[str]]) -> tuple[list[list[str]], np.ndarray]:
+    """Swap words that yield no token for the unknown token; return token counts per text.
+
+    Without this, word_ids() would skip such a word and every later word would shift into
+    the wrong time slot.
+    """
+    enc = tokenizer(words, is_split_into_words=True, truncation=False, verbose=False)
+    counts = np.array([len(ids) for ids in enc["input_ids"]], dtype=np.int64)
+    unk = tokenizer.unk_token or "."
+    fixed = words
+    for i, text_words in enumerate(words):
+        present = {w for w in enc.word_ids(i) if w is not None}
+        if len(present) == len(text_words):
+            continue
+        if fixed is words:
+            fixed = list(words)
+        fixed[i] = [w if j in present else unk for j, w in enumerate(text_words)]
+        counts[i] += len(text_words) - len(present)
+    return fixed, counts
+
+
+def load_encoder(name: str, path: str) -> tuple[Any, Any]:
     """Load a fast tokenizer and the bare encoder (no head) from `path`."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -222,7 +226,7 @@ def _load_encoder(name: str, path: str) -> tuple[Any, Any]:
     return tokenizer, encoder
 
 
-def _max_length(tokenizer: Any, config: Any) -> int:
+def max_length(tokenizer: Any, config: Any) -> int:
     """The longest token sequence the encoder accepts."""
     limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
     if 0 < limit <= 100_000:
@@ -332,7 +336,7 @@ def _write_cache(
 # --------------------------------------------------------------------------- datasets
 def texts_to_splits(
     df: pd.DataFrame,
-    model: str = "minilm",
+    model: str | None = "minilm",
     max_words: int = DEFAULT_MAX_WORDS,
     *,
     class_names: Sequence[str] | None = None,
@@ -373,7 +377,12 @@ def texts_to_splits(
     except (TypeError, ValueError) as exc:
         raise DataFormatError(f"{source}: labels are not numeric ({exc})") from exc
 
-    if use_cache:
+    if model is None:
+        # raw text only: a text encoder inside the model will read `raw_text`; the features
+        # are a one-dimensional zero placeholder with the right word counts
+        lengths = np.minimum([len(t.split()) for t in texts], max_words).astype(np.int64)
+        features = np.zeros((len(texts), max_words, 1), dtype=np.float32)
+    elif use_cache:
         features, lengths = embed_cached(
             texts, model, max_words, cache_dir, device=device, batch_size=batch_size,
             progress=progress,
@@ -410,7 +419,7 @@ def texts_to_splits(
 
 def label_csv_to_splits(
     label_csv: str | os.PathLike[str],
-    model: str = "minilm",
+    model: str | None = "minilm",
     max_words: int = DEFAULT_MAX_WORDS,
     **kwargs: Any,
 ) -> DatasetSplits:

@@ -128,10 +128,11 @@ def _train_model_worker(base: TrainConfig, model: str, seeds: list[int], out_dir
     """Runs in a spawned process: loads the data itself (no tensors are pickled)."""
     import torch
 
-    from emofuse.data.loading import TextOptions, load_splits
+    from emofuse.data.loading import load_splits
+    from emofuse.evaluation.evaluate import text_options
 
     torch.set_num_threads(1)
-    splits = load_splits(base.data, TextOptions(base.text_model, base.max_words), base.classes)
+    splits = load_splits(base.data, text_options(base), base.classes)
     _, summary = train_seeds(dataclasses.replace(base, model=model), splits, out_dir, seeds, progress=progress)
     return summary
 
@@ -146,9 +147,10 @@ def _train_all(
             futures = {m: pool.submit(_train_model_worker, base, m, seeds, out / m, progress) for m in models}
             return {m: futures[m].result() for m in models}
     if splits is None:
-        from emofuse.data.loading import TextOptions, load_splits
+        from emofuse.data.loading import load_splits
+        from emofuse.evaluation.evaluate import text_options
 
-        splits = load_splits(base.data, TextOptions(base.text_model, base.max_words), base.classes)
+        splits = load_splits(base.data, text_options(base), base.classes)
     summaries = {}
     for m in models:
         _, summaries[m] = train_seeds(dataclasses.replace(base, model=m), splits, out / m, seeds, progress=progress)

@@ -33,6 +33,13 @@ class TrainConfig:
     classes: int = 0  # >0: turn sentiment scores into 2/3/5/7 classes and train a classifier
     text_model: str = "minilm"  # word features for raw-text sources (label.csv, MELD)
     max_words: int = 50
+    # a text encoder inside the model ("" = use the data's pre-extracted text features)
+    text_encoder: str = ""  # minilm | mpnet | a local folder | a cached HF model id
+    text_finetune: str = "all"  # none | all | top:K
+    text_lr: float = 5e-5  # the encoder's own learning rate (warm-up, then linear decay)
+    warmup: float = 0.1  # fraction of all training steps spent warming the encoder's lr up
+    layer_decay: float = 1.0  # < 1: lower encoder layers learn more slowly
+    max_tokens: int = 128
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -33,6 +33,14 @@ from emofuse.data.normalize import FeatureScaler
 from emofuse.evaluation.predict import point_predictions, predict, score
 from emofuse.models.base import ModelSpec, MultimodalModel
 from emofuse.models.registry import create_model
+from emofuse.models.text_encoder import (
+    TextEncoder,
+    TextEncoderConfig,
+    WithTextEncoder,
+    load_tokenizer_and_encoder,
+    text_model_spec,
+    tokenize_splits,
+)
 from emofuse.training.checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -78,8 +86,24 @@ def model_spec_for(splits: DatasetSplits, modalities: tuple[str, ...]) -> ModelS
     )
 
 
-def build_model(config: TrainConfig, spec: ModelSpec) -> MultimodalModel:
-    return create_model(config.model, spec, **config.model_options)
+def text_encoder_config(config: TrainConfig) -> TextEncoderConfig:
+    return TextEncoderConfig(config.text_encoder, config.text_finetune, config.max_words, config.max_tokens)
+
+
+def build_model(config: TrainConfig, spec: ModelSpec, encoder: torch.nn.Module | None = None) -> MultimodalModel:
+    """The registered model, wrapped with a text encoder when the config asks for one.
+
+    `spec` describes the data; with an encoder, the wrapped model sees the encoder's width as
+    its text dimension.
+    """
+    if not config.text_encoder:
+        return create_model(config.model, spec, **config.model_options)
+    if "text" not in spec.modalities:
+        raise ValueError("--text-encoder needs the text modality in --modalities")
+    text = TextEncoder(text_encoder_config(config), encoder)
+    inner = create_model(config.model, text_model_spec(spec, text.dim), **config.model_options)
+    inner.model_name = config.model
+    return WithTextEncoder(inner, text)
 
 
 def make_loss(config: TrainConfig, splits: DatasetSplits) -> nn.Module:
@@ -93,9 +117,27 @@ def make_loss(config: TrainConfig, splits: DatasetSplits) -> nn.Module:
 
 
 def make_optimizer(config: TrainConfig, model: MultimodalModel) -> torch.optim.Optimizer:
-    # a model may ask for its own parameter groups (LMF's factors have their own lr)
-    groups = model.parameter_groups(config.lr) if hasattr(model, "parameter_groups") else model.parameters()
-    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    # a model may ask for its own parameter groups (LMF's factors, a text encoder's layers)
+    if isinstance(model, WithTextEncoder):
+        groups = model.parameter_groups(config.lr, config.text_lr, config.layer_decay)
+    elif hasattr(model, "parameter_groups"):
+        groups = model.parameter_groups(config.lr)
+    else:
+        groups = model.parameters()
+    # AdamW: the decoupled decay transformer fine-tuning expects (equal to Adam at decay 0)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then linear decay for the text encoder's groups; constant elsewhere."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warm = max(1, int(config.warmup * total))
+
+    def encoder_factor(step: int) -> float:
+        return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
+
+    lambdas = [encoder_factor if g.get("text_encoder") else (lambda step: 1.0) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
 class Trainer:
@@ -104,19 +146,25 @@ class Trainer:
     ) -> None:
         self.config = config
         self.modalities = parse_modalities(config.modalities)
-        selected = splits.select_modalities(self.modalities)
-        self.scaler = FeatureScaler.fit(selected.train)
-        self.splits = self.scaler.transform_splits(selected)
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
+        encoder = None
+        if config.text_encoder:
+            tokenizer, encoder = load_tokenizer_and_encoder(config.text_encoder)
+            splits = tokenize_splits(splits, tokenizer, text_encoder_config(config))
+        selected = splits.select_modalities(self.modalities)
+        self.scaler = FeatureScaler.fit(selected.train)
+        self.splits = self.scaler.transform_splits(selected)
         seed_everything(config.seed)
-        self.spec = model_spec_for(self.splits, self.modalities)
-        self.model = build_model(config, self.spec).to(self.device)
+        self.model = build_model(config, model_spec_for(self.splits, self.modalities), encoder).to(self.device)
+        self.spec = self.model.spec
         self.loss_fn = make_loss(config, self.splits).to(self.device)
         self.optimizer = make_optimizer(config, self.model)
+        steps = -(-len(self.splits.train) // config.batch_size)
+        self.scheduler = make_scheduler(config, self.optimizer, steps)
 
     # ------------------------------------------------------------------ files
     def _write_config(self) -> None:
@@ -165,6 +213,7 @@ class Trainer:
             if self.config.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
+            self.scheduler.step()
             total += float(loss.detach()) * len(batch)
             count += len(batch)
         return total / count
@@ -248,6 +297,7 @@ class Trainer:
         return {
             **self._model_payload(state["epoch"]),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "state": state,
             "train_config": self.config.to_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -267,6 +317,8 @@ class Trainer:
             )
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if "scheduler" in ckpt:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         if ckpt.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
