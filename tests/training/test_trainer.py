@@ -91,7 +91,8 @@ def test_seeds_summary_and_reproducibility(tmp_path, splits):
 def test_classification_training_and_evaluate(tmp_path):
     data = make_synthetic(SyntheticConfig(n_train=96, n_valid=32, n_test=32, max_words=8, min_words=4, classes=3))
     result = train_run(config(data="synthetic-classes", model="late_fusion"), data, tmp_path / "cls", progress=False)
-    assert set(result.metrics["test"]) >= {"accuracy", "f1_weighted", "confusion_matrix"}
+    assert set(result.metrics["test"]) >= {"accuracy", "f1_weighted", "confusion_matrix", "per_class"}
+    assert (tmp_path / "cls" / "confusion_test.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_reopens_a_run_and_reproduces_its_metrics(tmp_path):

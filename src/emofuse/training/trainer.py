@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from emofuse.data.dataset import DatasetSplits, MultimodalDataset, parse_modalities
 from emofuse.data.normalize import FeatureScaler
 from emofuse.evaluation.predict import point_predictions, predict, score
+from emofuse.metrics import plot_confusion_matrix
 from emofuse.models.base import ModelSpec, MultimodalModel
 from emofuse.models.registry import create_model
 from emofuse.models.text_encoder import (
@@ -342,6 +343,10 @@ class Trainer:
             for i, (sid, label, pred) in enumerate(zip(data.ids, data.labels.tolist(), point_predictions(preds))):
                 rows.append({"split": split, "index": i, "id": sid, "label": label, "prediction": float(pred)})
         atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        if self.splits.task == "classification":
+            names = self.splits.class_names or [str(i) for i in range(self.splits.num_classes)]
+            plot_confusion_matrix(metrics["test"]["confusion_matrix"], names, self.run_dir / "confusion_test.png",
+                                  title=f"{self.config.model} {self.config.modalities}: test")
         write_predictions(self.run_dir / "predictions.csv", rows)
         return RunResult(self.run_dir, metrics, state["best_epoch"], state["epoch"])
 
