@@ -21,9 +21,14 @@ Choices the paper leaves open, made here and documented:
   `head="paper"` feeds only these profiles to an MLP. `head="matched"` (default) also lets the
   matching matrices act as cross-modal attention (softmax over x's steps of M_xy[:, j] pulls x's
   features onto the pivot's step j), builds one token per pivot step from
-  [E_y[j]; context_x[j]; context_z[j]; profiles[j]] and pools the tokens. A fused token can
-  then carry the product of a word's cue and the audio at the same moment, which a pooled
-  scalar profile cannot.
+  [E_y[j]; context_x[j]; E_y[j] * U context_x[j]; (same for z); profiles[j]] and pools the
+  tokens. A fused token can then carry the product of a word's cue and the audio at the same
+  moment, which a pooled scalar profile cannot.
+- The intra-modal encoders add a per-step projection of their input to the BiLSTM output:
+  matching needs each step's own features, not only a recurrent summary smeared over time
+  (without it the network did not learn the synthetic data's time-aligned interaction).
+- The coupling matrices start as a same-time prior (identity on the time-code block), the
+  word-alignment assumption of the paper's Section 1, which training may then move away from.
 - Encoder outputs get a relative-time code (step / length), so that matching can find the same
   moment in sequences of different frame rates (unaligned data).
 - Bimodal subsets use one matching matrix (P = M'_xy); unimodal ones the encoder alone.
@@ -199,13 +204,12 @@ class FusionMatched(MultimodalModel):
         d = self.config.hidden
         extras: dict[str, torch.Tensor] = {}
 
-        matches, weighted, contexts = {}, {}, []
+        weighted, contexts = {}, []
         for m in self.others:
             mask_x = batch.masks[m]
             mat = self.match(enc[m], enc[y], m, mask_x, mask_y)  # B x t_x x t_y
             alpha = self.row_attention[m](mat, mask_x)  # eqs 10-11
             weighted[m] = alpha.unsqueeze(-1) * mat  # eq 12
-            matches[m] = mat
             extras[f"alpha_{m}"] = alpha
             # the matching matrix as cross-modal attention onto the pivot's steps
             key_mask = mask_x.unsqueeze(1).expand(-1, mat.shape[2], -1)
