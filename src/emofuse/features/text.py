@@ -160,7 +160,7 @@ class WordEmbedder:
             padding=True,
             return_tensors="pt",
         )
-        b, t = enc["input_ids"].shape
+        b = enc["input_ids"].shape[0]
         # word_ids() holds None for special and padding tokens; a float array turns None into
         # NaN in one C-level conversion, which then becomes -1 ("no word").
         word_ids = np.array([enc.word_ids(j) for j in range(b)], dtype=np.float64)
@@ -169,17 +169,27 @@ class WordEmbedder:
         with torch.inference_mode():
             hidden = self.encoder(**inputs).last_hidden_state.float().cpu()
         word_ids = word_ids[:, : hidden.shape[1]]
-        keep = (word_ids >= 0) & (word_ids < self.max_words)
-        rows = torch.arange(b).unsqueeze(1).expand(b, t)
-        slot = (rows * self.max_words + word_ids)[keep]
-        sums = hidden.new_zeros(b * self.max_words, hidden.shape[2])
-        sums.index_add_(0, slot, hidden[keep])
-        counts = torch.bincount(slot, minlength=b * self.max_words).clamp(min=1).unsqueeze(1)
-        pooled = (sums / counts).view(b, self.max_words, hidden.shape[2])
+        pooled = pool_subwords(hidden, word_ids, self.max_words)
         # Every word has >= 1 token (see _fill_empty_words), so the encoded words are exactly
         # 0..max_id and the count is max_id + 1.
         lengths = (word_ids.max(dim=1).values + 1).clamp(min=0, max=self.max_words)
         return pooled.numpy(), lengths.numpy().astype(np.int64)
+
+
+def pool_subwords(hidden: torch.Tensor, word_index: torch.Tensor, max_words: int) -> torch.Tensor:
+    """Mean of each word's sub-word vectors: B x T x D tokens -> B x max_words x D words.
+
+    word_index gives each token's word (-1 for special and padding tokens); words at or past
+    max_words are dropped, and word slots with no token stay zero. Differentiable, so the
+    in-model text encoder can fine-tune through it.
+    """
+    b, t, d = hidden.shape
+    keep = (word_index >= 0) & (word_index < max_words)
+    rows = torch.arange(b, device=hidden.device).unsqueeze(1).expand(b, t)
+    slot = (rows * max_words + word_index.clamp_min(0))[keep]
+    sums = hidden.new_zeros(b * max_words, d).index_add(0, slot, hidden[keep])
+    counts = torch.bincount(slot, minlength=b * max_words).clamp_min(1).unsqueeze(1).to(hidden.dtype)
+    return (sums / counts).view(b, max_words, d)
 
 
 def fill_empty_words(tokenizer: Any, words: list[list[str]]) -> tuple[list[list[str]], np.ndarray]:

@@ -130,14 +130,10 @@ class TextEncoder(nn.Module):
             with torch.no_grad():  # a frozen encoder needs no graph: far less memory and time
                 self.encoder.eval()
                 hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        b, t, d = hidden.shape
+        from emofuse.features.text import pool_subwords
+
         max_words = self.config.max_words
-        keep = word_index >= 0
-        rows = torch.arange(b, device=hidden.device).unsqueeze(1).expand(b, t)
-        slot = (rows * max_words + word_index.clamp_min(0))[keep]
-        sums = hidden.new_zeros(b * max_words, d).index_add(0, slot, hidden[keep])
-        counts = torch.bincount(slot, minlength=b * max_words).clamp_min(1).unsqueeze(1).to(hidden.dtype)
-        words = (sums / counts).view(b, max_words, d)
+        words = pool_subwords(hidden, word_index, max_words)
         n_words = (word_index.max(1).values + 1).clamp(min=1, max=max_words)
         word_mask = torch.arange(max_words, device=hidden.device)[None, :] < n_words[:, None]
         sentence = (words * word_mask.unsqueeze(-1)).sum(1) / n_words.unsqueeze(-1).to(hidden.dtype)
