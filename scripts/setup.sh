@@ -20,4 +20,9 @@ py=.venv/bin/python
 "$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet "torch==2.13.0"
 "$py" -m pip install --quiet -c scripts/constraints.txt -e ".[$extras]"
+# the extraction stack (PyAV, openSMILE, librosa, faster-whisper + its carried model, pocketsphinx,
+# mediapipe + its carried face model; as root also espeak-ng/ffmpeg/sox for the tests' media)
+if [ "${EMOFUSE_NO_EXTRACT:-0}" != 1 ]; then
+    bash scripts/install_extract.sh
+fi
 echo "setup: done; run .venv/bin/emofuse (or 'source .venv/bin/activate' first)" >&2

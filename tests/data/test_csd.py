@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from emofuse.data import (
     ComputationalSequence,
@@ -22,6 +25,7 @@ from emofuse.data import (
     write_csd,
 )
 from emofuse.data.csd import SDK_METADATA_KEYS
+from emofuse.data.loading import TextOptions, load_splits
 from emofuse.data.shared_data import missing_reason, shared_data_file
 
 
@@ -263,7 +267,8 @@ def _toy_videos() -> tuple[dict[str, ComputationalSequence], ComputationalSequen
         w_starts = np.arange(0.0, 10.0, 0.5)
         tokens = np.array([[b"sp" if i % 4 == 3 else f"{vid}w{i}".encode()] for i in range(20)])
         word_seq[vid] = (tokens, np.stack([w_starts, w_starts + 0.5], 1))
-        labels[vid] = (np.array([[k + 0.5], [-k - 0.5]]), iv((0, 2), (2.0, 7.0)))
+        score = min(k, 2) + 0.5  # sentiment scores lie in [-3, 3]
+        labels[vid] = (np.array([[score], [-score]]), iv((0, 2), (2.0, 7.0)))
     sequences = {"audio": ComputationalSequence("audio", audio),
                  "words": ComputationalSequence("words", word_seq)}
     return sequences, ComputationalSequence("labels", labels, {"dataset name": "TOY"})
@@ -335,3 +340,128 @@ def test_real_labels_to_splits_match_the_standard_split() -> None:
     assert [len(d) for _, d in splits.items()] == [1284, 229, 686]
     first = splits.train.ids.index("03bSnISJMiM$_$1")
     assert splits.train.labels[first].item() == pytest.approx(2.4)
+
+
+# --------------------------------------------------------------------------- damaged files
+def _h5(path: Path, fill: Callable[[h5py.File], object]) -> Path:
+    with h5py.File(path, "w") as handle:
+        handle.create_group("root/metadata")
+        fill(handle)
+    return path
+
+
+def _video(handle: h5py.File, features: Any, intervals: Any = None) -> None:
+    group = handle.create_group("root/data/vid1")
+    group["features"] = features
+    group["intervals"] = iv((0, 1), (1, 2)) if intervals is None else intervals
+
+
+_MISSING = h5py.ExternalLink("no-such-file.h5", "/x")  # h5py raises KeyError on access
+
+
+@pytest.mark.parametrize(
+    ("fill", "pattern"),
+    [
+        (lambda h: h.create_group("root/data"), r"holds no video"),
+        (lambda h: _video(h, 1.0), r"video 'vid1': features must be m x n, found shape \(\)"),
+        (lambda h: _video(h, np.zeros(2, dtype=[("a", "f4"), ("b", "i4")])),
+         r"video 'vid1': features must be numbers or word strings"),
+        (lambda h: _video(h, _MISSING), r"video 'vid1': expected datasets 'features' and 'intervals'"),
+        (lambda h: h["root"].__setitem__("data", _MISSING), r"damaged computational sequence \(KeyError"),
+        (lambda h: (_video(h, np.zeros((2, 2))), h["root/metadata"].__setitem__("k", _MISSING)),
+         r"damaged computational sequence"),
+    ],
+    ids=["no-video", "scalar-features", "compound-features", "dangling-features", "dangling-data",
+         "dangling-metadata"],
+)
+def test_damaged_files_raise_a_format_error_naming_the_file(
+    tmp_path: Path, fill: Callable[[h5py.File], object], pattern: str
+) -> None:
+    path = _h5(tmp_path / "damaged.csd", fill)
+    with pytest.raises(DataFormatError, match=r"damaged\.csd: .*" + pattern):
+        read_csd(path)
+
+
+# --------------------------------------------------------------------------- a folder of files
+WORDS_PER_VIDEO = 8  # 0.5 s each; word 5 is the silence token 'sp'
+TOY_FOLDS = {"standard_train_fold": ["v0"], "standard_valid_fold": ["v1"], "standard_test_fold": ["v2"]}
+
+
+def _toy_folder(folder: Path, labels: tuple[float, float] = (1.5, -0.5)) -> Path:
+    """A MOSI-shaped folder: words, GloVe-like vectors, COVAREP-like audio at 0.25 s, Facet-like
+    vision at 1 s, opinion labels for [0, 2) and [2, 4) s of each video, and the folds."""
+    folder.mkdir()
+    words, vectors, audio, vision, label_data = {}, {}, {}, {}, {}
+    for k, vid in enumerate(["v0", "v1", "v2"]):
+        starts = np.arange(WORDS_PER_VIDEO) * 0.5
+        word_iv = np.stack([starts, starts + 0.5], 1)
+        tokens = [b"sp" if i == 5 else f"{vid}w{i}".encode() for i in range(WORDS_PER_VIDEO)]
+        words[vid] = (np.array(tokens)[:, None], word_iv)
+        vec = np.stack([starts * 10 + k, -starts], 1).astype(np.float32)
+        vec[5] = 0.0  # the SDK's vector for 'sp'
+        vectors[vid] = (vec, word_iv)
+        a_starts = np.arange(16) * 0.25
+        audio[vid] = (a_starts[:, None].astype(np.float32) + 100 * k, np.stack([a_starts, a_starts + 0.25], 1))
+        v_starts = np.arange(4.0)
+        vision[vid] = (np.stack([v_starts, v_starts], 1).astype(np.float32), np.stack([v_starts, v_starts + 1], 1))
+        label_data[vid] = (np.array([[labels[0] + k / 2], [labels[1]]]), iv((0, 2), (2, 4)))
+    for name, data in [("CMU_TOY_TimestampedWords", words), ("CMU_TOY_TimestampedWordVectors", vectors),
+                       ("CMU_TOY_COVAREP", audio), ("CMU_TOY_Visual_Facet_42", vision),
+                       ("CMU_TOY_TimestampedPhones", audio), ("CMU_TOY_Opinion_Labels", label_data)]:
+        write_csd(ComputationalSequence(name, data, {"dataset name": "TOY"}), folder / f"{name}.csd")
+    (folder / "standard_folds.json").write_text(json.dumps(TOY_FOLDS))
+    return folder
+
+
+def test_csd_folder_loads_aligned_to_words_by_the_standard_folds(tmp_path: Path) -> None:
+    folder = _toy_folder(tmp_path / "toy")
+    with pytest.warns(UserWarning, match=r"ignoring \['CMU_TOY_TimestampedPhones\.csd'\]"):
+        splits = load_splits(str(folder), TextOptions(max_words=6))
+    assert [len(d) for _, d in splits.items()] == [2, 2, 2] and splits.name == "toy"
+    train = splits.train
+    assert train.ids == ["v0$_$1", "v0$_$2"] and train.labels.tolist() == [1.5, -0.5]
+    assert train.raw_text == ["v0w0 v0w1 v0w2 v0w3", "v0w4 v0w6 v0w7"]  # 'sp' is no word
+    assert train.lengths["text"].tolist() == [4, 3] and train.max_lengths()["audio"] == 6
+    for m in ("audio", "vision"):
+        assert torch.equal(train.lengths[m], train.lengths["text"])  # one step per word
+    # word j of the second segment: words 4, 6, 7 (starting 2.0, 3.0, 3.5 s)
+    starts = np.array([2.0, 3.0, 3.5])
+    np.testing.assert_allclose(train.features["text"][1, :3, 0], starts * 10)
+    np.testing.assert_allclose(train.features["audio"][1, :3, 0], starts + 0.125)  # 2 frames each
+    np.testing.assert_allclose(train.features["vision"][1, :3, 0], np.floor(starts))
+    assert (train.features["audio"][1, 3:] == 0).all()
+    assert splits.test.labels.tolist() == [2.5, -0.5]
+
+
+def test_csd_folder_with_two_files_for_one_modality_lists_them(tmp_path: Path) -> None:
+    folder = _toy_folder(tmp_path / "toy")
+    (folder / "CMU_TOY_Visual_OpenFace_2.csd").write_bytes((folder / "CMU_TOY_Visual_Facet_42.csd").read_bytes())
+    with pytest.warns(UserWarning), pytest.raises(
+        DataFormatError, match=r"more than one .*'vision': \['CMU_TOY_Visual_Facet_42\.csd', "
+        r"'CMU_TOY_Visual_OpenFace_2\.csd'\]"
+    ):
+        load_splits(str(folder))
+
+
+def test_csd_folder_needs_folds_and_one_labels_file(tmp_path: Path) -> None:
+    folder = _toy_folder(tmp_path / "toy")
+    (folder / "standard_folds.json").unlink()
+    with pytest.warns(UserWarning), pytest.raises(DataFormatError, match=r"standard_folds\.json is missing"):
+        load_splits(str(folder))
+    (folder / "CMU_TOY_Opinion_Labels.csd").unlink()
+    with pytest.raises(DataFormatError, match=r"exactly one labels file .*found none"):
+        load_splits(str(folder))
+    with pytest.raises(DataFormatError, match=r"give the folder"):
+        load_splits(str(folder / "CMU_TOY_COVAREP.csd"))
+
+
+def test_csd_labels_outside_the_range_name_file_split_and_segment(tmp_path: Path) -> None:
+    folder = _toy_folder(tmp_path / "toy", labels=(1.5, 42.0))
+    with pytest.warns(UserWarning), pytest.raises(
+        DataFormatError, match=r"CMU_TOY_Opinion_Labels\.csd \[split 'train'\]: 1 sentiment label\(s\) "
+        r"outside \[-3, 3\]: segment 'v0\$_\$2' = 42"
+    ):
+        load_splits(str(folder))
+    with pytest.warns(UserWarning, match="clipped"):
+        splits = load_splits(str(folder), clip_labels=True)
+    assert splits.train.labels.tolist() == [1.5, 3.0] and splits.valid.labels.tolist() == [2.0, 3.0]

@@ -79,9 +79,46 @@ def test_start_end_are_optional_and_bom_is_ignored(tmp_path: Path) -> None:
 
 
 def test_missing_columns_are_named(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, ["a,1,hi,1.0,train"], header="video_id,clip_id,text,label,mode\n")
-    with pytest.raises(DataFormatError, match=r"label\.csv: missing column\(s\) \['annotation'\]"):
+    path = write_csv(tmp_path, ["a,1,hi,1.0"], header="video_id,clip_id,text,label\n")
+    with pytest.raises(DataFormatError, match=r"label\.csv: missing column\(s\) \['mode'\]"):
         read_label_csv(path)
+
+
+def test_annotation_is_derived_from_the_sign_and_extra_columns_are_kept(tmp_path: Path) -> None:
+    """MOSEI's label.csv: no annotation, extra per-modality labels, the valid split named 'dev'."""
+    header = "video_id,clip_id,text,label,label_T,label_A,mode\n"
+    rows = ["v1,1,great,2.2,1,1,train", "v1,2,meh,0,0,0,dev", "v2,1,awful,-1.4,-1,0,test",
+            "v2,2,fine,0.2,0,0,train"]
+    df = read_label_csv(write_csv(tmp_path, rows, header=header))
+    assert df["annotation"].tolist() == ["Positive", "Neutral", "Negative", "Positive"]
+    assert df["mode"].tolist() == ["train", "valid", "test", "train"]
+    assert df["label_T"].tolist() == ["1", "0", "-1", "0"]
+    assert {k: len(v) for k, v in label_csv_splits(df).items()} == {"train": 2, "valid": 1, "test": 1}
+
+
+@pytest.mark.parametrize("valid_name", ["valid", "dev", "val", "Validation", " DEV "])
+def test_mode_names_of_the_validation_split(tmp_path: Path, valid_name: str) -> None:
+    rows = [f"v,{i},hi,1,Positive,{mode},0,1" for i, mode in enumerate(["train", valid_name, "Test"])]
+    assert read_label_csv(write_csv(tmp_path, rows))["mode"].tolist() == ["train", "valid", "test"]
+
+
+@pytest.mark.parametrize("bad", ["42.0", "-1e9", "10"])
+def test_labels_outside_the_sentiment_range_are_refused(tmp_path: Path, bad: str) -> None:
+    path = write_csv(tmp_path, [*GOOD_ROWS, f"vidC,7,hi,{bad},Positive,test,0,1"])
+    with pytest.raises(DataFormatError, match=r"label\.csv: 1 sentiment label\(s\) outside \[-3, 3\]: "
+                       r"line 5 \(vidC/7\) in split test = "):
+        read_label_csv(path)
+    with pytest.warns(UserWarning, match=r"clipped to \[-3, 3\]"):
+        df = read_label_csv(path, clip_labels=True)
+    assert df["label"].iloc[-1] == (3.0 if float(bad) > 0 else -3.0)
+
+
+def test_folder_is_read_through_its_label_csv(tmp_path: Path) -> None:
+    write_csv(tmp_path, GOOD_ROWS)
+    assert len(read_label_csv(tmp_path)) == 3
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFormatError, match=r"empty is a folder; expected a label csv file"):
+        read_label_csv(tmp_path / "empty")
 
 
 @pytest.mark.parametrize(

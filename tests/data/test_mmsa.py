@@ -284,3 +284,134 @@ def test_non_sample_keys_are_reported(tmp_path: Path) -> None:
     raw["train"]["note"] = "made by hand"
     with pytest.warns(UserWarning, match=r"\['note'\].*not kept"):
         load_mmsa_pickle(write(tmp_path / "n.pkl", raw))
+
+
+# --------------------------------------------------------------------------- labels and ids
+@pytest.mark.parametrize("bad", [42.0, -1e9, 10.0])
+def test_scores_outside_the_sentiment_range_are_refused(tmp_path: Path, bad: float) -> None:
+    raw = make_pickle()
+    raw["valid"]["regression_labels"][2] = bad
+    path = write(tmp_path / "range.pkl", raw)
+    with pytest.raises(DataFormatError, match=r"range\.pkl \[split 'valid'\]: 1 sentiment label\(s\) "
+                       r"outside \[-3, 3\]: index 2 \(id 'vid1\$_\$1'\)") as info:
+        load_mmsa_pickle(path)
+    assert f"{bad:g}" in str(info.value) and "clip_labels" in str(info.value)
+
+
+def test_clip_labels_clips_with_a_warning(tmp_path: Path) -> None:
+    raw = make_pickle()
+    raw["train"]["regression_labels"][:2] = [42.0, -1e9]
+    path = write(tmp_path / "clip.pkl", raw)
+    with pytest.warns(UserWarning, match=r"'train'.*2 sentiment label.*clipped to \[-3, 3\]"):
+        splits = load_mmsa_pickle(path, clip_labels=True)
+    assert splits.train.labels[:2].tolist() == [3.0, -3.0]
+    assert splits.train.labels.dtype == torch.float32
+
+
+def test_class_ids_outside_0_to_c_minus_1_are_refused(tmp_path: Path) -> None:
+    raw = make_pickle()
+    raw["test"]["classification_labels"][1] = 10
+    raw["test"]["annotations"][1] = "Oops"  # a stray annotation must not make it a class name
+    path = write(tmp_path / "cls.pkl", raw)
+    with pytest.raises(DataFormatError, match=r"cls\.pkl \[split 'test'\]: 1 class label\(s\) outside "
+                       r"0\.\.3 .*index 1 \(id 'vid0\$_\$2'\) = 10"):
+        load_mmsa_pickle(path, label_key="classification_labels")
+    # regression labels are read as before: only the chosen label kind is checked
+    assert len(load_mmsa_pickle(path).test) == SPLIT_SIZES["test"]
+
+
+def test_duplicate_ids_are_refused_by_name(tmp_path: Path) -> None:
+    raw = make_pickle()
+    raw["train"]["id"][3] = raw["train"]["id"][0]
+    path = write(tmp_path / "dup.pkl", raw)
+    with pytest.raises(DataFormatError, match=r"dup\.pkl \[split 'train'\]: 1 id\(s\) occur more than "
+                       r"once: 'vid0\$_\$1'"):
+        load_mmsa_pickle(path)
+
+
+def test_empty_split_is_named(tmp_path: Path) -> None:
+    raw = make_pickle()
+    raw["valid"] = {k: (v[:0] if hasattr(v, "shape") else v[:0]) for k, v in raw["valid"].items()}
+    path = write(tmp_path / "empty.pkl", raw)
+    with pytest.raises(DataFormatError, match=r"empty\.pkl \[split 'valid'\]: the split holds no samples"):
+        load_mmsa_pickle(path)
+
+
+# --------------------------------------------------------------------------- padding
+def _front_padded(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """End-padded N x L x D -> the same clips with their real steps at the end."""
+    out = np.zeros_like(x)
+    steps = x.shape[1]
+    for i, n in enumerate(lengths):
+        out[i, steps - n :] = x[i, :n]
+    return out
+
+
+def test_front_padded_aligned_pickle_is_moved_to_the_front(tmp_path: Path) -> None:
+    raw = make_pickle(aligned=True)
+    expected = load_mmsa_pickle(write(tmp_path / "end.pkl", raw))
+    for name, split in raw.items():
+        lengths = expected[name].lengths["text"].numpy()
+        for m in ("text", "audio", "vision"):
+            split[m] = _front_padded(split[m], lengths)
+    path = write(tmp_path / "front.pkl", raw)
+    with pytest.warns(UserWarning, match=r"front\.pkl: split 'train': padded at the front.*text in \d+ clip.*audio.*vision"):
+        splits = load_mmsa_pickle(path)
+    assert_splits_equal(splits, expected)
+
+
+def test_front_padded_unaligned_pickle_with_lengths(tmp_path: Path) -> None:
+    raw = make_pickle(aligned=False)
+    expected = load_mmsa_pickle(write(tmp_path / "end.pkl", raw))
+    for split in raw.values():
+        split["audio"] = _front_padded(split["audio"], np.asarray(split["audio_lengths"]))
+    with pytest.warns(UserWarning, match=r"padded at the front.*: audio in \d+ clip"):
+        splits = load_mmsa_pickle(write(tmp_path / "front.pkl", raw))
+    # without the repair the given lengths would keep the leading zeros and drop the real steps
+    assert_splits_equal(splits, expected)
+
+
+def test_front_padded_audio_beside_end_padded_text_is_refused(tmp_path: Path) -> None:
+    raw = make_pickle(aligned=True)
+    for split in raw.values():
+        lengths = np.any(split["audio"] != 0, axis=2).sum(axis=1)
+        split["audio"] = _front_padded(split["audio"], lengths)
+    path = write(tmp_path / "mixed.pkl", raw)
+    with pytest.raises(DataFormatError, match=r"mixed\.pkl \[split 'train'\]: audio is padded at the "
+                       r"front but text at the end"):
+        load_mmsa_pickle(path)
+
+
+def test_full_length_clips_opening_with_a_zero_step_stay_as_they_are(tmp_path: Path) -> None:
+    raw = make_pickle(aligned=False)
+    for split in raw.values():
+        n = len(split["id"])
+        split["vision"] = np.random.default_rng(1).normal(size=(n, 15, 4)).astype(np.float32) + 5
+        split["vision_lengths"] = np.full(n, 15)
+    raw["train"]["vision"][0, 0] = 0.0  # one silent first frame is data, not padding
+    splits = load_mmsa_pickle(write(tmp_path / "full.pkl", raw))
+    assert splits.train.lengths["vision"][0] == 15 and splits.train.features["vision"][0, 0].abs().sum() == 0
+
+
+def test_splits_with_different_padded_lengths_are_padded_alike(tmp_path: Path) -> None:
+    raw = make_pickle(aligned=False)
+    test = raw["test"]
+    test["audio"] = np.concatenate([test["audio"], np.zeros((4, 5, 5), np.float32)], axis=1)  # L 25
+    path = write(tmp_path / "lens.pkl", raw)
+    with pytest.warns(UserWarning, match=r"lens\.pkl: the splits have different padded lengths \(audio: train 20, valid 20, test 25\)"):
+        splits = load_mmsa_pickle(path)
+    assert {name: d.max_lengths()["audio"] for name, d in splits.items()} == {
+        "train": 25, "valid": 25, "test": 25,
+    }
+    np.testing.assert_array_equal(splits.train.lengths["audio"].numpy(), raw["train"]["audio_lengths"])
+
+
+def test_front_padded_text_beside_end_padded_audio_is_refused(tmp_path: Path) -> None:
+    raw = make_pickle(aligned=True)
+    for split in raw.values():
+        lengths = np.any(split["text"] != 0, axis=2).sum(axis=1)
+        split["text"] = _front_padded(split["text"], lengths)
+    path = write(tmp_path / "mixed.pkl", raw)
+    with pytest.raises(DataFormatError, match=r"mixed\.pkl \[split 'train'\]: text is padded at the front "
+                       r"but audio is not in \d+ clip"):
+        load_mmsa_pickle(path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from emofuse.data.dataset import DataFormatError, parse_modalities
-from emofuse.data.loading import fit_lengths, load_splits, regression_to_classes
+from emofuse.data.loading import TextOptions, fit_lengths, load_splits, regression_to_classes
 from emofuse.data.normalize import FeatureScaler
 from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 from emofuse.metrics import regression_metrics
@@ -81,3 +81,58 @@ def test_parse_modalities():
     assert parse_modalities(["audio"]) == ("audio",)
     with pytest.raises(ValueError, match="unknown modality"):
         parse_modalities("T+X")
+
+
+def _pickle(tmp_path, classification: bool = True) -> str:
+    from emofuse.data.mmsa import save_mmsa_pickle
+
+    data = make_synthetic(SyntheticConfig(n_train=12, n_valid=6, n_test=6, max_words=5, min_words=2))
+    if classification:
+        data = regression_to_classes(data, 3)
+    path = tmp_path / "data.pkl"
+    save_mmsa_pickle(data, path)
+    return str(path)
+
+
+def test_load_splits_reads_the_label_kind_asked_for(tmp_path):
+    import pickle
+
+    path = _pickle(tmp_path)
+    with open(path, "rb") as handle:
+        raw = pickle.load(handle)
+    for split in raw.values():  # an MMSA file carries both kinds
+        split["regression_labels"] = np.linspace(-2, 2, len(split["id"])).astype(np.float32)
+    with open(path, "wb") as handle:
+        pickle.dump(raw, handle)
+    assert load_splits(path).task == "regression"
+    classes = load_splits(path, labels="classification")
+    assert classes.task == "classification" and classes.num_classes == 3
+    assert classes.train.labels.tolist() == raw["train"]["classification_labels"].tolist()
+    with pytest.raises(ValueError, match="cannot be combined"):
+        load_splits(path, classes=3, labels="classification")
+    with pytest.raises(ValueError, match="labels must be one of auto, regression, classification"):
+        load_splits(path, labels="classes")
+
+
+def test_sources_without_the_asked_label_kind_say_so(tmp_path):
+    with pytest.raises(DataFormatError, match="no class labels.*--classes"):
+        load_splits("synthetic", labels="classification")
+    with pytest.raises(DataFormatError, match="holds class labels, not sentiment scores"):
+        load_splits("synthetic-classes", labels="regression")
+    path = _pickle(tmp_path, classification=False)
+    with pytest.raises(DataFormatError, match=r"data\.pkl \[split 'train'\]: missing label key 'classification_labels'"):
+        load_splits(path, labels="classification")
+
+
+def test_label_csv_as_mosei_holds_it(tmp_path):
+    (tmp_path / "label.csv").write_text(
+        "video_id,clip_id,text,label,label_T,mode\n"
+        "a,1,so good,2.0,1,train\na,2,not good,-9,1,train\nb,1,fine i guess,0.4,0,dev\nc,1,bad,-1.2,0,test\n"
+    )
+    with pytest.raises(DataFormatError, match=r"label\.csv: 1 sentiment label.*line 3 \(a/2\) in split train = -9"):
+        load_splits(str(tmp_path), TextOptions(model=None))
+    with pytest.warns(UserWarning, match="clipped"):
+        splits = load_splits(str(tmp_path), TextOptions(model=None), clip_labels=True)
+    assert [len(d) for _, d in splits.items()] == [2, 1, 1]
+    assert splits.train.labels.tolist() == [2.0, -3.0]
+    assert splits.valid.extras["annotations"].tolist() == ["Positive"]

@@ -300,10 +300,6 @@ def test_texts_to_splits_rejects_bad_rows() -> None:
 
 @needs_minilm
 def test_prepare_text_writes_an_mmsa_pickle(tmp_path: Path) -> None:
-    if importlib.util.find_spec("emofuse.data.mmsa") is None or importlib.util.find_spec(
-        "emofuse.data.label_csv"
-    ) is None:
-        pytest.skip("emofuse.data.mmsa / emofuse.data.label_csv are not written yet")
     from emofuse.data.mmsa import load_mmsa_pickle
     from emofuse.features.text import prepare_text
 

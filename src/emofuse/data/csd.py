@@ -31,6 +31,7 @@ from emofuse.data.dataset import (
     DatasetSplits,
     MultimodalDataset,
 )
+from emofuse.data.labels import check_score_range
 from emofuse.data.mmsa import atomic_path
 
 EPSILON = 1e-6
@@ -85,7 +86,11 @@ class ComputationalSequence:
 
 # --------------------------------------------------------------------------- reading
 def read_csd(path: str | os.PathLike[str]) -> ComputationalSequence:
-    """Read a .csd file; NaN/inf features are replaced by 0 with a warning."""
+    """Read a .csd file; NaN/inf features are replaced by 0 with a warning.
+
+    A damaged file (truncated, a missing group, features of the wrong shape or type) and a file
+    holding no video raise DataFormatError naming the file, never a raw h5py error.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"computational sequence {path} does not exist")
@@ -96,20 +101,35 @@ def read_csd(path: str | os.PathLike[str]) -> ComputationalSequence:
             f"file {path} is not a readable HDF5 computational sequence (not HDF5, or "
             f"truncated): {exc}"
         ) from exc
-    with handle:
-        root = _root_group(handle, path)
-        name = root.name.lstrip("/")
-        if "data" not in root or not isinstance(root["data"], h5py.Group):
-            raise DataFormatError(f"{path}: group '{root.name}/data' is missing")
-        data, replaced = {}, 0
-        for vid, group in root["data"].items():
-            (features, intervals), bad = _read_entry(group, path, vid)
-            data[vid] = (features, intervals)
-            replaced += bad
-        metadata = _read_metadata(root, path)
+    try:
+        with handle:
+            name, data, replaced, metadata = _read_root(handle, path)
+    except DataFormatError:
+        raise
+    except (RuntimeError, KeyError, TypeError, ValueError, OSError, AttributeError) as exc:
+        # h5py reports damage deep inside a file (a truncated chunk, a dangling link) with
+        # whatever error its C layer chose; to the user they all mean "this file is damaged".
+        raise DataFormatError(
+            f"{path}: damaged computational sequence ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not data:
+        raise DataFormatError(f"{path}: the computational sequence holds no video (its data group is empty)")
     if replaced:
         warnings.warn(f"{path}: replaced {replaced} NaN/inf feature values by 0", stacklevel=2)
     return ComputationalSequence(name=name, data=data, metadata=metadata)
+
+
+def _read_root(handle: h5py.File, path: Path) -> tuple[str, dict[str, Entry], int, dict[str, Any]]:
+    root = _root_group(handle, path)
+    name = root.name.lstrip("/")
+    if "data" not in root or not isinstance(root["data"], h5py.Group):
+        raise DataFormatError(f"{path}: group '{root.name}/data' is missing")
+    data, replaced = {}, 0
+    for vid, group in root["data"].items():
+        (features, intervals), bad = _read_entry(group, path, vid)
+        data[vid] = (features, intervals)
+        replaced += bad
+    return name, data, replaced, _read_metadata(root, path)
 
 
 def _root_group(handle: h5py.File, path: Path) -> h5py.Group:
@@ -125,13 +145,19 @@ def _root_group(handle: h5py.File, path: Path) -> h5py.Group:
 
 def _read_entry(group: Any, path: Path, vid: str) -> tuple[Entry, int]:
     where = f"{path}: video {vid!r}"
-    if not isinstance(group, h5py.Group) or "features" not in group or "intervals" not in group:
+    if not isinstance(group, h5py.Group) or not all(
+        isinstance(group.get(k), h5py.Dataset) for k in ("features", "intervals")
+    ):
         raise DataFormatError(f"{where}: expected datasets 'features' and 'intervals'")
     try:
         features = np.asarray(group["features"][()])
         intervals = np.asarray(group["intervals"][()], dtype=np.float64)
-    except (OSError, ValueError, TypeError) as exc:  # corrupt chunks in a damaged file
-        raise DataFormatError(f"{where}: unreadable data ({exc})") from exc
+    except (OSError, ValueError, TypeError, RuntimeError, KeyError) as exc:  # a damaged file
+        raise DataFormatError(f"{where}: unreadable data ({type(exc).__name__}: {exc})") from exc
+    if features.dtype.kind not in "biufSO" or features.dtype.names is not None:
+        raise DataFormatError(
+            f"{where}: features must be numbers or word strings, found dtype {features.dtype}"
+        )
     return _checked_entry(features, intervals, where)
 
 
@@ -141,7 +167,9 @@ def _checked_entry(features: np.ndarray, intervals: np.ndarray, where: str) -> t
         features = features[:, None]
     if intervals.ndim != 2 or intervals.shape[1] != 2:
         raise DataFormatError(f"{where}: intervals must be m x 2, found {intervals.shape}")
-    if features.ndim != 2 or features.shape[0] != intervals.shape[0]:
+    if features.ndim != 2:
+        raise DataFormatError(f"{where}: features must be m x n, found shape {features.shape}")
+    if features.shape[0] != intervals.shape[0]:
         raise DataFormatError(
             f"{where}: {features.shape[0]} feature rows but {intervals.shape[0]} intervals "
             f"(features {features.shape}, intervals {intervals.shape})"
@@ -449,6 +477,8 @@ def csd_to_splits(
     label_column: int = 0,
     name: str | None = None,
     epsilon: float = EPSILON,
+    clip_labels: bool = False,
+    source: str | None = None,
 ) -> DatasetSplits:
     """Turn computational sequences into `DatasetSplits` (one sample per labelled segment).
 
@@ -459,6 +489,8 @@ def csd_to_splits(
     numbering). Samples whose video is in no fold, or with no frame in some modality, are dropped
     and counted in a warning. The label is column `label_column` of the label vector; when the
     label sequence has several columns all of them are kept in extras['label_vector'].
+    Labels outside [-3, 3] are refused naming the split and segments (clip_labels=True: clipped
+    with a warning); `source` (e.g. the labels file) names the data in messages.
     """
     words = sequences.get("words")
     modal = {k: v for k, v in sequences.items() if k != "words"}
@@ -490,7 +522,8 @@ def csd_to_splits(
                                        text_segments.get(seg_id)))
     if any(dropped.values()):
         warnings.warn(f"csd_to_splits: dropped samples: {dropped}", stacklevel=2)
-    datasets = {s: _split_dataset(rows[s], s, label_column) for s in SPLITS}
+    where = source or f"computational sequences ({labels.name})"
+    datasets = {s: _split_dataset(rows[s], s, label_column, where, clip_labels) for s in SPLITS}
     title = name or str(labels.metadata.get("dataset name") or labels.name)
     return DatasetSplits(**datasets, name=title)
 
@@ -525,20 +558,181 @@ def _join_words(tokens: np.ndarray) -> str:
     return " ".join(words)
 
 
-def _split_dataset(rows: list[dict[str, Any]], split: str, label_column: int) -> MultimodalDataset:
+def _split_dataset(
+    rows: list[dict[str, Any]], split: str, label_column: int, source: str, clip_labels: bool
+) -> MultimodalDataset:
+    where = f"{source} [split {split!r}]"
     if not rows:
-        raise DataFormatError(f"csd_to_splits: no labelled segment falls in the {split!r} fold")
+        raise DataFormatError(f"{where}: no labelled segment falls in the {split!r} fold")
     modalities = [m for m in MODALITIES if m in rows[0]]
     label_matrix = np.stack([r["label"] for r in rows])
     if not np.isfinite(label_matrix).all():
-        raise DataFormatError(f"csd_to_splits: {split!r} labels hold NaN/inf")
+        raise DataFormatError(f"{where}: labels hold NaN/inf")
+    if not 0 <= label_column < label_matrix.shape[1]:
+        raise ValueError(f"label_column {label_column} is out of range: labels have {label_matrix.shape[1]} columns")
+    ids = [r["id"] for r in rows]
+    labels = check_score_range(
+        label_matrix[:, label_column].astype(np.float32), where,
+        lambda i: f"segment {ids[i]!r}", clip_labels, stacklevel=4,
+    )
     extras = {"label_vector": label_matrix.astype(np.float32)} if label_matrix.shape[1] > 1 else {}
     return MultimodalDataset(
         features={m: torch.from_numpy(np.stack([r[m][0] for r in rows])) for m in modalities},
         lengths={m: torch.tensor([r[m][1] for r in rows], dtype=torch.long) for m in modalities},
-        labels=torch.from_numpy(label_matrix[:, label_column].astype(np.float32)),
-        ids=[r["id"] for r in rows],
+        labels=torch.from_numpy(labels),
+        ids=ids,
         raw_text=[r["raw_text"] for r in rows],
-        source=f"computational sequences [split {split!r}]",
+        source=where,
         extras=extras,
+    )
+
+
+# --------------------------------------------------------------------------- a folder of files
+# Which modality a computational sequence feeds, by words in its file name (lower-cased). The
+# SDK's own names: CMU_MOSI_TimestampedWords, _TimestampedWordVectors (GloVe), _COVAREP,
+# _Visual_Facet_42, _Visual_OpenFace_2, CMU_MOSI_Opinion_Labels, CMU_MOSEI_Labels.
+CSD_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "text": ("words", "wordvector", "word_vector", "glove", "bert", "text"),
+    "audio": ("covarep", "opensmile", "audio", "acoustic"),
+    "vision": ("facet", "openface", "vision", "visual"),
+}
+LABEL_KEYWORD = "label"
+FOLDS_FILE = "standard_folds.json"
+
+
+def _classify_csd_files(folder: Path) -> tuple[Path, dict[str, list[Path]], list[Path]]:
+    """(labels file, modality -> candidate files, files matching nothing), by file name."""
+    files = sorted(folder.glob("*.csd"))
+    labels = [f for f in files if LABEL_KEYWORD in f.name.lower()]
+    if len(labels) != 1:
+        found = [f.name for f in labels] or "none"
+        raise DataFormatError(
+            f"{folder}: expected exactly one labels file (a .csd whose name contains 'label', like "
+            f"CMU_MOSI_Opinion_Labels.csd), found {found}; .csd files present: {[f.name for f in files]}"
+        )
+    candidates: dict[str, list[Path]] = {m: [] for m in MODALITIES}
+    unmatched = []
+    for f in files:
+        if f == labels[0]:
+            continue
+        lower = f.name.lower()
+        hits = [m for m, words in CSD_KEYWORDS.items() if any(w in lower for w in words)]
+        if len(hits) > 1:
+            raise DataFormatError(
+                f"{folder}: cannot tell whether {f.name} is {' or '.join(hits)} from its name; rename "
+                f"it to contain only one of {_keyword_help()}"
+            )
+        if hits:
+            candidates[hits[0]].append(f)
+        else:
+            unmatched.append(f)
+    return labels[0], candidates, unmatched
+
+
+def _keyword_help() -> str:
+    return "; ".join(f"{m}: {', '.join(words)}" for m, words in CSD_KEYWORDS.items())
+
+
+def _pick_sequences(
+    folder: Path, candidates: Mapping[str, list[Path]]
+) -> tuple[ComputationalSequence | None, dict[str, ComputationalSequence]]:
+    """Read the candidates: (word strings or None, modality -> feature sequence).
+
+    Text may have two files, the words (strings) and their vectors; every other modality one.
+    """
+    words: list[tuple[Path, ComputationalSequence]] = []
+    features: dict[str, list[tuple[Path, ComputationalSequence]]] = {m: [] for m in MODALITIES}
+    for modality, files in candidates.items():
+        for f in files:
+            seq = read_csd(f)
+            if seq.is_text:
+                if modality != "text":
+                    raise DataFormatError(f"{f}: holds word strings, but its name says {modality}")
+                words.append((f, seq))
+            else:
+                features[modality].append((f, seq))
+    many = {m: [f.name for f, _ in found] for m, found in features.items() if len(found) > 1}
+    if len(words) > 1:
+        many["words"] = [f.name for f, _ in words]
+    if many:
+        raise DataFormatError(
+            f"{folder}: more than one computational sequence per modality: {many}; keep one file "
+            "per modality in the folder (e.g. a folder of links to the ones you want)"
+        )
+    chosen = {m: found[0][1] for m, found in features.items() if found}
+    if not chosen:
+        raise DataFormatError(
+            f"{folder}: no text, audio or vision features among the .csd files (file names are "
+            f"matched by keyword: {_keyword_help()})"
+        )
+    return (words[0][1] if words else None), chosen
+
+
+def _without_silence(words: ComputationalSequence) -> ComputationalSequence:
+    """The word sequence minus the SDK's silence tokens ('sp'): the intervals to align to."""
+    data: dict[str, Entry] = {}
+    for vid, (tokens, intervals) in words.data.items():
+        text = [
+            t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t)
+            for t in np.asarray(tokens).reshape(len(tokens), -1)[:, 0].tolist()
+        ]
+        keep = np.array([t not in SILENCE_TOKENS for t in text], dtype=bool)
+        if keep.any():
+            data[vid] = (tokens[keep], intervals[keep])
+    return ComputationalSequence(words.name, data, dict(words.metadata))
+
+
+def load_csd_folder(
+    folder: str | os.PathLike[str],
+    max_len: int = 50,
+    clip_labels: bool = False,
+    label_column: int = 0,
+    collapse: str = "mean",
+) -> DatasetSplits:
+    """A folder of CMU-SDK computational sequences -> word-aligned `DatasetSplits`.
+
+    The folder holds one labels .csd (name containing 'label'), feature .csd files recognised by
+    name (CSD_KEYWORDS: words/glove/bert/text, covarep/opensmile/audio, facet/openface/vision;
+    text may be a words file of strings plus a vectors file) and standard_folds.json. Audio and
+    vision are averaged onto the words (silence tokens dropped; the word vectors when there is
+    no words file), segmented by the labels and split by the standard folds; every modality is
+    padded/truncated to max_len words. Files matching no keyword are ignored with a warning;
+    two files for one modality are refused with the list of what was found.
+    """
+    folder = Path(folder)
+    labels_file, candidates, unmatched = _classify_csd_files(folder)
+    if unmatched:
+        warnings.warn(
+            f"{folder}: ignoring {[f.name for f in unmatched]} (no modality keyword in the name: "
+            f"{_keyword_help()})",
+            stacklevel=2,
+        )
+    words, features = _pick_sequences(folder, candidates)
+    folds_path = folder / FOLDS_FILE
+    if not folds_path.is_file():
+        raise DataFormatError(
+            f"{folder}: {FOLDS_FILE} is missing; it lists the standard_train_fold, "
+            "standard_valid_fold and standard_test_fold video ids (the SDK's standard folds)"
+        )
+    folds = standard_folds(folds_path)
+    if words is not None:
+        reference = _without_silence(words)
+    elif "text" in features:
+        reference = features["text"]
+    else:
+        raise DataFormatError(
+            f"{folder}: nothing to align to: no words .csd (e.g. *_TimestampedWords.csd) and no text "
+            "features (e.g. *_TimestampedWordVectors.csd)"
+        )
+    others = {m: seq for m, seq in features.items() if seq is not reference}
+    aligned, _ = align_to_reference(reference, others, collapse=collapse)
+    if "text" in features and features["text"] is reference:
+        aligned["text"] = reference
+    sequences: dict[str, ComputationalSequence] = dict(aligned)
+    if words is not None:
+        sequences["words"] = reference
+    labels = read_csd(labels_file)
+    return csd_to_splits(
+        sequences, labels, folds, max_len, label_column=label_column, name=folder.name,
+        clip_labels=clip_labels, source=str(labels_file),
     )

@@ -13,17 +13,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from emofuse.errors import UserError
+
 # Canonical modality names follow MMSA's pickle keys so users recognise them.
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
 SHORT_NAMES = {"T": "text", "A": "audio", "V": "vision"}
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 # per-sample extras that travel with every batch (a text encoder's tokens), trimmed per batch
 TOKEN_EXTRAS: tuple[str, ...] = ("input_ids", "attention_mask", "word_index")
+# raw per-word inputs (emofuse.data.raw.LazyRawArray) and the modality slot each one fills
+RAW_EXTRAS: dict[str, str] = {"raw_vision": "vision", "raw_audio": "audio"}
 # batches per "bucket" when batching by length: long enough to mix, short enough to sort
 BUCKET_BATCHES = 50
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError):
     """Raised for any input file whose content does not match the expected format.
 
     The message always names the file (or source) and the problem, so a user can fix the data
@@ -214,6 +218,11 @@ class MultimodalDataset:
             longest = max(int(mask.sum(1).max()), 1)
             for k in TOKEN_EXTRAS:
                 extras[k] = torch.from_numpy(np.asarray(self.extras[k])[np_idx, :longest])
+        for k, m in RAW_EXTRAS.items():
+            # raw per-word inputs (emofuse.data.raw) are read from disk here, batch by batch
+            if k in self.extras and m in self.features:
+                words = int(self.lengths[m][idx].max())
+                extras[k] = torch.from_numpy(self.extras[k].load(idx.numpy(), words))
         return Batch(features=feats, masks=masks, labels=self.labels[idx], indices=idx, extras=extras)
 
 

@@ -1,7 +1,9 @@
 """Label tables: MMSA-FET's label.csv and MELD's *_sent_emo.csv in the same column layout.
 
 label.csv (one row per clip; the media lie at Raw/<video_id>/<clip_id>.mp4):
-    video_id, clip_id, text, label, annotation, mode [, start, end]
+    video_id, clip_id, text, label, mode [, annotation] [, start, end] [, any other column]
+Files without 'annotation' (MOSEI's among them) get it from the label's sign, as MMSA derives
+it; 'mode' may name the validation split valid, val, validation or dev.
 MELD rows are mapped onto it: video_id 'dia<Dialogue_ID>', clip_id Utterance_ID, text Utterance,
 label the emotion id in MELD_EMOTIONS order, annotation the emotion name, mode train/valid/test
 (MELD's 'dev' is 'valid'), plus MELD's 3-class 'sentiment'. MELD restarts dialogue numbers in
@@ -19,9 +21,17 @@ import numpy as np
 import pandas as pd
 
 from emofuse.data.dataset import SPLITS, DataFormatError
+from emofuse.data.labels import check_score_range
 
 LABEL_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "annotation", "mode")
+REQUIRED_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "mode")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("start", "end")
+# MMSA's annotation names, by the sign of the sentiment score
+SIGN_ANNOTATIONS: dict[int, str] = {-1: "Negative", 0: "Neutral", 1: "Positive"}
+# how label.csv files name their splits (compared lower-cased); the same as texts_to_splits'
+MODE_ALIASES: dict[str, str] = {
+    "train": "train", "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid", "test": "test",
+}
 MELD_EMOTIONS: list[str] = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 MELD_SENTIMENTS: list[str] = ["negative", "neutral", "positive"]
 MELD_COLUMNS: tuple[str, ...] = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
@@ -33,6 +43,8 @@ MAX_REPORTED = 5
 # --------------------------------------------------------------------------- shared helpers
 def _read_table(path: Path) -> pd.DataFrame:
     """Every column as text: ids like '0012' and transcripts like 'NA' must survive as written."""
+    if path.is_dir():
+        raise DataFormatError(f"{path} is a folder; expected a label csv file")
     if not path.is_file():
         raise FileNotFoundError(f"label file {path} does not exist")
     try:
@@ -50,12 +62,15 @@ def _require_columns(df: pd.DataFrame, required: Iterable[str], path: Path) -> N
         )
 
 
+def _row_name(df: pd.DataFrame, i: int) -> str:
+    """'line 5 (video/clip)': the file's line (the header is line 1) and its clip."""
+    return f"line {i + 2} ({df.at[i, 'video_id']}/{df.at[i, 'clip_id']})"
+
+
 def _describe_rows(df: pd.DataFrame, bad: pd.Series | np.ndarray, what: str, path: Path) -> str:
     """'N rows <what>: line 5 (video/clip), ...' listing at most MAX_REPORTED rows."""
     rows = df.index[np.asarray(bad, dtype=bool)]
-    shown = ", ".join(
-        f"line {i + 2} ({df.at[i, 'video_id']}/{df.at[i, 'clip_id']})" for i in rows[:MAX_REPORTED]
-    )
+    shown = ", ".join(_row_name(df, i) for i in rows[:MAX_REPORTED])
     more = f" and {len(rows) - MAX_REPORTED} more" if len(rows) > MAX_REPORTED else ""
     return f"{path}: {len(rows)} row(s) {what}: {shown}{more}"
 
@@ -73,21 +88,36 @@ def _numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- label.csv
-def read_label_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read and validate an MMSA-FET label.csv.
+def read_label_csv(path: str | os.PathLike[str], clip_labels: bool = False) -> pd.DataFrame:
+    """Read and validate an MMSA-FET label.csv (a folder holding one is accepted too).
 
-    Checks: required columns present; mode is train/valid/test; label numeric and finite; text
-    not empty; start/end (when present) numeric with end >= start; (video_id, clip_id) unique.
+    Checks: required columns present (extra columns are kept); mode is train/valid/test or an
+    alias (dev, val, validation; any case), stored as train/valid/test; label numeric, finite
+    and within [-3, 3] (with clip_labels=True clipped with a warning instead); text not empty;
+    start/end (when present) numeric with end >= start; (video_id, clip_id) unique. A missing
+    'annotation' column is derived from the label's sign (Negative / Neutral / Positive).
     Errors list up to 5 offending rows as 'line N (video_id/clip_id)'.
     Returns ids/text/annotation/mode as str, label (and start/end) as float64.
     """
     path = Path(path)
+    if path.is_dir() and (path / "label.csv").is_file():
+        path = path / "label.csv"
     df = _read_table(path)
-    _require_columns(df, LABEL_COLUMNS, path)
+    _require_columns(df, REQUIRED_COLUMNS, path)
     for column in ("video_id", "clip_id", "mode"):
         df[column] = df[column].str.strip()
-    _check(df, ~df["mode"].isin(SPLITS), f"with a mode other than {list(SPLITS)}", path)
+    modes = df["mode"].str.lower().map(MODE_ALIASES)
+    _check(df, modes.isna(),
+           f"with a mode other than {list(SPLITS)} (or dev/val/validation for valid)", path)
+    df["mode"] = modes
     df["label"] = _numeric(df, "label", path)
+    df["label"] = check_score_range(
+        df["label"].to_numpy(), str(path), lambda i: f"{_row_name(df, i)} in split {df.at[i, 'mode']}",
+        clip_labels,
+    )
+    if "annotation" not in df.columns:
+        signs = np.sign(df["label"].to_numpy()).astype(int)
+        df.insert(df.columns.get_loc("label") + 1, "annotation", [SIGN_ANNOTATIONS[v] for v in signs])
     _check(df, df["text"].str.strip() == "", "with empty text", path)
     if all(c in df.columns for c in OPTIONAL_COLUMNS):
         for column in OPTIONAL_COLUMNS:

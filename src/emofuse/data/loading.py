@@ -5,6 +5,10 @@ Accepted sources:
     PATH.pkl                        an MMSA pickle (aligned or unaligned)
     PATH/label.csv or its folder    MMSA-FET layout: text embedded word by word (cached)
     MELD folder or *_sent_emo.csv   MELD's train/dev/test csvs: 7-class emotion, text
+    folder of .csd files            CMU-SDK computational sequences (words, text/audio/vision
+                                    features, labels) + standard_folds.json, aligned to words
+    synthetic-raw                   generated raw clips (face crops + log-mel per word), planted visual cue
+    RAVDESS folder (Actor_NN/*.wav) 8 emotions from speech, raw log-mel per 0.5 s window, split by actor
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 import torch
 
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
+from emofuse.data.labels import check_label_kind
+from emofuse.data.ravdess import is_ravdess_dir
 
-SYNTHETIC_SOURCES = ("synthetic", "synthetic-unaligned", "synthetic-classes")
+SYNTHETIC_SOURCES = ("synthetic", "synthetic-unaligned", "synthetic-classes", "synthetic-raw")
 
 
 @dataclass
@@ -27,13 +33,44 @@ class TextOptions:
     max_words: int = 50
 
 
-def load_splits(source: str, text: TextOptions | None = None, classes: int = 0) -> DatasetSplits:
-    """Load `source`; with classes > 0, sentiment scores become that many classes."""
-    splits = _load(source, text or TextOptions())
+def load_splits(
+    source: str,
+    text: TextOptions | None = None,
+    classes: int = 0,
+    labels: str = "auto",
+    clip_labels: bool = False,
+) -> DatasetSplits:
+    """Load `source`; with classes > 0, sentiment scores become that many classes.
+
+    labels: 'auto' reads the source's own labels (sentiment scores from pickles, label.csv and
+        .csd; classes from MELD and synthetic-classes); 'regression' insists on scores;
+        'classification' reads the source's class labels (an MMSA pickle's
+        'classification_labels'). A source without the asked kind raises DataFormatError.
+    clip_labels: sentiment scores outside [-3, 3] are refused, naming file, split and rows;
+        with True they are clipped to the range with a warning.
+    """
+    check_label_kind(labels)
+    if classes and labels == "classification":
+        raise ValueError(
+            "classes turns sentiment scores into classes; it cannot be combined with "
+            "labels='classification' (the source's own class labels)"
+        )
+    splits = _load(source, text or TextOptions(), labels, clip_labels)
+    if labels == "regression" and splits.task != "regression":
+        raise DataFormatError(f"{source}: holds class labels, not sentiment scores")
+    if labels == "classification" and splits.task != "classification":
+        raise DataFormatError(
+            f"{source}: holds sentiment scores and no class labels; use classes=2, 3, 5 or 7 "
+            "(--classes) to turn the scores into classes"
+        )
     return regression_to_classes(splits, classes) if classes else splits
 
 
-def _load(source: str, text: TextOptions) -> DatasetSplits:
+def _load(source: str, text: TextOptions, labels: str = "auto", clip_labels: bool = False) -> DatasetSplits:
+    if source == "synthetic-raw":
+        from emofuse.data.synthetic_raw import make_synthetic_raw
+
+        return make_synthetic_raw()
     if source in SYNTHETIC_SOURCES:
         from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 
@@ -51,18 +88,38 @@ def _load(source: str, text: TextOptions) -> DatasetSplits:
             path = path / "label.csv"
         elif (path / "train_sent_emo.csv").is_file():
             return _meld(path, text)
-        else:
-            raise DataFormatError(f"{path}: folder holds neither label.csv nor MELD's train_sent_emo.csv")
-    if path.suffix in (".pkl", ".pickle"):
-        from emofuse.data.mmsa import load_mmsa_pickle
+        elif is_ravdess_dir(path):
+            from emofuse.data.ravdess import load_ravdess
 
-        return load_mmsa_pickle(path)
+            return load_ravdess(path)
+        elif any(path.glob("*.csd")):
+            from emofuse.data.csd import load_csd_folder
+
+            return load_csd_folder(path, text.max_words, clip_labels=clip_labels)
+        else:
+            raise DataFormatError(
+                f"{path}: folder holds neither label.csv, MELD's train_sent_emo.csv nor .csd files"
+            )
+    if path.suffix in (".pkl", ".pickle"):
+        from emofuse.data.mmsa import CLASSIFICATION_KEY, REGRESSION_KEY, load_mmsa_pickle
+
+        key = CLASSIFICATION_KEY if labels == "classification" else REGRESSION_KEY
+        return load_mmsa_pickle(path, label_key=key, clip_labels=clip_labels)
     if path.name.endswith("_sent_emo.csv"):
         return _meld(path.parent, text)
     if path.suffix == ".csv":
-        from emofuse.features.text import label_csv_to_splits
+        from emofuse.data.label_csv import read_label_csv
+        from emofuse.features.text import texts_to_splits
 
-        return label_csv_to_splits(path, text.model, text.max_words)
+        # read here rather than through label_csv_to_splits, which has no clip_labels switch
+        df = read_label_csv(path, clip_labels=clip_labels)
+        name = path.resolve().parent.name or "dataset"
+        return texts_to_splits(df, text.model, text.max_words, source=str(path), name=name)
+    if path.suffix == ".csd":
+        raise DataFormatError(
+            f"{path}: give the folder holding the computational sequences (text, audio, vision and "
+            "labels .csd, standard_folds.json), not one .csd file"
+        )
     raise DataFormatError(f"{path}: unsupported file type {path.suffix!r} (use .pkl or label.csv)")
 
 

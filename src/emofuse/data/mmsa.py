@@ -17,7 +17,8 @@ import os
 import pickle
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,12 @@ from emofuse.data.dataset import (
     DatasetSplits,
     MultimodalDataset,
 )
+from emofuse.data.labels import check_class_ids, check_score_range
 
 TEXT_TOKENS_KEY = "text_bert"
+# Share of a split's clips that must start with zero steps (and none end with one) before the
+# split is read as padded at the front; a few real clips open with a silent/empty frame.
+FRONT_PADDED_SHARE = 0.05
 REGRESSION_KEY = "regression_labels"
 CLASSIFICATION_KEY = "classification_labels"
 
@@ -69,6 +74,7 @@ def load_mmsa_pickle(
     path: str | os.PathLike[str],
     text_key: str | None = "auto",
     label_key: str = REGRESSION_KEY,
+    clip_labels: bool = False,
 ) -> DatasetSplits:
     """Load an MMSA pickle into `DatasetSplits`.
 
@@ -77,28 +83,45 @@ def load_mmsa_pickle(
     label_key: 'regression_labels' (float32 labels) or 'classification_labels' (int64 labels,
         class names taken from 'annotations' when they map one-to-one onto the ids), or any other
         per-sample key (read as regression unless its name starts with 'classification').
+    clip_labels: regression labels outside [-3, 3] are refused (naming split and rows); with
+        True they are clipped with a warning. Class ids must be 0..C-1 in every split.
+
+    Refused as well: an empty split, and ids repeated within a split (predictions could not be
+    joined back to clips).
 
     Lengths: '<modality>_lengths' keys are used when present (unaligned data). Otherwise text
     length comes from the 'text_bert' attention mask when present, else from the data (MMSA pads
     with zero rows at the end); aligned audio/vision take the text length when their L matches.
-    Steps beyond a sample's length are zeroed, as `MultimodalDataset` promises. NaN/inf features
-    are replaced by 0 with a warning. Every other per-sample key is kept in `extras`, so
-    `save_mmsa_pickle` writes back what was read.
+    Steps beyond a sample's length are zeroed, as `MultimodalDataset` promises. A modality padded
+    at the front (zero steps first, real steps last, as some MMSA files are) is recognised and its
+    real steps moved to the front, with a warning. Splits whose padded lengths differ are padded
+    to the longest, with a warning. NaN/inf features are replaced by 0 with a warning. Every
+    other per-sample key is kept in `extras`, so `save_mmsa_pickle` writes back what was read.
 
     Pickles execute code when loaded: only open trusted files.
     """
     path = Path(path)
     raw = _read_pickle(path)
     datasets = {
-        split: _load_split(raw[split], path, split, text_key, label_key) for split in SPLITS
+        split: _load_split(raw[split], path, split, text_key, label_key, clip_labels)
+        for split in SPLITS
     }
     _check_splits_agree(datasets, path)
+    datasets = _pad_to_common_lengths(datasets, path)
     classification = _is_classification_key(label_key)
-    return DatasetSplits(
-        **datasets,
-        name=path.stem,
-        class_names=_class_names(datasets) if classification else [],
-    )
+    class_names = _class_names(datasets) if classification else []
+    if classification:
+        check_class_ids(
+            [ds.labels.numpy() for ds in datasets.values()],
+            [ds.source for ds in datasets.values()],
+            [_row_namer(ds.ids) for ds in datasets.values()],
+            len(class_names) or None,
+        )
+    return DatasetSplits(**datasets, name=path.stem, class_names=class_names)
+
+
+def _row_namer(ids: list[str]) -> Callable[[int], str]:
+    return lambda i: f"index {i} (id {ids[i]!r})"
 
 
 def _read_pickle(path: Path) -> dict[str, Any]:
@@ -124,15 +147,20 @@ def _read_pickle(path: Path) -> dict[str, Any]:
 
 
 def _load_split(
-    data: Any, path: Path, split: str, text_key: str | None, label_key: str
+    data: Any, path: Path, split: str, text_key: str | None, label_key: str, clip_labels: bool
 ) -> MultimodalDataset:
     where = f"{path} [split {split!r}]"
     if not isinstance(data, Mapping):
         raise DataFormatError(f"{where}: expected a dict of arrays, found {type(data).__name__}")
     labels = _labels(data, label_key, where)
     n = len(labels)
+    if n == 0:
+        raise DataFormatError(f"{where}: the split holds no samples (its {label_key!r} is empty)")
     used = {label_key, "id", "raw_text"}
     ids = _strings(data, "id", n, where, required=True)
+    _check_unique_ids(ids, where)
+    if not _is_classification_key(label_key):
+        labels = check_score_range(labels, where, _row_namer(ids), clip_labels, stacklevel=4)
     raw_text = _strings(data, "raw_text", n, where, required=False)
 
     feature_keys = _feature_keys(data, text_key, where)
@@ -149,6 +177,7 @@ def _load_split(
             x = x.copy()  # one array pickled under two keys: padding must not leak across
         features[modality] = x
         used.add(key)
+    _unpad_front(features, data, path, split)
     for modality, x in features.items():
         lengths[modality], length_key = _lengths_for(modality, data, features, lengths, n, where)
         if length_key:
@@ -164,6 +193,17 @@ def _load_split(
         source=where,
         extras=_extras(data, used, n, where),
     )
+
+
+def _check_unique_ids(ids: list[str], where: str) -> None:
+    repeated = sorted(i for i, count in Counter(ids).items() if count > 1)
+    if repeated:
+        shown = ", ".join(repr(i) for i in repeated[:5])
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise DataFormatError(
+            f"{where}: {len(repeated)} id(s) occur more than once: {shown}{more}; every clip needs "
+            "its own id, or predictions cannot be joined back to clips"
+        )
 
 
 def _is_classification_key(label_key: str) -> bool:
@@ -377,6 +417,163 @@ def _trailing_zero_lengths(x: np.ndarray) -> np.ndarray:
 
 def _zero_padding(x: np.ndarray, lengths: np.ndarray) -> None:
     x[np.arange(x.shape[1])[None, :] >= lengths[:, None]] = 0.0
+
+
+# --------------------------------------------------------------------------- front padding
+def _nonzero_steps(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.any(c != 0, axis=2) for c in _sample_chunks(x)])  # N x L
+
+
+def _leading_zero_steps(x: np.ndarray) -> np.ndarray:
+    """Per clip, the number of all-zero steps before the first real one (L for an empty clip)."""
+    nonzero = _nonzero_steps(x)
+    return np.where(nonzero.any(axis=1), np.argmax(nonzero, axis=1), x.shape[1]).astype(np.int64)
+
+
+def _front_padding_of_data(x: np.ndarray) -> np.ndarray | None:
+    """Leading zero steps per clip when the split is padded at the front, else None.
+
+    Front padding shows across a split: no clip ends in a zero step, and a fair share of clips
+    (FRONT_PADDED_SHARE) starts with zero steps followed by real ones. Clips that are all zero
+    say nothing either way.
+    """
+    nonzero = _nonzero_steps(x)
+    real = nonzero.any(axis=1)
+    if not real.any() or not nonzero[real, -1].all():
+        return None  # some clip ends in padding: padded at the end
+    leading = np.where(real, np.argmax(nonzero, axis=1), 0)
+    front = int((leading > 0).sum())
+    if front == 0 or front < FRONT_PADDED_SHARE * len(x):
+        return None
+    return leading.astype(np.int64)
+
+
+def _front_padding_of_mask(data: Mapping[str, Any], max_len: int) -> np.ndarray | None:
+    """Leading padding per clip when text_bert's attention mask is padded at the front."""
+    tokens = data.get(TEXT_TOKENS_KEY)
+    if tokens is None:
+        return None
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 3 or tokens.shape[1] != 3 or tokens.shape[2] != max_len:
+        return None
+    mask = tokens[:, 1, :]
+    if not np.isin(mask, (0, 1)).all() or not (mask[:, 0] == 0).any():
+        return None
+    count = mask.sum(axis=1).astype(np.int64)
+    front = max_len - count
+    # a front-padded mask is 0...0 1...1: the ones are exactly the last `count` positions
+    if not (mask == (np.arange(max_len)[None, :] >= front[:, None])).all():
+        return None
+    return front
+
+
+def _front_padding(
+    x: np.ndarray, data: Mapping[str, Any], modality: str, where: str
+) -> np.ndarray | None:
+    """How many steps to move each clip of `x` forward (None: padded at the end)."""
+    if modality == "text":
+        from_mask = _front_padding_of_mask(data, x.shape[1])
+        if from_mask is not None:
+            return from_mask
+    leading = _front_padding_of_data(x)
+    key = f"{modality}_lengths"
+    if leading is None or key not in data:
+        return leading
+    # Given lengths say where the real steps start (malformed ones are reported later).
+    lengths = np.asarray(data[key])
+    if lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.number):
+        return leading
+    shift = x.shape[1] - np.clip(np.nan_to_num(lengths), 1, x.shape[1]).astype(np.int64)
+    _check_shift(x, shift, where, f"{modality} is padded at the front, but {key!r} is longer than the real steps at the end")
+    return shift
+
+
+def _check_shift(x: np.ndarray, shift: np.ndarray, where: str, problem: str) -> None:
+    """Moving a clip forward by `shift` steps must drop only zero steps."""
+    clash = np.flatnonzero(shift > _leading_zero_steps(x))
+    if len(clash):
+        raise DataFormatError(
+            f"{where}: {problem} in {len(clash)} clip(s) (first: index {clash[0]}); cannot tell where "
+            "the real steps start"
+        )
+
+
+def _unpad_front(features: dict[str, np.ndarray], data: Mapping[str, Any], path: Path, split: str) -> None:
+    """Move the real steps of front-padded modalities to the front, in place.
+
+    Read as padded at the end, a front-padded clip would count its leading zeros as steps, and
+    any length rule would then cut real steps off. Word-aligned audio/vision (text's padded
+    length, no lengths key of their own) move with the text, so word i still meets frame i.
+    """
+    where = f"{path} [split {split!r}]"
+    text = features.get("text")
+    text_shift = _front_padding(text, data, "text", where) if text is not None else None
+    moved: dict[str, int] = {}
+    for modality, x in features.items():
+        own_lengths = f"{modality}_lengths" in data
+        aligned = modality != "text" and text is not None and not own_lengths and x.shape[1] == text.shape[1]
+        if modality == "text" or aligned:
+            shift = text_shift
+            if aligned and shift is None and _front_padding_of_data(x) is not None:
+                raise DataFormatError(
+                    f"{where}: {modality} is padded at the front but text at the end, though both "
+                    f"have {x.shape[1]} steps; cannot tell which {modality} step belongs to which word"
+                )
+            if aligned and shift is not None:
+                _check_shift(x, shift, where, f"text is padded at the front but {modality} is not")
+        else:
+            shift = _front_padding(x, data, modality, where)
+        if shift is None or not shift.any():
+            continue
+        _shift_to_front(x, shift)
+        moved[modality] = int((shift > 0).sum())
+    if moved:
+        warnings.warn(
+            f"{path}: split {split!r}: padded at the front (zero steps first), real steps moved to "
+            f"the front: {', '.join(f'{m} in {k} clip(s)' for m, k in moved.items())}",
+            stacklevel=4,
+        )
+
+
+def _shift_to_front(x: np.ndarray, shift: np.ndarray) -> None:
+    steps = x.shape[1]
+    for i in np.flatnonzero(shift):
+        k = int(shift[i])
+        x[i, : steps - k] = x[i, k:].copy()
+        x[i, steps - k :] = 0.0
+
+
+def _pad_to_common_lengths(
+    datasets: dict[str, MultimodalDataset], path: Path
+) -> dict[str, MultimodalDataset]:
+    """Pad every split to the longest padded length per modality (zeros, masked out).
+
+    Models with fixed-length layers size them from the training split; a longer valid or test
+    split would otherwise fail in the middle of validation.
+    """
+    modalities = datasets["train"].modalities
+    longest = {m: max(ds.features[m].shape[1] for ds in datasets.values()) for m in modalities}
+    differ = [m for m in modalities if any(ds.features[m].shape[1] != longest[m] for ds in datasets.values())]
+    if not differ:
+        return datasets
+    found = "; ".join(
+        f"{m}: " + ", ".join(f"{split} {ds.features[m].shape[1]}" for split, ds in datasets.items())
+        for m in differ
+    )
+    warnings.warn(
+        f"{path}: the splits have different padded lengths ({found}); shorter splits are padded "
+        "with zero steps to the longest",
+        stacklevel=3,
+    )
+    out = {}
+    for split, ds in datasets.items():
+        features = {
+            m: torch.nn.functional.pad(x, (0, 0, 0, longest[m] - x.shape[1])) for m, x in ds.features.items()
+        }
+        out[split] = MultimodalDataset(
+            features, ds.lengths, ds.labels, ds.ids, ds.raw_text, ds.source, ds.extras
+        )
+    return out
 
 
 def _extras(data: Mapping[str, Any], used: set[str], n: int, where: str) -> dict[str, np.ndarray]:

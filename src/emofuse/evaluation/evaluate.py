@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import numpy as np
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.loading import TextOptions, fit_lengths, load_splits
 from emofuse.data.normalize import FeatureScaler
+from emofuse.data.raw import RAW_KEY_OF
 from emofuse.evaluation.predict import predict, score
 from emofuse.models.base import ModelSpec, MultimodalModel
 from emofuse.models.text_encoder import load_tokenizer_and_encoder, tokenize_dataset
@@ -23,6 +26,11 @@ from emofuse.training.trainer import build_model, resolve_device, text_encoder_c
 def text_options(config: TrainConfig) -> TextOptions:
     """How a run's raw-text sources are read: features, or raw text for its own encoder."""
     return TextOptions(None if config.text_encoder else config.text_model, config.max_words)
+
+
+def load_data(source: str, config: TrainConfig) -> DatasetSplits:
+    """`source` read the way `config` was trained on: text features, classes, label kind."""
+    return load_splits(source, text_options(config), config.classes, labels=config.labels, clip_labels=config.clip_labels)
 
 
 @dataclass
@@ -38,6 +46,11 @@ class LoadedRun:
     def spec(self) -> ModelSpec:
         return self.model.spec
 
+    @property
+    def raw_modalities(self) -> tuple[str, ...]:
+        """Modalities the model reads through raw-input encoders (face crops, log-mel)."""
+        return tuple(m for m, name in (("vision", self.config.video_encoder), ("audio", self.config.audio_encoder)) if name)
+
     def prepare(self, data: MultimodalDataset) -> MultimodalDataset:
         """Select the run's modalities, fit lengths to the model, apply training statistics."""
         missing = [m for m in self.spec.modalities if m not in data.features]
@@ -51,6 +64,10 @@ class LoadedRun:
         for m in self.spec.modalities:
             if m == "text" and self.tokenizer is not None:
                 continue  # the encoder reads the raw text; the text features are a placeholder
+            if m in self.raw_modalities:
+                if RAW_KEY_OF[m] not in data.extras:
+                    raise DataFormatError(f"{data.source}: the model reads raw {m} inputs and the data has none")
+                continue  # a raw encoder fills this slot from the per-word raw inputs
             if data.features[m].shape[-1] != self.spec.dims[m]:
                 raise DataFormatError(
                     f"{data.source}: {m} features have {data.features[m].shape[-1]} dimensions, the "
@@ -67,15 +84,49 @@ def load_run(run_dir: Path, device: str = "cpu") -> LoadedRun:
         raise CheckpointError(f"{run_dir}: not a run folder (no config.json)")
     config = TrainConfig.load(config_path)
     class_names = json.loads(config_path.read_text()).get("data", {}).get("class_names", [])
-    ckpt = load_checkpoint(run_dir / "best.pt", device)
+    best = run_dir / "best.pt"
+    ckpt = load_checkpoint(best, device)
+    config = _config_of_checkpoint(config, ckpt, best)
     spec = ModelSpec.from_dict(ckpt["spec"])
     tokenizer = encoder = None
     if config.text_encoder:
         tokenizer, encoder = load_tokenizer_and_encoder(config.text_encoder)
     model = build_model(config, spec, encoder)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:  # shapes or names that do not fit: not this model's weights
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{best}: the weights do not fit a {config.model} model ({first})") from None
     model.to(resolve_device(device)).eval()
     return LoadedRun(run_dir, config, model, FeatureScaler.from_state_dict(ckpt["scaler"]), class_names, tokenizer)
+
+
+def _config_of_checkpoint(config: TrainConfig, ckpt: dict[str, Any], path: Path) -> TrainConfig:
+    """The run's config with the network as the checkpoint records it.
+
+    config.json can be edited, or overwritten by another run in the same folder; the weights
+    only fit the model they were saved from, so the checkpoint's own record wins.
+    """
+    own: dict[str, Any] = {}
+    if ckpt.get("model_name"):
+        own["model"] = ckpt["model_name"]
+    if isinstance(ckpt.get("model_options"), dict):
+        own["model_options"] = ckpt["model_options"]
+    if "text_encoder" in ckpt:  # recorded since text-encoder runs exist; None = no encoder
+        enc = ckpt["text_encoder"] or {}
+        own["text_encoder"] = enc.get("name", "")
+        for key, field in (("finetune", "text_finetune"), ("max_words", "max_words"), ("max_tokens", "max_tokens")):
+            if key in enc:
+                own[field] = enc[key]
+    differs = sorted(k for k, v in own.items() if getattr(config, k) != v)
+    if not differs:
+        return config
+    print(
+        f"emofuse: {path.parent / 'config.json'} disagrees with {path.name} on {', '.join(differs)}; "
+        f"using {path.name}'s ({own.get('model', config.model)})",
+        file=sys.stderr,
+    )
+    return dataclasses.replace(config, **own)
 
 
 def evaluate_run(
@@ -84,7 +135,7 @@ def evaluate_run(
     """Metrics of a run's best checkpoint on `splits` of its own data or of `data`."""
     run = load_run(run_dir, device)
     source = data or run.config.data
-    loaded: DatasetSplits = load_splits(source, text_options(run.config), run.config.classes)
+    loaded: DatasetSplits = load_data(source, run.config)
     if loaded.task != run.spec.task:
         raise DataFormatError(
             f"{source}: {loaded.task} labels, but the run was trained for {run.spec.task}"

@@ -1,6 +1,17 @@
 """Models. Each file registers itself; importing this package imports them all."""
 
-from emofuse.models import ef_lstm, fusion_matched, late_fusion, lmf, mctn, mfn, mult, raven, tfn  # noqa: F401
+from emofuse.models import (  # noqa: F401
+    ef_lstm,
+    fusion_matched,
+    fusion_matched_xattn,
+    late_fusion,
+    lmf,
+    mctn,
+    mfn,
+    mult,
+    raven,
+    tfn,
+)
 from emofuse.models.base import ModelOutput, ModelSpec, MultimodalModel
 from emofuse.models.registry import create_model, list_models, register_model
 

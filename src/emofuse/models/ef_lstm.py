@@ -3,6 +3,9 @@
 The standard early-fusion baseline (MMSA's EF_LSTM). On unaligned data the modalities have
 different lengths; each is resampled onto the first modality's real steps by averaging the
 frames that fall in each step (`align_to_mask`), which is what word-level alignment would do.
+
+Training recipe (what `emofuse compare` trains it with by default): MMSA 2.2.1's MOSI setting
+for its EF_LSTM, lr 1e-3, batch 32, weight decay 5e-3, no gradient clipping.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from emofuse.models.base import (
     mlp_head,
     squeeze_regression,
 )
-from emofuse.models.registry import register_model
+from emofuse.models.registry import Recipe, register_model
 
 
 @dataclass
@@ -49,6 +52,9 @@ class EFLSTM(MultimodalModel):
         return ModelOutput(squeeze_regression(self.head(masked_mean(h, mask)), self.spec))
 
 
-@register_model("ef_lstm")
+@register_model(
+    "ef_lstm",
+    recipe=Recipe(lr=1e-3, batch_size=32, weight_decay=5e-3, grad_clip=0.0, source="MMSA 2.2.1 MOSI EF_LSTM: lr 1e-3, batch 32, weight decay 5e-3"),
+)
 def ef_lstm(spec: ModelSpec, **options: object) -> EFLSTM:
     return EFLSTM(spec, build_config(EFLSTMConfig, options))

@@ -2,6 +2,9 @@
 
 The textbook decision-level baseline: it can use each modality's own evidence but, by
 construction, no interaction between modalities (the paper's argument against it).
+
+Training recipe (what `emofuse compare` trains it with by default): MMSA 2.2.1's MOSI setting
+for its late-fusion baseline LF_DNN, lr 1e-3, batch 128, weight decay 1e-2, no gradient clipping.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from emofuse.models.base import (
     mlp_head,
     squeeze_regression,
 )
-from emofuse.models.registry import register_model
+from emofuse.models.registry import Recipe, register_model
 
 
 @dataclass
@@ -57,6 +60,9 @@ class LateFusion(MultimodalModel):
         return ModelOutput(squeeze_regression(fused, self.spec))
 
 
-@register_model("late_fusion")
+@register_model(
+    "late_fusion",
+    recipe=Recipe(lr=1e-3, batch_size=128, weight_decay=1e-2, grad_clip=0.0, source="MMSA 2.2.1 MOSI LF_DNN: lr 1e-3, batch 128, weight decay 1e-2"),
+)
 def late_fusion(spec: ModelSpec, **options: object) -> LateFusion:
     return LateFusion(spec, build_config(LateFusionConfig, options))

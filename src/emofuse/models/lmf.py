@@ -42,7 +42,7 @@ from emofuse.models.base import (
     check_batch,
     squeeze_regression,
 )
-from emofuse.models.registry import register_model
+from emofuse.models.registry import Recipe, register_model
 from emofuse.models.tfn import UnimodalSubnets, with_one
 
 
@@ -119,6 +119,9 @@ class LMF(MultimodalModel):
         ]
 
 
-@register_model("lmf")
+@register_model(
+    "lmf",
+    recipe=Recipe(lr=1e-3, batch_size=64, weight_decay=5e-3, grad_clip=0.0, source="MMSA 2.2.1 MOSI: lr 1e-3 (factor lr 1e-3), batch 64, weight decay 5e-3"),
+)
 def lmf(spec: ModelSpec, **options: object) -> LMF:
     return LMF(spec, build_config(LMFConfig, options))

@@ -50,7 +50,7 @@ from emofuse.models.base import (
     mlp_head,
     squeeze_regression,
 )
-from emofuse.models.registry import register_model
+from emofuse.models.registry import Recipe, register_model
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -164,6 +164,9 @@ class MCTN(MultimodalModel):
         return ModelOutput(prediction, aux_loss=aux)
 
 
-@register_model("mctn")
+@register_model(
+    "mctn",
+    recipe=Recipe(lr=1e-4, batch_size=32, grad_clip=1.0, source="MMSA 2.2.1 MOSI: lr 1e-4, batch 32, grad clip 1.0"),
+)
 def mctn(spec: ModelSpec, **options: object) -> MCTN:
     return MCTN(spec, build_config(MCTNConfig, options))

@@ -47,7 +47,7 @@ from emofuse.models.base import (
     check_batch,
     squeeze_regression,
 )
-from emofuse.models.registry import register_model
+from emofuse.models.registry import Recipe, register_model
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -128,6 +128,9 @@ class MFN(MultimodalModel):
         return ModelOutput(squeeze_regression(out, self.spec), extras=extras)
 
 
-@register_model("mfn")
+@register_model(
+    "mfn",
+    recipe=Recipe(lr=2e-3, batch_size=128, grad_clip=0.0, source="MMSA 2.2.1 MOSI: lr 2e-3, batch 128, weight decay 0"),
+)
 def mfn(spec: ModelSpec, **options: object) -> MFN:
     return MFN(spec, build_config(MFNConfig, options))

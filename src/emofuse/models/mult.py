@@ -49,7 +49,7 @@ from emofuse.models.base import (
     last_step,
     squeeze_regression,
 )
-from emofuse.models.registry import register_model
+from emofuse.models.registry import Recipe, register_model
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -242,6 +242,9 @@ class MulT(MultimodalModel):
         return ModelOutput(squeeze_regression(self.out(h), self.spec))
 
 
-@register_model("mult")
+@register_model(
+    "mult",
+    recipe=Recipe(lr=1e-3, batch_size=24, grad_clip=0.8, source="MulT paper: lr 1e-3, batch 24, grad clip 0.8 (MMSA: 2e-3, 16, 0.6)"),
+)
 def mult(spec: ModelSpec, **options: object) -> MulT:
     return MulT(spec, build_config(MulTConfig, options))

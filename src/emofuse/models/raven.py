@@ -49,7 +49,7 @@ from emofuse.models.base import (
     last_step,
     squeeze_regression,
 )
-from emofuse.models.registry import register_model
+from emofuse.models.registry import Recipe, register_model
 
 NONVERBAL = ("audio", "vision")
 
@@ -165,6 +165,9 @@ class RAVEN(MultimodalModel):
         return ModelOutput(squeeze_regression(out, self.spec))
 
 
-@register_model("raven")
+@register_model(
+    "raven",
+    recipe=Recipe(lr=1e-3, batch_size=20, grad_clip=0.0, source="RAVEN reference code (victorywys/RAVEN): lr 1e-3, batch 20"),
+)
 def raven(spec: ModelSpec, **options: object) -> RAVEN:
     return RAVEN(spec, build_config(RAVENConfig, options))

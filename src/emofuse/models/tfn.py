@@ -44,7 +44,7 @@ from emofuse.models.base import (
     masked_mean,
     squeeze_regression,
 )
-from emofuse.models.registry import register_model
+from emofuse.models.registry import Recipe, register_model
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -194,6 +194,9 @@ class TFN(MultimodalModel):
         return ModelOutput(squeeze_regression(out, self.spec))
 
 
-@register_model("tfn")
+@register_model(
+    "tfn",
+    recipe=Recipe(lr=1e-3, batch_size=32, grad_clip=0.0, source="MMSA 2.2.1 MOSI: lr 1e-3, batch 32, no clipping, early stop 8"),
+)
 def tfn(spec: ModelSpec, **options: object) -> TFN:
     return TFN(spec, build_config(TFNConfig, options))

@@ -1,9 +1,14 @@
 """`emofuse ablate`: one model over all seven modality subsets (the paper's Figs 3-7).
 
-Every subset is trained as a regression model (L1) with the same settings and seeds, then
-read as 2-class (Acc-2 in both conventions and F1), 3-class (Acc-3 and weighted F1),
+Every subset is trained as a regression model (L1) with the same settings and seeds (each
+model's own recipe unless `same_recipe`; see emofuse.reports.recipes), then read as 2-class (Acc-2 in both conventions and F1), 3-class (Acc-3 and weighted F1),
 7-class (Acc-7), MAE and Corr. Selection is on validation loss inside each run; only the test
 split is reported.
+
+Several models (by default both fusion-matched networks, the paper's and the extension) share
+one table: `ablation.md` / `ablation.csv` have a model column, and each model's folder holds
+its bar plots. A single model keeps the flat layout (out/<subset>/seed_<s>, plots in out).
+`resume` reuses finished runs and continues interrupted ones.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from emofuse.data.dataset import MODALITIES, DatasetSplits, modality_code
+from emofuse.reports.recipes import model_config
 from emofuse.reports.tables import markdown_table
 from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig
@@ -46,40 +52,63 @@ def three_class_f1(run_dir: Path) -> float:
 
 
 def run_ablation(
-    base: TrainConfig, splits: DatasetSplits, seeds: list[int], out: Path, progress: bool = True
+    base: TrainConfig,
+    splits: DatasetSplits,
+    seeds: list[int],
+    out: Path,
+    progress: bool = True,
+    models: list[str] | None = None,
+    same_recipe: bool = False,
+    overrides: dict[str, Any] | None = None,
+    model_options: dict[str, dict[str, Any]] | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
+    """Rows {model, subset, metric: (mean, std)} for each model (default: base.model) x subset."""
     if splits.task != "regression":
         raise ValueError(f"{splits.name}: ablation reads regression scores as 2/3/7 classes; the data have classes")
+    models = list(models or [base.model])
+    if len(set(models)) != len(models):
+        raise ValueError(f"duplicate model names in {models}")
     available = set(splits.train.modalities)
+    out = Path(out)
     rows = []
-    for subset in SUBSETS:
-        if not set(subset) <= available:
-            continue
-        code = modality_code(subset)
-        config = dataclasses.replace(base, modalities=code)
-        results, _ = train_seeds(config, splits, out / code.replace("+", ""), seeds, progress=progress)
-        row: dict[str, Any] = {"subset": code}
-        for key in COLUMNS:
-            if key == "f1_3class":
-                values = [three_class_f1(r.run_dir) for r in results]
-            else:
-                values = [r.metrics["test"][key] for r in results]
-            mean, std = mean_std(values)
-            row[key] = (mean, std if len(values) > 1 else None)  # one seed has no spread
-        rows.append(row)
-    _write_outputs(rows, out, base.model, len(seeds))
+    for model in models:
+        options = None if model_options is None else model_options.get(model, {})
+        config = model_config(base, model, same_recipe, overrides, options)
+        model_dir = out if len(models) == 1 else out / model
+        model_rows = []
+        for subset in SUBSETS:
+            if not set(subset) <= available:
+                continue
+            code = modality_code(subset)
+            sub_config = dataclasses.replace(config, modalities=code)
+            results, _ = train_seeds(sub_config, splits, model_dir / code.replace("+", ""), seeds, resume=resume, progress=progress)
+            row: dict[str, Any] = {"model": model, "subset": code}
+            for key in COLUMNS:
+                if key == "f1_3class":
+                    values = [three_class_f1(r.run_dir) for r in results]
+                else:
+                    values = [r.metrics["test"][key] for r in results]
+                mean, std = mean_std(values)
+                row[key] = (mean, std if len(values) > 1 else None)  # one seed has no spread
+            model_rows.append(row)
+        for name, title, keys in FIGURES:
+            _bar_plot(model_rows, keys, f"{model}: {title}", model_dir / name)
+        rows.extend(model_rows)
+    _write_outputs(rows, out, len(seeds))
     return rows
 
 
-def _write_outputs(rows: list[dict[str, Any]], out: Path, model: str, n_seeds: int) -> None:
-    lines = ["subset,metric,mean,std"]
+def _write_outputs(rows: list[dict[str, Any]], out: Path, n_seeds: int) -> None:
+    lines = ["model,subset,metric,mean,std"]
     for row in rows:
-        lines += [f"{row['subset']},{k},{row[k][0]:.6f},{'' if row[k][1] is None else f'{row[k][1]:.6f}'}" for k in COLUMNS]
+        lines += [
+            f"{row['model']},{row['subset']},{k},{row[k][0]:.6f},{'' if row[k][1] is None else f'{row[k][1]:.6f}'}"
+            for k in COLUMNS
+        ]
     atomic_write_text(out / "ablation.csv", "\n".join(lines) + "\n")
-    table = markdown_table(rows, COLUMNS, first="subset")
-    atomic_write_text(out / "ablation.md", f"{model}, test split, mean ± std over {n_seeds} seed(s)\n\n{table}\n")
-    for name, title, keys in FIGURES:
-        _bar_plot(rows, keys, f"{model}: {title}", out / name)
+    table = markdown_table([{**r, "model": f"{r['model']} {r['subset']}"} for r in rows], COLUMNS)
+    atomic_write_text(out / "ablation.md", f"test split, mean ± std over {n_seeds} seed(s)\n\n{table}\n")
 
 
 def _bar_plot(rows: list[dict[str, Any]], keys: list[str], title: str, path: Path) -> None:

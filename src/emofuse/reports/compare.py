@@ -5,9 +5,15 @@ inside the trainer; test is only scored), then writes into `out`:
 
     compare.csv     model, metric, mean, std over seeds (test split)
     compare.md      the same as a Markdown table (rows = models)
+    settings.md     the training settings each model ran with (its recipe, or the search's choice)
     bootstrap.csv   model_a, model_b, metric, diff, low, high, p, significant
     compare.png     bar panels with std-over-seeds error bars (the paper's Figs 8-9 layout)
     <model>/seed_<s>/...   the run folders
+
+Each model trains with its own reference recipe (lr, batch size, weight decay, clipping,
+patience; `emofuse.models.registry.Recipe`) unless `same_recipe`; explicit `overrides` apply to
+every model; `search` runs a small grid per model scored on validation only
+(`emofuse.reports.recipes`). `resume` reuses finished run folders and continues interrupted ones.
 
 The bootstrap is paired: for each pair of models the same resampled test indices score both
 models' predictions (averaged over seeds for regression, majority vote for classes).
@@ -28,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from emofuse.data.dataset import DatasetSplits
+from emofuse.models.registry import RECIPE_FIELDS
+from emofuse.reports.recipes import model_config, train_model
 from emofuse.reports.tables import HEADERS, PERCENT, markdown_table, summary_row
 from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig
-from emofuse.training.multiseed import train_seeds
 
 __all__ = ["BOOTSTRAP_METRICS", "compare_models", "paired_bootstrap", "seed_averaged_test_predictions"]
 
@@ -124,37 +131,54 @@ def seed_averaged_test_predictions(
 
 
 # ---------------------------------------------------------------------------- training
-def _train_model_worker(base: TrainConfig, model: str, seeds: list[int], out_dir: Path, progress: bool) -> dict:
+@dataclasses.dataclass
+class ModelJob:
+    """Everything one model's training needs; picklable, so a spawned worker can run it."""
+
+    config: TrainConfig
+    seeds: list[int]
+    out_dir: Path
+    grid: dict[str, list[str]] | None = None
+    resume: bool = False
+    progress: bool = False
+
+    def run(self, splits: DatasetSplits) -> dict:
+        return train_model(self.config, splits, self.out_dir, self.seeds, self.grid, self.resume, self.progress)[1]
+
+
+def _load_data(config: TrainConfig) -> DatasetSplits:
+    from emofuse.evaluation.evaluate import load_data
+
+    return load_data(config.data, config)
+
+
+def _train_model_worker(job: ModelJob) -> dict:
     """Runs in a spawned process: loads the data itself (no tensors are pickled)."""
     import torch
 
-    from emofuse.data.loading import load_splits
-    from emofuse.evaluation.evaluate import text_options
-
     torch.set_num_threads(1)
-    splits = load_splits(base.data, text_options(base), base.classes)
-    _, summary = train_seeds(dataclasses.replace(base, model=model), splits, out_dir, seeds, progress=progress)
-    return summary
+    return job.run(_load_data(job.config))
 
 
-def _train_all(
-    base: TrainConfig, models: list[str], seeds: list[int], out: Path, workers: int, progress: bool,
-    splits: DatasetSplits | None,
-) -> dict[str, dict]:
+def _train_all(jobs: dict[str, ModelJob], workers: int, splits: DatasetSplits | None) -> dict[str, dict]:
     if workers > 1:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(models)), mp_context=ctx) as pool:
-            futures = {m: pool.submit(_train_model_worker, base, m, seeds, out / m, progress) for m in models}
-            return {m: futures[m].result() for m in models}
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = {m: pool.submit(_train_model_worker, job) for m, job in jobs.items()}
+            return {m: futures[m].result() for m in jobs}
     if splits is None:
-        from emofuse.data.loading import load_splits
-        from emofuse.evaluation.evaluate import text_options
+        splits = _load_data(next(iter(jobs.values())).config)
+    return {m: job.run(splits) for m, job in jobs.items()}
 
-        splits = load_splits(base.data, text_options(base), base.classes)
-    summaries = {}
-    for m in models:
-        _, summaries[m] = train_seeds(dataclasses.replace(base, model=m), splits, out / m, seeds, progress=progress)
-    return summaries
+
+def settings_table(summaries: dict[str, dict], same_recipe: bool = False) -> str:
+    """Markdown: the lr, batch size, weight decay, clipping and patience each model ran with."""
+    rows = []
+    for m, s in summaries.items():
+        source = "search (validation)" if s.get("searched") else "one setting for all" if same_recipe else "own recipe"
+        rows.append({"model": m, **{k: f"{v:g}" for k, v in s["settings"].items()}, "chosen by": source})
+    columns = [*RECIPE_FIELDS, "chosen by"]
+    return markdown_table(rows, columns)
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -201,12 +225,19 @@ def compare_models(
     splits: DatasetSplits | None = None,
     n_boot: int = 1000,
     boot_seed: int = 0,
+    same_recipe: bool = False,
+    overrides: dict[str, Any] | None = None,
+    model_options: dict[str, dict[str, Any]] | None = None,
+    search: dict[str, list[str]] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train `models` x `seeds` into out/<model>/seed_<s>, summarise, bootstrap, plot.
 
     workers > 1 trains the models in spawned processes that each load `base.data` themselves
-    (`splits` is then not used). Returns {"summary": {model: test summary}, "bootstrap": rows,
-    "table": Markdown, "paths": {...}} plus the paths under their own keys.
+    (`splits` is then not used). model_options: {model: options}; None gives every model
+    base.model_options. Returns {"summary": {model: test summary}, "bootstrap": rows, "table":
+    Markdown, "settings": {model: settings}, "settings_table": Markdown, "paths": {...}} plus the
+    paths under their own keys.
     """
     if not models:
         raise ValueError("compare_models needs at least one model")
@@ -216,7 +247,14 @@ def compare_models(
         raise ValueError("compare_models needs at least one seed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = _train_all(base, list(models), list(seeds), out, workers, progress, splits)
+    jobs = {
+        m: ModelJob(
+            model_config(base, m, same_recipe, overrides, None if model_options is None else model_options.get(m, {})),
+            list(seeds), out / m, search or None, resume, progress,
+        )
+        for m in models
+    }
+    summaries = _train_all(jobs, workers, splits)
     summary = {m: summaries[m]["test"] for m in models}
     task = "regression" if "mae" in summary[models[0]] else "classification"
     keys = list(summary[models[0]])
@@ -228,10 +266,12 @@ def compare_models(
         for k in keys
     ]
     paths = {"compare_csv": out / "compare.csv", "compare_md": out / "compare.md",
-             "bootstrap_csv": out / "bootstrap.csv", "plot": out / "compare.png"}
+             "bootstrap_csv": out / "bootstrap.csv", "plot": out / "compare.png", "settings_md": out / "settings.md"}
     atomic_write_text(paths["compare_csv"], _csv_text(["model", "metric", "mean", "std"], csv_rows))
     table = markdown_table([summary_row(m, summary[m]) for m in models], keys)
     atomic_write_text(paths["compare_md"], table + "\n")
+    settings = settings_table(summaries, same_recipe)
+    atomic_write_text(paths["settings_md"], settings + "\n")
 
     # paired bootstrap on seed-averaged test predictions
     preds = {m: seed_averaged_test_predictions(out / m, seeds, task == "classification") for m in models}
@@ -248,4 +288,5 @@ def compare_models(
     atomic_write_text(paths["bootstrap_csv"], _csv_text(BOOTSTRAP_FIELDS, fmt))
 
     _plot(summary, PLOT_METRICS[task], paths["plot"])
-    return {"summary": summary, "bootstrap": boot_rows, "table": table, "paths": paths, **paths}
+    return {"summary": summary, "bootstrap": boot_rows, "table": table, "paths": paths,
+            "settings": {m: summaries[m]["settings"] for m in models}, "settings_table": settings, **paths}

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emofuse.errors import UserError
+
+LABEL_KINDS = ("auto", "regression", "classification")
+
 
 @dataclass
 class TrainConfig:
@@ -20,6 +24,10 @@ class TrainConfig:
     model: str = "fusion_matched"
     modalities: str = "T+A+V"
     data: str = "synthetic"
+    # how the data's labels are read: the source's own ("auto"), sentiment scores, or the classes a
+    # source names (an MMSA pickle's classification_labels)
+    labels: str = "auto"
+    clip_labels: bool = False  # scores outside [-3, 3]: clip them with a warning instead of refusing
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
@@ -40,6 +48,11 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of all training steps spent warming the encoder's lr up
     layer_decay: float = 1.0  # < 1: lower encoder layers learn more slowly
     max_tokens: int = 128
+    # raw-input encoders, the paper's front end ("" = the data's pre-extracted features)
+    video_encoder: str = ""  # harris3d_cnn: Harris-3D attention + 3D CNN over per-word face crops
+    audio_encoder: str = ""  # spectro_cnn: 2D CNN over per-word log-mel patches
+    encoder_dim: int = 64  # width of the word vectors the raw encoders hand to the model
+    encoder_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> options
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,10 +62,11 @@ class TrainConfig:
             "lr": self.lr > 0,
             "patience": self.patience >= 0,
             "grad_clip": self.grad_clip >= 0,
+            "labels": self.labels in LABEL_KINDS,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid training config values: {', '.join(f'{k}={getattr(self, k)}' for k in bad)}")
+            raise UserError(f"invalid training config values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -62,7 +76,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown training config keys {sorted(unknown)}; known: {sorted(known)}")
+            raise UserError(f"unknown training config keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
     def save(self, path: Path) -> None:
@@ -72,5 +86,5 @@ class TrainConfig:
     def load(cls, path: Path) -> TrainConfig:
         try:
             return cls.from_dict(json.loads(Path(path).read_text())["train"])
-        except (OSError, json.JSONDecodeError, KeyError) as err:
-            raise ValueError(f"{path}: not a readable emofuse run config ({err})") from None
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, UserError) as err:
+            raise UserError(f"{path}: not a readable emofuse run config ({err})") from None

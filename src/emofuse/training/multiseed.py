@@ -24,21 +24,44 @@ def summary_keys(metrics: dict[str, Any]) -> list[str]:
     return REGRESSION_KEYS if "mae" in metrics else CLASSIFICATION_KEYS
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+def finite(values: list[float | None]) -> list[float]:
+    """The values a mean can use: a seed whose metric is undefined (None, NaN) is left out.
+
+    Correlation is NaN when a run predicts one constant value; averaging it in would poison
+    the mean, and counting it would overstate how many seeds the mean rests on.
+    """
+    return [float(v) for v in values if v is not None and not math.isnan(v)]
+
+
+def mean_std(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sample std of the finite values (NaN, NaN when there are none)."""
+    arr = np.asarray(finite(values), dtype=float)
     if arr.size == 0:
         return math.nan, math.nan
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
 def summarise(results: list[RunResult], split: str = "test") -> dict[str, dict[str, float]]:
-    """{metric: {"mean", "std", "n"}} over seeds for one split."""
+    """{metric: {"mean", "std", "n", "dropped"}} over seeds for one split.
+
+    n counts the seeds the mean rests on; dropped, the seeds whose metric was NaN.
+    """
     keys = summary_keys(results[0].metrics[split])
     out = {}
     for k in keys:
-        m, s = mean_std([r.metrics[split][k] for r in results])
-        out[k] = {"mean": m, "std": s, "n": len(results)}
+        values = [r.metrics[split].get(k) for r in results]
+        m, s = mean_std(values)
+        n = len(finite(values))
+        out[k] = {"mean": m, "std": s, "n": n, "dropped": len(values) - n}
     return out
+
+
+def dropped_note(summary: dict[str, dict[str, float]], seeds: int) -> str | None:
+    """A line naming the metrics some seeds could not contribute to, or None."""
+    parts = [f"{k} ({int(v['dropped'])} of {seeds})" for k, v in summary.items() if v.get("dropped")]
+    if not parts:
+        return None
+    return "undefined (NaN) for some seeds and left out of mean ± std: " + ", ".join(parts)
 
 
 def train_seeds(

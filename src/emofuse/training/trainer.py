@@ -10,14 +10,26 @@ A run folder holds everything about a run:
 
 The trainer only looks at train and valid while training; test is scored once, after the
 checkpoint has been chosen on validation loss.
+
+--resume continues from last.pt and ends with the weights, metrics and predictions an
+uninterrupted run would have (bit for bit on CPU with a fixed --threads), wherever the process
+was killed: the shuffle order depends on (seed, epoch) only, and last.pt carries the optimiser,
+scheduler, early-stopping counters and every RNG state. Temp files of a killed write are
+removed. A missing or stale best.pt is rewritten from last.pt when last.pt holds the best epoch,
+and otherwise the run retrains from epoch 1 (deterministic, so it ends the same). Only
+--epochs, --patience, --device and --threads may change on resume, and --epochs not on a run
+whose text encoder follows a warm-up/decay schedule: that schedule spans the run's total steps
+(stored in last.pt), so a new --epochs is refused rather than silently re-planned.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +42,11 @@ from tqdm.auto import tqdm
 
 from emofuse.data.dataset import DatasetSplits, MultimodalDataset, parse_modalities
 from emofuse.data.normalize import FeatureScaler
+from emofuse.errors import UserError
 from emofuse.evaluation.predict import point_predictions, predict, score
 from emofuse.metrics import plot_confusion_matrix
 from emofuse.models.base import ModelSpec, MultimodalModel
+from emofuse.models.raw_encoders import RawEncoderConfig, WithRawEncoders, check_raw_inputs, raw_model_spec
 from emofuse.models.registry import create_model
 from emofuse.models.text_encoder import (
     TextEncoder,
@@ -46,11 +60,20 @@ from emofuse.training.checkpoint import (
     CheckpointError,
     atomic_write_text,
     load_checkpoint,
+    remove_stale_temp_files,
     save_checkpoint,
 )
 from emofuse.training.config import TrainConfig
 
 LOG_FIELDS = ["epoch", "train_loss", "valid_loss", "best_valid_loss", "seconds"]
+# settings that may change between an interrupted run and its --resume: none of them alters
+# the weights an epoch produces (threads can move the last float bit on some CPUs); `epochs`
+# is checked separately because it lays out the text encoder's learning-rate schedule
+RESUME_FREE = {"epochs", "device", "threads", "patience"}
+
+
+class TrainingDiverged(UserError):
+    """The loss became inf/NaN: a setting to change (--lr), not a bug."""
 
 
 @dataclass
@@ -66,7 +89,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+        raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
     return device
 
 
@@ -97,14 +120,32 @@ def build_model(config: TrainConfig, spec: ModelSpec, encoder: torch.nn.Module |
     `spec` describes the data; with an encoder, the wrapped model sees the encoder's width as
     its text dimension.
     """
+    raw = raw_encoder_config(config, spec)
+    inner_spec = raw_model_spec(spec, raw) if raw.encoders else spec
     if not config.text_encoder:
-        return create_model(config.model, spec, **config.model_options)
+        model = create_model(config.model, inner_spec, **config.model_options)
+        return WithRawEncoders(model, raw) if raw.encoders else model
     if "text" not in spec.modalities:
-        raise ValueError("--text-encoder needs the text modality in --modalities")
+        raise UserError("--text-encoder needs the text modality in --modalities")
     text = TextEncoder(text_encoder_config(config), encoder)
-    inner = create_model(config.model, text_model_spec(spec, text.dim), **config.model_options)
+    inner = create_model(config.model, text_model_spec(inner_spec, text.dim), **config.model_options)
     inner.model_name = config.model
-    return WithTextEncoder(inner, text)
+    # the raw encoders sit inside the text wrapper, so its optimiser groups stay outermost
+    return WithTextEncoder(WithRawEncoders(inner, raw) if raw.encoders else inner, text)
+
+
+def raw_encoder_config(config: TrainConfig, spec: ModelSpec) -> RawEncoderConfig:
+    """Which raw-input encoders the run uses, for the modalities it reads."""
+    names = {"vision": config.video_encoder, "audio": config.audio_encoder}
+    for m, name in names.items():
+        if name and m not in spec.modalities:
+            flag = "--video-encoder" if m == "vision" else "--audio-encoder"
+            raise UserError(f"{flag} {name} needs the {m} modality in --modalities")
+    encoders = {m: name for m, name in names.items() if name}
+    try:
+        return RawEncoderConfig(encoders, config.encoder_dim, {m: config.encoder_options.get(m, {}) for m in encoders})
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def make_loss(config: TrainConfig, splits: DatasetSplits) -> nn.Module:
@@ -129,10 +170,15 @@ def make_optimizer(config: TrainConfig, model: MultimodalModel) -> torch.optim.O
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(total, warm-up) optimizer steps of the text encoder's schedule: it spans all --epochs."""
+    total = max(1, config.epochs * steps_per_epoch)
+    return total, max(1, int(config.warmup * total))
+
+
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up then linear decay for the text encoder's groups; constant elsewhere."""
-    total = max(1, config.epochs * steps_per_epoch)
-    warm = max(1, int(config.warmup * total))
+    total, warm = schedule_steps(config, steps_per_epoch)
 
     def encoder_factor(step: int) -> float:
         return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
@@ -159,13 +205,16 @@ class Trainer:
         selected = splits.select_modalities(self.modalities)
         self.scaler = FeatureScaler.fit(selected.train)
         self.splits = self.scaler.transform_splits(selected)
+        check_raw_inputs(raw_encoder_config(config, model_spec_for(self.splits, self.modalities)), self.splits.train)
         seed_everything(config.seed)
         self.model = build_model(config, model_spec_for(self.splits, self.modalities), encoder).to(self.device)
         self.spec = self.model.spec
         self.loss_fn = make_loss(config, self.splits).to(self.device)
         self.optimizer = make_optimizer(config, self.model)
-        steps = -(-len(self.splits.train) // config.batch_size)
-        self.scheduler = make_scheduler(config, self.optimizer, steps)
+        self.steps_per_epoch = -(-len(self.splits.train) // config.batch_size)
+        self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
+        # only the text encoder's groups follow a schedule; the others keep a constant lr
+        self.scheduled = any(g.get("text_encoder") for g in self.optimizer.param_groups)
 
     # ------------------------------------------------------------------ files
     def _write_config(self) -> None:
@@ -225,11 +274,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ main
     def fit(self, resume: bool = False) -> RunResult:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"{self.run_dir}: cannot hold a run, a file is in the way") from None
+        # temp files of a writer killed mid-write (SIGKILL runs no cleanup)
+        remove_stale_temp_files(self.run_dir)
         last_path = self.run_dir / "last.pt"
         state = self._initial_state()
-        if resume and last_path.exists():
-            state = self._restore(last_path)
+        ckpt = self._resumable(last_path) if resume and last_path.exists() else None
+        if ckpt is not None:
+            state = self._restore(ckpt)
             self._rewrite_log(state["history"])
         elif (self.run_dir / "log.csv").exists():
             (self.run_dir / "log.csv").unlink()  # a fresh run in a used folder starts a new log
@@ -249,13 +304,13 @@ class Trainer:
             train_loss = self._train_epoch(epoch)
             valid_loss = self._valid_loss()
             if not math.isfinite(train_loss) or not math.isfinite(valid_loss):
-                raise FloatingPointError(
+                raise TrainingDiverged(
                     f"training diverged at epoch {epoch} (train loss {train_loss}, valid loss "
                     f"{valid_loss}); lower --lr (now {cfg.lr}) or check the data for extreme values"
                 )
-            if valid_loss < state["best_valid_loss"]:
+            improved = valid_loss < state["best_valid_loss"]
+            if improved:
                 state.update(best_valid_loss=valid_loss, best_epoch=epoch, bad_epochs=0)
-                save_checkpoint(self._model_payload(epoch), self.run_dir / "best.pt")
             else:
                 state["bad_epochs"] += 1
             row = {
@@ -268,7 +323,11 @@ class Trainer:
             state["history"].append(row)
             state["epoch"] = epoch
             state["finished"] = bool(cfg.patience and state["bad_epochs"] >= cfg.patience) or epoch == cfg.epochs
+            # last.pt before best.pt: a kill between the two leaves last.pt naming this epoch as
+            # the best, and its weights are these, so --resume can rewrite best.pt from it
             save_checkpoint(self._training_payload(state), last_path)
+            if improved:
+                save_checkpoint(self._model_payload(epoch), self.run_dir / "best.pt")
             self._append_log(row)
             bar.set_postfix(train=f"{train_loss:.3f}", valid=f"{valid_loss:.3f}", best=state["best_epoch"])
         bar.close()
@@ -285,11 +344,13 @@ class Trainer:
         }
 
     def _model_payload(self, epoch: int) -> dict[str, Any]:
+        # enough to rebuild the network without config.json (`evaluate` trusts these)
         return {
             "model": self.model.state_dict(),
             "model_name": self.config.model,
             "spec": self.spec.to_dict(),
             "model_options": self.config.model_options,
+            "text_encoder": dataclasses.asdict(text_encoder_config(self.config)) if self.config.text_encoder else None,
             "scaler": self.scaler.state_dict(),
             "epoch": epoch,
         }
@@ -301,21 +362,72 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "state": state,
             "train_config": self.config.to_dict(),
+            "schedule": self._schedule(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
         }
 
-    def _restore(self, path: Path) -> dict[str, Any]:
+    def _schedule(self) -> dict[str, Any]:
+        total, warm = schedule_steps(self.config, self.steps_per_epoch)
+        return {"total_steps": total, "warmup_steps": warm, "steps_per_epoch": self.steps_per_epoch,
+                "epochs": self.config.epochs, "scheduled": self.scheduled}
+
+    def _resumable(self, path: Path) -> dict[str, Any] | None:
+        """last.pt checked against this run's settings, or None when training must start over.
+
+        Starting over happens in one case only: best.pt is gone (or is from another epoch) and
+        last.pt holds different weights, so the selected epoch exists nowhere. Training is
+        deterministic, so a fresh start reproduces it.
+        """
         ckpt = load_checkpoint(path, self.device)
         saved = ckpt.get("train_config", {})
-        # only these may differ between the interrupted and the resumed run
-        free = {"epochs", "device", "threads", "patience"}
-        changed = {k for k in saved if k not in free and saved[k] != self.config.to_dict().get(k)}
+        now = self.config.to_dict()
+        changed = {k for k in saved if k not in RESUME_FREE and saved[k] != now.get(k)}
         if changed:
             raise CheckpointError(
                 f"{path}: cannot resume, the run was started with different settings "
                 f"({', '.join(sorted(changed))}); use a new --out folder"
             )
+        self._check_schedule(path, ckpt, saved)
+        state = ckpt["state"]
+        if state["best_epoch"] == 0:
+            return ckpt  # no epoch has finished: there is no best yet
+        best_path = self.run_dir / "best.pt"
+        # a corrupt best.pt stops here, before more epochs are trained, with advice to delete it
+        best_epoch = load_checkpoint(best_path, "cpu").get("epoch") if best_path.exists() else None
+        if best_epoch == state["best_epoch"]:
+            return ckpt
+        if state["best_epoch"] == state["epoch"]:
+            # the best epoch is the last finished one: its weights are in last.pt
+            payload = {k: ckpt[k] for k in self._model_payload(0) if k in ckpt}
+            save_checkpoint({**payload, "epoch": state["epoch"]}, best_path)
+            return ckpt
+        found = "missing" if best_epoch is None else f"from epoch {best_epoch}"
+        print(
+            f"emofuse: {best_path} is {found}, and the best epoch ({state['best_epoch']}) is not in "
+            f"last.pt (epoch {state['epoch']}): retraining {self.run_dir} from epoch 1 to recover it",
+            file=sys.stderr,
+        )
+        return None
+
+    def _check_schedule(self, path: Path, ckpt: dict[str, Any], saved: dict[str, Any]) -> None:
+        """Refuse a resume that would silently re-plan the text encoder's lr schedule."""
+        if not self.scheduled:
+            return  # constant learning rates: --epochs only moves the finish line
+        before = ckpt.get("schedule") or {"total_steps": saved.get("epochs", 0) * self.steps_per_epoch,
+                                          "epochs": saved.get("epochs")}
+        total, _ = schedule_steps(self.config, self.steps_per_epoch)
+        if before["total_steps"] != total:
+            raise CheckpointError(
+                f"{path}: cannot resume with --epochs {self.config.epochs}: the text encoder's learning "
+                f"rate warms up and decays over the run's {before['total_steps']} steps "
+                f"({before.get('epochs')} epochs), and {total} steps would change it mid-run; resume with "
+                f"--epochs {before.get('epochs')}, or train longer in a new --out folder"
+            )
+
+    def _restore(self, ckpt: dict[str, Any]) -> dict[str, Any]:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if "scheduler" in ckpt:
@@ -323,6 +435,10 @@ class Trainer:
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         if ckpt.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        if "numpy_rng" in ckpt:
+            np.random.set_state(ckpt["numpy_rng"])
+        if "python_rng" in ckpt:
+            random.setstate(ckpt["python_rng"])
         state = ckpt["state"]
         # more epochs asked for than the interrupted run had: carry on
         if state["finished"] and state["epoch"] < self.config.epochs and not (

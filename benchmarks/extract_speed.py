@@ -1,0 +1,114 @@
+"""Extraction speed: time per stage as a multiple of real time, with 1 and 2 workers, and peak memory.
+
+    python benchmarks/extract_speed.py                      # generated clips (espeak-ng speech, a face)
+    python benchmarks/extract_speed.py --folder DIR --audio-only   # any MMSA-FET folder (label.csv + Raw/)
+
+Each configuration runs in a fresh process with an empty stage cache, so nothing is a cache hit
+and the peak memory (max RSS, the largest of the process and its workers) is that run's own.
+Stage columns are seconds of work per second of media, summed over clips (with 2 workers the
+stages run side by side, so they add up to more than the wall time); 'wall' is the elapsed time
+per second of media, model loading included (each worker loads its own models, on its first clip).
+Torch runs one thread per process, as `emofuse extract` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SENTENCES = ["i really love this movie", "this was a terrible waste of time", "what a fine day it is",
+             "not good at all", "the acting was wonderful", "i did not like the ending"]
+
+
+def make_folder(root: Path, clips: int) -> Path:
+    """An MMSA-FET folder of generated talking-face clips (the tests' media generator)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "features"))
+    import pandas as pd
+    from extract_media import speaking_clip
+
+    rows = []
+    for i in range(clips):
+        text = SENTENCES[i % len(SENTENCES)]
+        speaking_clip(root / "Raw" / "bench" / f"{i}.mp4", text.split())
+        rows.append(("bench", str(i), text, 0.0, "x", ("train", "valid", "test")[i % 3]))
+    pd.DataFrame(rows, columns=["video_id", "clip_id", "text", "label", "annotation", "mode"]).to_csv(
+        root / "label.csv", index=False)
+    return root
+
+
+def child(folder: str, workers: int, audio_only: bool, asr: bool, out: str) -> None:
+    """One measured extraction (run in its own process); prints its figures as JSON."""
+    import torch
+
+    from emofuse.features.clip import ExtractConfig
+    from emofuse.features.extract import extract_dataset
+
+    torch.set_num_threads(1)
+    config = ExtractConfig(require_video=not audio_only, words="whisper" if asr else "auto")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        result = extract_dataset(folder, out, config=config, workers=workers, cache_dir=cache, progress=False)
+    wall = time.perf_counter() - started
+    report = result.report
+    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"workers": workers, "clips": report["clips"], "ok": report["ok"],
+                      "media_seconds": report["media_seconds"], "wall_seconds": wall,
+                      "stage_seconds": report["stage_seconds"], "peak_mib": peak_kib / 1024}))
+
+
+def table(rows: list[dict]) -> str:
+    stages = sorted({s for r in rows for s in r["stage_seconds"]}, key=lambda s: (s != "decode", s))
+    head = ["workers", "clips ok", "media s", *stages, "all stages", "wall", "peak MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        media = r["media_seconds"] or float("nan")
+        per = [r["stage_seconds"].get(s, 0.0) / media for s in stages]
+        cells = [str(r["workers"]), f"{r['ok']}/{r['clips']}", f"{media:.1f}", *(f"{x:.3f}" for x in per),
+                 f"{sum(per):.3f}", f"{r['wall_seconds'] / media:.3f}", f"{r['peak_mib']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", help="an MMSA-FET folder (default: generate --clips talking-face clips)")
+    parser.add_argument("--clips", type=int, default=6, help="generated clips")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--audio-only", action="store_true", help="wav input: no face stage")
+    parser.add_argument("--asr", action="store_true", help="recognise words (whisper) instead of aligning label.csv text")
+    parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--child", nargs=2, metavar=("WORKERS", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.folder, int(args.child[0]), args.audio_only, args.asr, args.child[1])
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.folder) if args.folder else make_folder(Path(tmp) / "fet", args.clips)
+        rows = []
+        for workers in args.workers:
+            cmd = [sys.executable, __file__, "--folder", str(folder), "--child", str(workers),
+                   str(Path(tmp) / f"w{workers}.pkl")]
+            cmd += ["--audio-only"] * args.audio_only + ["--asr"] * args.asr
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                return done.returncode
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"extraction time per second of media (cores: {os.cpu_count()}; 'wall' includes model loading)")
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""RAVDESS speech (Livingstone & Russo 2018) as an emofuse dataset: 8 emotions, split by actor.
+
+The folder holds Actor_01 … Actor_24, each with files named 03-01-EE-II-SS-RR-AA.wav:
+modality (03 audio-only), vocal channel (01 speech), EE emotion (01 neutral, 02 calm, 03 happy,
+04 sad, 05 angry, 06 fearful, 07 disgust, 08 surprised), II intensity, SS statement (01 "Kids are
+talking by the door", 02 "Dogs are sitting by the door"), RR repetition, AA actor. The label comes
+from EE; the split is by actor (train 1-16, valid 17-20, test 21-24), so no voice is in two splits.
+
+Each clip becomes raw audio for `spectro_cnn`: the wav is decoded, resampled to 16 kHz mono,
+trimmed of leading and trailing silence, and cut into fixed windows (0.5 s by default) that take
+the place of words, since RAVDESS has no word times; each window's log-mel patch is one "word".
+Patches are computed once per config into the emofuse cache (one .npy per clip) and read lazily.
+The dataset is CC BY-NC-SA: it is read from where the user keeps it, never bundled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
+from emofuse.data.raw import RAW_DTYPES, LazyRawArray, store_key, write_clip
+
+EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+STATEMENTS = {1: "kids are talking by the door", 2: "dogs are sitting by the door"}
+ACTOR_SPLITS = {"train": range(1, 17), "valid": range(17, 21), "test": range(21, 25)}
+FILENAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.wav$")
+SAMPLE_RATE = 16_000
+
+
+@dataclass
+class RavdessConfig:
+    window: float = 0.5  # seconds per "word" window
+    max_windows: int = 12
+    n_mels: int = 64
+    hop_ms: float = 10.0
+    win_ms: float = 25.0
+    top_db: float = 40.0  # silence trimming: frames this far below the peak are silence
+
+
+def is_ravdess_dir(path: Path) -> bool:
+    """A RAVDESS folder: Actor_NN subfolders (directly or under RavdessDataSet/)."""
+    return ravdess_root(path) is not None
+
+
+def ravdess_root(path: Path) -> Path | None:
+    for candidate in (path, path / "RavdessDataSet"):
+        if candidate.is_dir() and any(candidate.glob("Actor_[0-9][0-9]")):
+            return candidate
+    return None
+
+
+def parse_name(path: Path) -> dict[str, int]:
+    """The codes in a RAVDESS file name; a clear error for a name that is not one."""
+    match = FILENAME.match(path.name)
+    if not match:
+        raise DataFormatError(f"{path}: not a RAVDESS file name (expected 03-01-EE-II-SS-RR-AA.wav)")
+    keys = ("modality", "channel", "emotion", "intensity", "statement", "repetition", "actor")
+    codes = dict(zip(keys, (int(g) for g in match.groups())))
+    if not 1 <= codes["emotion"] <= len(EMOTIONS):
+        raise DataFormatError(f"{path}: emotion code {codes['emotion']:02d} is not one of 01-08")
+    return codes
+
+
+def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache: str | Path | None = None,
+                 progress: bool = True) -> DatasetSplits:
+    from emofuse.features.text_models import resolve_cache_dir
+
+    cfg = config or RavdessConfig()
+    root = ravdess_root(Path(folder))
+    if root is None:
+        raise DataFormatError(f"{folder}: no Actor_NN folders, so not a RAVDESS dataset folder")
+    wavs = sorted(root.glob("Actor_[0-9][0-9]/*.wav"))
+    if not wavs:
+        raise DataFormatError(f"{root}: the Actor_NN folders hold no .wav files")
+    store = resolve_cache_dir(cache) / "ravdess" / store_key(**dataclasses.asdict(cfg), version=1)
+    items = [(w, parse_name(w)) for w in wavs]
+    items = [(w, c) for w, c in items if c["channel"] == 1]  # speech; song clips are another task
+    files, counts = [], []
+    for wav, _ in tqdm(items, desc="RAVDESS log-mel", disable=not progress, leave=False):
+        path = store / "audio" / f"{wav.stem}.npy"
+        if not path.exists():
+            write_clip(path.parent, wav.stem, window_patches(read_wav(wav), cfg), RAW_DTYPES["raw_audio"])
+        counts.append(int(np.load(path, mmap_mode="r").shape[0]))
+        files.append(str(path))
+    steps = window_steps(cfg)
+    splits = {}
+    for split, actors in ACTOR_SPLITS.items():
+        idx = [i for i, (_, c) in enumerate(items) if c["actor"] in actors]
+        if not idx:
+            raise DataFormatError(f"{root}: no clips of actors {actors.start}-{actors.stop - 1} for the {split} split")
+        n = len(idx)
+        lengths = torch.tensor([counts[i] for i in idx], dtype=torch.int64)
+        splits[split] = MultimodalDataset(
+            features={"audio": torch.zeros(n, cfg.max_windows, 1)},
+            lengths={"audio": lengths},
+            labels=torch.tensor([items[i][1]["emotion"] - 1 for i in idx], dtype=torch.int64),
+            ids=[f"Actor_{items[i][1]['actor']:02d}$_${items[i][0].stem}" for i in idx],
+            raw_text=[STATEMENTS.get(items[i][1]["statement"], "") for i in idx],
+            source=f"{root}:{split}",
+            extras={"raw_audio": LazyRawArray([files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"])},  # type: ignore[dict-item]
+        )
+    return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS))
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """Mono float32 at 16 kHz."""
+    from emofuse.features.media_models import require_module
+
+    require_module("soundfile", "soundfile")
+    import soundfile
+    from scipy.signal import resample_poly
+
+    try:
+        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise DataFormatError(f"{path}: unreadable audio ({err})") from None
+    if audio.size == 0:
+        raise DataFormatError(f"{path}: the audio holds no samples")
+    mono = audio.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        g = np.gcd(int(rate), SAMPLE_RATE)
+        mono = resample_poly(mono, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
+    return mono
+
+
+def window_steps(cfg: RavdessConfig) -> int:
+    return int(round(cfg.window * 1000 / cfg.hop_ms))
+
+
+def log_mel(audio: np.ndarray, cfg: RavdessConfig) -> np.ndarray:
+    """n_mels x frames log-mel (dB) at `hop_ms` hops."""
+    from emofuse.features.media_models import require_module
+
+    require_module("librosa", "librosa")
+    import librosa
+
+    hop = int(SAMPLE_RATE * cfg.hop_ms / 1000)
+    win = int(SAMPLE_RATE * cfg.win_ms / 1000)
+    power = librosa.feature.melspectrogram(
+        y=audio, sr=SAMPLE_RATE, n_fft=512, win_length=win, hop_length=hop, n_mels=cfg.n_mels, center=True
+    )
+    return librosa.power_to_db(power, ref=1.0, top_db=None).astype(np.float32)
+
+
+def window_patches(audio: np.ndarray, cfg: RavdessConfig) -> np.ndarray:
+    """windows x n_mels x steps: the speech (silence trimmed) cut into fixed windows.
+
+    The last partial window is kept when at least half full (padded with the clip's quietest
+    level); a clip shorter than one window still gives one.
+    """
+    mel = log_mel(audio, cfg)
+    energy = mel.max(axis=0)
+    voiced = np.flatnonzero(energy >= energy.max() - cfg.top_db)
+    if voiced.size:
+        mel = mel[:, voiced[0] : voiced[-1] + 1]
+    steps = window_steps(cfg)
+    n = max(1, min(cfg.max_windows, int(np.floor(mel.shape[1] / steps + 0.5))))
+    floor = float(mel.min())
+    padded = np.full((cfg.n_mels, n * steps), floor, dtype=np.float32)
+    take = min(mel.shape[1], n * steps)
+    padded[:, :take] = mel[:, :take]
+    return padded.reshape(cfg.n_mels, n, steps).transpose(1, 0, 2)

@@ -1,0 +1,402 @@
+"""One clip from file to features: `extract_clip(path, transcript) -> ClipFeatures`.
+
+The stages run in order (decode, words, audio streams, face, text vectors), each through its
+registered extractor (`emofuse.features.registry`), then everything is aligned to the words.
+Each stage's output is cached on disk under a key of (clip sha256, extractor, version, config,
+stage inputs), written atomically, so an interrupted run loses at most the stage in progress.
+
+A clip that cannot give features raises one `ClipError` subclass whose message names the file
+and the problem: MissingFile, UnreadableMedia, NoAudioTrack, NoVideoTrack, TooShort, NoSpeech,
+NoFace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emofuse.features.align import (
+    Stream,
+    average_over_words,
+    cut_columns_per_word,
+    cut_frames_per_word,
+    resample_stream,
+)
+from emofuse.features.face import FaceTrack
+from emofuse.features.registry import (
+    NoAudioTrack,
+    NoFace,
+    NoSpeech,
+    NoVideoTrack,
+    TooShort,
+    create_extractor,
+    file_hash,
+)
+from emofuse.features.speech import Words
+
+AUDIO_PICKLE_STREAMS = ("egemaps", "librosa")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything that decides a clip's features (saved with every output, part of cache keys).
+
+    words: 'auto' (align the transcript when given, else recognise), 'whisper' or 'pocketsphinx'.
+    audio: the audio extractors whose streams form the pickle's audio vector, in order.
+    min_face_fraction: fewer frames with a face than this fraction is a NoFace failure.
+    silence_db: a clip whose loudest 10 ms frame is quieter (dB full scale) has no speech.
+    require_video: False for audio-only input (a wav with a transcript gives T+A).
+    """
+
+    decoder: str = "pyav"
+    words: str = "auto"
+    audio: tuple[str, ...] = AUDIO_PICKLE_STREAMS
+    face: str = "mediapipe"
+    text_model: str = "minilm"
+    fps: float = 25.0
+    max_side: int = 480
+    max_words: int = 50
+    min_duration: float = 0.5
+    min_face_fraction: float = 0.2
+    silence_db: float = -50.0
+    landmarks: bool = False
+    require_video: bool = True
+    whisper_beam_size: int = 5
+    unaligned_audio_rate: float = 25.0
+    crop_frames: int = 16
+    crop_size: int = 64
+    n_mels: int = 64
+    logmel_frames: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "audio", tuple(self.audio))
+        if not self.audio:
+            raise ValueError("at least one audio extractor is needed")
+        for name in ("fps", "max_words", "min_duration", "crop_frames", "crop_size", "n_mels",
+                     "logmel_frames", "unaligned_audio_rate", "max_side"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.min_face_fraction <= 1.0:
+            raise ValueError(f"min_face_fraction must lie in [0, 1], got {self.min_face_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ClipFeatures:
+    """A clip's features: words, frame-rate streams, and everything aligned to the words.
+
+    aligned: 'text' / 'audio' / 'vision' -> W x D float32, one row per word (W <= max_words).
+    unaligned: 'audio' (frames at unaligned_audio_rate) / 'vision' (video frames) -> T x D.
+    word_crops: W x crop_frames x S x S uint8 grey face crops (None without video).
+    word_logmel: W x n_mels x logmel_frames float16 log-mel patches.
+    timings: seconds spent in each stage (cache hits count as the read time).
+    """
+
+    path: str
+    duration: float
+    words: Words
+    streams: dict[str, Stream]
+    aligned: dict[str, np.ndarray]
+    unaligned: dict[str, np.ndarray]
+    word_crops: np.ndarray | None
+    word_logmel: np.ndarray
+    face_fraction: float | None
+    columns: dict[str, list[str]]
+    timings: dict[str, float] = field(default_factory=dict)
+    face: FaceTrack | None = None
+
+    @property
+    def raw_text(self) -> str:
+        return self.words.text
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.aligned)
+
+    def record(self) -> dict[str, Any]:
+        """The per-clip arrays an MMSA pickle row is built from (unpadded; see extract.py)."""
+        return {
+            "raw_text": self.raw_text,
+            "aligned": dict(self.aligned),
+            "unaligned": dict(self.unaligned),
+            "words": list(self.words.words),
+            "starts": self.words.starts.copy(),
+            "ends": self.words.ends.copy(),
+            "word_source": self.words.source,
+            "face_fraction": self.face_fraction,
+        }
+
+
+# --------------------------------------------------------------------------- stage cache
+class StageCache:
+    """npz files under root/<key[:2]>/<key>.npz; an unreadable entry is recomputed, never trusted."""
+
+    def __init__(self, root: str | os.PathLike[str] | None) -> None:
+        self.root = Path(root) if root is not None else None
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.npz"
+
+    def load(self, key: str) -> dict[str, np.ndarray] | None:
+        if self.root is None:
+            return None
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+
+    def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        if self.root is None:
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)  # atomic: a kill -9 leaves either nothing or the whole entry
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def _words_arrays(w: Words) -> dict[str, np.ndarray]:
+    return {"words": np.array(w.words, dtype=str), "starts": w.starts, "ends": w.ends,
+            "source": np.array(w.source)}
+
+
+def _arrays_words(a: dict[str, np.ndarray]) -> Words:
+    return Words([str(x) for x in a["words"].tolist()], a["starts"], a["ends"], str(a["source"]))
+
+
+def _stream_arrays(s: Stream) -> dict[str, np.ndarray]:
+    out = {"values": s.values, "times": s.times, "columns": np.array(s.columns, dtype=str),
+           "name": np.array(s.name)}
+    if s.valid is not None:
+        out["valid"] = s.valid
+    return out
+
+
+def _arrays_stream(a: dict[str, np.ndarray]) -> Stream:
+    return Stream(str(a["name"]), a["values"], a["times"], [str(c) for c in a["columns"].tolist()],
+                  a.get("valid"))
+
+
+def _track_arrays(t: FaceTrack) -> dict[str, np.ndarray]:
+    out = {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name != "blendshape_names"}
+    out["blendshape_names"] = np.array(t.blendshape_names, dtype=str)
+    return out
+
+
+def _arrays_track(a: dict[str, np.ndarray]) -> FaceTrack:
+    names = [str(c) for c in a["blendshape_names"].tolist()]
+    return FaceTrack(a["times"], a["present"], a["landmarks"], a["blendshapes"], a["pose"], a["crops"], names)
+
+
+# --------------------------------------------------------------------------- the pipeline
+class ClipExtractor:
+    """Holds the loaded extractors (models load once) and turns clips into `ClipFeatures`.
+
+    cache_dir: where stage results are cached (None: no cache).
+    """
+
+    def __init__(self, config: ExtractConfig | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.config = config or ExtractConfig()
+        cfg = self.config
+        self.cache = StageCache(cache_dir)
+        self.cache_dir = cache_dir
+        self.decoder = create_extractor(cfg.decoder, "decode", fps=cfg.fps, max_side=cfg.max_side)
+        self.words = self._words_extractor(cfg)
+        self.audio = [create_extractor(name, "audio") for name in cfg.audio]
+        self.logmel = create_extractor("logmel", "audio", n_mels=cfg.n_mels)
+        self.face = create_extractor(cfg.face, "face", crop_size=cfg.crop_size)
+        self._embedder = None
+
+    @staticmethod
+    def _words_extractor(cfg: ExtractConfig):  # an Extractor of stage 'words'
+        from emofuse.features.speech import AutoWords, WhisperWords
+
+        if cfg.words == "auto":
+            return AutoWords(AutoWords.Config(asr=WhisperWords.Config(beam_size=cfg.whisper_beam_size)))
+        if cfg.words == "whisper":
+            return WhisperWords(WhisperWords.Config(beam_size=cfg.whisper_beam_size))
+        return create_extractor(cfg.words, "words")
+
+    @property
+    def embedder(self):  # emofuse.features.text.WordEmbedder, loaded on first use
+        if self._embedder is None:
+            from emofuse.features.text import WordEmbedder
+
+            self._embedder = WordEmbedder(self.config.text_model, max_words=self.config.max_words)
+        return self._embedder
+
+    def _stage(self, extractor, clip_hash: str, inputs: Any, compute, to_arrays, from_arrays):
+        key = extractor.cache_key(clip_hash, inputs)
+        cached = self.cache.load(key)
+        if cached is not None:
+            try:
+                return from_arrays(cached)
+            except (KeyError, ValueError):
+                pass  # an entry of an older layout: recompute
+        result = compute()
+        self.cache.save(key, to_arrays(result))
+        return result
+
+    def extract(self, path: str | os.PathLike[str], transcript: str | None = None) -> ClipFeatures:
+        """All stages for one clip; raises a ClipError naming the file and the problem."""
+        cfg = self.config
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal tick
+            now = time.perf_counter()
+            timings[stage] = timings.get(stage, 0.0) + now - tick
+            tick = now
+
+        path = str(path)
+        clip = self.decoder(path)
+        lap("decode")
+        if clip.duration < cfg.min_duration:
+            raise TooShort(path, f"{clip.duration:.2f} s long, shorter than the {cfg.min_duration} s minimum")
+        if not clip.has_audio:
+            raise NoAudioTrack(path, "the file has no audio stream (or no decodable audio)")
+        if cfg.require_video and not clip.has_video:
+            raise NoVideoTrack(path, "the file has no video stream (or no decodable frame)")
+        loudest = _loudest_db(clip.audio, clip.sample_rate)
+        if loudest < cfg.silence_db:
+            raise NoSpeech(path, f"the audio is silent (loudest 10 ms at {loudest:.0f} dBFS, "
+                                 f"threshold {cfg.silence_db:.0f})")
+        # stage inputs name the decoding too: the same file decoded differently is another input
+        clip_hash = file_hash(path) + ":" + self.decoder.cache_key("", None)
+        lap("decode")
+
+        text = transcript if transcript is not None and transcript.strip() else None
+        words = self._stage(self.words, clip_hash, {"transcript": text},
+                            lambda: self.words(clip.audio, clip.sample_rate, text),
+                            _words_arrays, _arrays_words)
+        lap("words")
+        if len(words) == 0:
+            raise NoSpeech(path, "speech recognition found no words")
+
+        streams: dict[str, Stream] = {}
+        for extractor in [*self.audio, self.logmel]:
+            streams[extractor.name] = self._stage(
+                extractor, clip_hash, None, lambda e=extractor: e(clip.audio, clip.sample_rate),
+                _stream_arrays, _arrays_stream)
+            lap(f"audio:{extractor.name}")
+
+        track: FaceTrack | None = None
+        if clip.has_video:
+            track = self._stage(self.face, clip_hash, None,
+                                lambda: self.face(clip.frames, clip.frame_times, clip.fps),
+                                _track_arrays, _arrays_track)
+            lap("face")
+            if track.face_fraction < cfg.min_face_fraction:
+                found = int(track.present.sum())
+                raise NoFace(path, f"a face was found in {found} of {len(track.present)} frames "
+                                   f"(minimum {cfg.min_face_fraction:.0%})")
+            for s in track.streams(cfg.landmarks):
+                streams[s.name] = s
+            streams["face_present"] = Stream("face_present", track.present.astype(np.float32),
+                                             track.times, ["face_present"])
+
+        text_vectors = self._text_vectors(words)
+        lap("text")
+        n_words = len(text_vectors)
+        kept = Words(words.words[:n_words], words.starts[:n_words], words.ends[:n_words], words.source)
+        aligned, unaligned, columns = self._assemble(kept, streams, text_vectors, clip.duration,
+                                                     track is not None)
+        crops = None
+        if track is not None:
+            crops = cut_frames_per_word(track.crops, track.times, kept.starts, kept.ends,
+                                        cfg.crop_frames, track.present)
+        logmel = streams["logmel"]
+        word_logmel = cut_columns_per_word(logmel.values.astype(np.float16), logmel.times, kept.starts,
+                                           kept.ends, cfg.logmel_frames)
+        lap("align")
+        return ClipFeatures(path, clip.duration, kept, streams, aligned, unaligned, crops, word_logmel,
+                            None if track is None else track.face_fraction, columns, timings, track)
+
+    def _text_vectors(self, words: Words) -> np.ndarray:
+        from emofuse.features.text import embed_cached
+
+        text = [words.text]
+        if self.cache_dir is not None:
+            features, lengths = embed_cached(text, self.config.text_model, self.config.max_words,
+                                             self.cache_dir, embedder=self.embedder)
+        else:
+            features, lengths = self.embedder.embed(text)
+        return features[0, : int(lengths[0])]
+
+    def _assemble(self, words: Words, streams: dict[str, Stream], text_vectors: np.ndarray,
+                  duration: float, has_face: bool):
+        cfg = self.config
+        audio_streams = [streams[name] for name in cfg.audio]
+        columns = {"text": [f"t{i}" for i in range(text_vectors.shape[1])],
+                   "audio": [f"{s.name}:{c}" for s in audio_streams for c in s.columns]}
+        aligned = {"text": text_vectors.astype(np.float32)}
+        aligned["audio"] = np.concatenate([average_over_words(s, words.starts, words.ends)
+                                           for s in audio_streams], axis=1)
+        audio_frames = np.concatenate(
+            [resample_stream(s, cfg.unaligned_audio_rate, duration).values for s in audio_streams], axis=1)
+        unaligned = {"text": aligned["text"], "audio": audio_frames}
+        if has_face:
+            names = ["blendshapes", "pose"] + (["landmarks"] if cfg.landmarks else []) + ["face_present"]
+            vision_streams = [streams[n] for n in names]
+            columns["vision"] = [f"{s.name}:{c}" for s in vision_streams for c in s.columns]
+            aligned["vision"] = np.concatenate([average_over_words(s, words.starts, words.ends)
+                                                for s in vision_streams], axis=1)
+            unaligned["vision"] = np.concatenate([s.values for s in vision_streams], axis=1)
+        return aligned, unaligned, columns
+
+    def close(self) -> None:
+        close = getattr(self.face, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> ClipExtractor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _loudest_db(audio: np.ndarray, sample_rate: int) -> float:
+    hop = max(1, sample_rate // 100)
+    n = len(audio) // hop
+    if n == 0:
+        return float(20 * np.log10(np.sqrt(np.mean(np.square(audio, dtype=np.float64))) + 1e-10))
+    rms = np.sqrt(np.mean(np.square(audio[: n * hop].reshape(n, hop), dtype=np.float64), axis=1))
+    return float(20 * np.log10(rms.max() + 1e-10))
+
+
+def extract_clip(path: str | os.PathLike[str], transcript: str | None = None,
+                 config: ExtractConfig | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> ClipFeatures:
+    """Extract one clip (models load for this call; keep a `ClipExtractor` for many clips)."""
+    extractor = ClipExtractor(config, cache_dir)
+    try:
+        return extractor.extract(path, transcript)
+    finally:
+        extractor.close()

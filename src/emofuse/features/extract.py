@@ -1,0 +1,479 @@
+"""`emofuse extract`: an MMSA-FET folder (label.csv + Raw/<video_id>/<clip_id>.mp4) -> MMSA pickles.
+
+Outputs, for --out FILE.pkl:
+- FILE.pkl: aligned to words (text/audio/vision each N x max_words x D) — what `train` reads;
+- FILE_unaligned.pkl: text per word, audio frames (unaligned_audio_rate), video frames, each with
+  its '<modality>_lengths';
+- FILE.report.json and FILE.report.csv: every clip's status, and for each failed clip why
+  (missing_file, unreadable_file, no_audio_track, no_video_track, too_short, no_speech, no_face).
+
+Workers are separate processes (spawned: each loads its models once). Stage results are cached per
+clip (see `emofuse.features.clip`), so a killed run resumes and writes the same pickle.
+Failure policy: 'skip' leaves a failed clip out, 'pad' keeps it with one all-zero step per
+modality (its 'extract_status' extra says why), 'stop' ends the run at the first failure.
+
+Sharding (`--shard i/n`, i in 0..n-1, rows i, i+n, i+2n, ... of label.csv) writes a shard file
+instead of pickles; `merge_shards` checks that the shards come from the same label.csv and
+config, that every shard 0..n-1 is there once and every clip exactly once, then writes the
+pickles and a merged report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emofuse.data.dataset import SPLITS, DataFormatError, DatasetSplits, MultimodalDataset
+from emofuse.data.mmsa import atomic_path, save_mmsa_pickle
+from emofuse.features.clip import ClipExtractor, ExtractConfig
+from emofuse.features.registry import ClipError, MissingFile, file_hash
+
+ON_ERROR = ("skip", "pad", "stop")
+MEDIA_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".wav", ".mp3", ".flac")
+SHARD_FORMAT = "emofuse-extract-shard"
+SHARD_VERSION = 1
+
+
+@dataclass
+class ClipJob:
+    clip_id: str  # 'video$_$clip', MMSA's id
+    path: str
+    transcript: str | None
+
+
+@dataclass
+class ClipResult:
+    clip_id: str
+    path: str
+    status: str  # 'ok' or a failure reason code
+    message: str = ""
+    record: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    duration: float = 0.0
+
+
+@dataclass
+class ExtractResult:
+    outputs: list[Path]
+    report: dict[str, Any]
+
+    @property
+    def failed(self) -> list[dict[str, str]]:
+        return self.report["failed"]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'2/8' -> (2, 8); i counts from 0 (SLURM_ARRAY_TASK_ID with --array=0-7)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text}: need n >= 1 and 0 <= i < n (shards count from 0)")
+    return i, n
+
+
+# --------------------------------------------------------------------------- the folder
+def dataset_rows(dataset_dir: str | os.PathLike[str]):  # -> (folder, DataFrame)
+    """Read <dir>/label.csv (or the label.csv given) and validate it."""
+    from emofuse.data.label_csv import read_label_csv
+
+    path = Path(dataset_dir)
+    label = path if path.is_file() else path / "label.csv"
+    if not label.is_file():
+        raise FileNotFoundError(f"{path} holds no label.csv (MMSA-FET layout: label.csv + "
+                                "Raw/<video_id>/<clip_id>.mp4)")
+    return label.parent, label, read_label_csv(label)
+
+
+def clip_path(folder: Path, video_id: str, clip_id: str) -> Path:
+    """Raw/<video_id>/<clip_id>.mp4, or the same name with another media extension."""
+    base = folder / "Raw" / video_id
+    for ext in MEDIA_EXTENSIONS:
+        candidate = base / f"{clip_id}{ext}"
+        if candidate.is_file():
+            return candidate
+    return base / f"{clip_id}.mp4"
+
+
+def clip_jobs(folder: Path, df, shard: tuple[int, int] | None) -> list[ClipJob]:  # df: DataFrame
+    jobs = []
+    for row_index, row in enumerate(df.itertuples(index=False)):
+        if shard is not None and row_index % shard[1] != shard[0]:
+            continue
+        vid, cid = str(row.video_id), str(row.clip_id)
+        jobs.append(ClipJob(f"{vid}$_${cid}", str(clip_path(folder, vid, cid)), str(row.text)))
+    return jobs
+
+
+# --------------------------------------------------------------------------- workers
+_WORKER: ClipExtractor | None = None
+
+
+def _init_worker(config: ExtractConfig, cache_dir: str | None) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    _WORKER = ClipExtractor(config, cache_dir)
+
+
+def _run_job(job: ClipJob, raw_dir: str | None = None) -> ClipResult:
+    assert _WORKER is not None, "worker not initialised"
+    return run_clip(_WORKER, job, raw_dir)
+
+
+def run_clip(extractor: ClipExtractor, job: ClipJob, raw_dir: str | None = None) -> ClipResult:
+    """One clip; a ClipError becomes a failed result (never an exception)."""
+    try:
+        if not Path(job.path).is_file():
+            raise MissingFile(job.path, "the clip named in label.csv does not exist")
+        transcript = job.transcript if extractor.config.words != "whisper" else None
+        features = extractor.extract(job.path, transcript)
+    except ClipError as err:
+        return ClipResult(job.clip_id, job.path, err.reason, str(err))
+    if raw_dir is not None:
+        _write_raw(Path(raw_dir), job.clip_id, features)
+    return ClipResult(job.clip_id, job.path, "ok", "", features.record(), features.timings,
+                      features.duration)
+
+
+def _write_raw(raw_dir: Path, clip_id: str, features) -> None:  # features: ClipFeatures
+    """Per-word crops (uint8) and log-mel patches (float16) for the raw encoders, one npz per clip."""
+    video_id, _, clip = clip_id.partition("$_$")
+    path = raw_dir / video_id / f"{clip}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"logmel": features.word_logmel, "starts": features.words.starts,
+              "ends": features.words.ends, "words": np.array(features.words.words, dtype=str)}
+    if features.word_crops is not None:
+        arrays["crops"] = features.word_crops
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _results(jobs: Sequence[ClipJob], config: ExtractConfig, cache_dir: str | None, workers: int,
+             raw_dir: str | None) -> Iterator[ClipResult]:
+    if workers <= 1:
+        with ClipExtractor(config, cache_dir) as extractor:
+            for job in jobs:
+                yield run_clip(extractor, job, raw_dir)
+        return
+    # spawn, not fork: the model libraries start threads that a forked child would inherit broken
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(config, cache_dir)) as pool:
+        futures = [pool.submit(_run_job, job, raw_dir) for job in jobs]
+        try:
+            for future in futures:  # in submission order: the output order never depends on timing
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+# --------------------------------------------------------------------------- the runner
+def extract_dataset(
+    dataset_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    config: ExtractConfig | None = None,
+    workers: int = 1,
+    on_error: str = "skip",
+    shard: str | tuple[int, int] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    raw_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract every clip of an MMSA-FET folder and write the pickles (or a shard) and the report.
+
+    cache_dir: the per-clip stage cache (default <emofuse cache>/extract).
+    raw_dir: also write per-word face crops and log-mel patches, one npz per clip.
+    Raises ValueError for bad options, the first clip's ClipError with on_error='stop'.
+    """
+    from tqdm.auto import tqdm
+
+    from emofuse.features.text_models import resolve_cache_dir
+
+    config = config or ExtractConfig()
+    if on_error not in ON_ERROR:
+        raise ValueError(f"--on-error must be one of {list(ON_ERROR)}, got {on_error!r}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    shard_pair = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    folder, label, df = dataset_rows(dataset_dir)
+    cache = str(cache_dir) if cache_dir is not None else str(resolve_cache_dir() / "extract")
+    jobs = clip_jobs(folder, df, shard_pair)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    results: list[ClipResult] = []
+    bar = tqdm(total=len(jobs), desc="extract", unit="clip", disable=not progress)
+    stream = _results(jobs, config, cache, workers, None if raw_dir is None else str(raw_dir))
+    try:
+        for result in stream:
+            results.append(result)
+            bar.update(1)
+            if result.status != "ok":
+                bar.write(f"skip {result.clip_id}: {result.message}" if on_error != "stop"
+                          else f"failed {result.clip_id}: {result.message}", file=sys.stderr)
+                if on_error == "stop":
+                    break
+    finally:
+        bar.close()
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    report = build_report(results, config, label, shard_pair, time.perf_counter() - started, workers)
+    if on_error == "stop" and any(r.status != "ok" for r in results):
+        write_report(report, out)
+        first = next(r for r in results if r.status != "ok")
+        raise DataFormatError(f"{first.message} (--on-error stop; report in {report_paths(out)[0]})")
+
+    if shard_pair is not None:
+        payload = {
+            "format": SHARD_FORMAT, "version": SHARD_VERSION, "label_csv": str(label),
+            "label_sha256": file_hash(str(label)), "config": config.to_dict(), "shard": list(shard_pair),
+            "clip_ids": [j.clip_id for j in jobs], "results": results, "on_error": on_error,
+        }
+        with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+            pickle.dump(payload, handle, protocol=4)
+        write_report(report, out)
+        return ExtractResult([out, *report_paths(out)], report)
+    outputs = write_pickles(df, results, config, out, on_error)
+    write_report(report, out)
+    return ExtractResult([*outputs, *report_paths(out)], report)
+
+
+def unaligned_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}_unaligned{out.suffix or '.pkl'}")
+
+
+def report_paths(out: Path) -> tuple[Path, Path]:
+    return out.with_name(f"{out.stem}.report.json"), out.with_name(f"{out.stem}.report.csv")
+
+
+# --------------------------------------------------------------------------- report
+def build_report(results: Sequence[ClipResult], config: ExtractConfig, label: Path,
+                 shard: tuple[int, int] | None, seconds: float, workers: int) -> dict[str, Any]:
+    ok = [r for r in results if r.status == "ok"]
+    stage_seconds: dict[str, float] = {}
+    for r in ok:
+        for stage, s in r.timings.items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + s
+    audio_seconds = sum(r.duration for r in ok)
+    return {
+        "label_csv": str(label),
+        "shard": list(shard) if shard else None,
+        "clips": len(results),
+        "ok": len(ok),
+        "failed": [{"id": r.clip_id, "path": r.path, "reason": r.status, "message": r.message}
+                   for r in results if r.status != "ok"],
+        "word_sources": _count(r.record["word_source"] for r in ok if r.record),
+        "media_seconds": round(audio_seconds, 3),
+        "wall_seconds": round(seconds, 3),
+        "workers": workers,
+        # seconds of work per second of media, per stage (cache hits make these small)
+        "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+        "stage_real_time_factor": {k: round(v / audio_seconds, 4) for k, v in stage_seconds.items()}
+        if audio_seconds else {},
+        "config": config.to_dict(),
+        "statuses": [{"id": r.clip_id, "path": r.path, "status": r.status, "message": r.message}
+                     for r in results],
+    }
+
+
+def _count(values) -> dict[str, int]:  # Iterable[str]
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    json_path, csv_path = report_paths(out)
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "path", "status", "message"])
+    for row in report["statuses"]:
+        writer.writerow([row["id"], row["path"], row["status"], row["message"]])
+    with atomic_path(csv_path) as tmp:
+        tmp.write_text(buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- pickles
+def write_pickles(df, results: Sequence[ClipResult], config: ExtractConfig, out: Path,
+                  on_error: str) -> list[Path]:
+    """Build the aligned and unaligned MMSA pickles from clip results (label.csv row order)."""
+    by_id = {r.clip_id: r for r in results}
+    ok = [r for r in results if r.status == "ok" and r.record is not None]
+    if not ok:
+        reasons = _count(r.status for r in results)
+        raise DataFormatError(f"no clip could be extracted ({reasons}); see {report_paths(out)[0]}")
+    dims = {m: x.shape[1] for m, x in ok[0].record["aligned"].items()}
+    # one padded length per modality across all splits, as MMSA's files have
+    longest = {m: max(len(r.record["unaligned"][m]) for r in ok) for m in dims}
+    aligned = _splits(df, by_id, dims, config, {m: config.max_words for m in dims}, on_error == "pad",
+                      out.stem, aligned=True)
+    unaligned = _splits(df, by_id, dims, config, longest, on_error == "pad", unaligned_path(out).stem,
+                        aligned=False)
+    save_mmsa_pickle(aligned, out)
+    save_mmsa_pickle(unaligned, unaligned_path(out))
+    return [out, unaligned_path(out)]
+
+
+def _splits(df, by_id: dict[str, ClipResult], dims: dict[str, int], config: ExtractConfig,
+            max_lengths: dict[str, int], pad: bool, name: str, aligned: bool) -> DatasetSplits:
+    labels_all = df["label"].to_numpy(dtype=np.float64)
+    integral = bool(np.all(labels_all == np.round(labels_all)) and np.all(labels_all >= 0))
+    datasets = {}
+    for split in SPLITS:
+        rows = df[df["mode"] == split]
+        samples = []
+        for row in rows.itertuples(index=False):
+            clip_id = f"{row.video_id}$_${row.clip_id}"
+            result = by_id.get(clip_id)
+            if result is None:
+                continue
+            if result.status == "ok" and result.record is not None:
+                samples.append((row, result))
+            elif pad:
+                samples.append((row, result))
+        if not samples:
+            raise DataFormatError(f"split {split!r} has no extracted clip; see the report")
+        datasets[split] = _dataset(samples, dims, max_lengths, aligned, split, integral)
+    return DatasetSplits(**datasets, name=name)
+
+
+def _dataset(samples: list, dims: dict[str, int], max_lengths: dict[str, int], aligned: bool, split: str,
+             integral: bool) -> MultimodalDataset:
+    n = len(samples)
+    sequences: dict[str, list[np.ndarray]] = {m: [] for m in dims}
+    for _, result in samples:
+        record = result.record
+        for m, d in dims.items():
+            if record is None:
+                sequences[m].append(np.zeros((1, d), np.float32))
+            else:
+                x = record["aligned" if aligned else "unaligned"][m]
+                sequences[m].append(x if len(x) else np.zeros((1, d), np.float32))
+    features, lengths = {}, {}
+    for m, seqs in sequences.items():
+        max_len = max_lengths[m]
+        arr = np.zeros((n, max_len, dims[m]), np.float32)
+        lens = np.zeros(n, np.int64)
+        for i, x in enumerate(seqs):
+            k = min(len(x), max_len)
+            arr[i, :k] = x[:k]
+            lens[i] = max(k, 1)
+        features[m], lengths[m] = torch.from_numpy(arr), torch.from_numpy(lens)
+    rows = [row for row, _ in samples]
+    results = [r for _, r in samples]
+    labels = np.array([float(row.label) for row in rows], np.float32)
+    extras = {
+        "annotations": np.array([str(row.annotation) for row in rows], dtype=object),
+        "extract_status": np.array([r.status for r in results], dtype=object),
+        "word_source": np.array([r.record["word_source"] if r.record else "" for r in results], dtype=object),
+        "word_times": np.array([json.dumps(_word_times(r.record)) for r in results], dtype=object),
+    }
+    if integral:
+        extras["classification_labels"] = labels.astype(np.int64)
+    return MultimodalDataset(
+        features=features,
+        lengths=lengths,
+        labels=torch.from_numpy(labels),
+        ids=[r.clip_id for r in results],
+        raw_text=[r.record["raw_text"] if r.record else str(row.text) for row, r in samples],
+        source=f"extract [{split}]",
+        extras=extras,
+    )
+
+
+def _word_times(record: dict[str, Any] | None) -> list[list[Any]]:
+    if record is None:
+        return []
+    return [[w, round(float(s), 3), round(float(e), 3)]
+            for w, s, e in zip(record["words"], record["starts"], record["ends"], strict=True)]
+
+
+# --------------------------------------------------------------------------- merging shards
+def _read_shard(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"shard file {path} does not exist")
+    try:
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle)  # our own shard files only
+    except Exception as exc:  # truncated: EOFError, garbage: UnpicklingError, ...
+        raise DataFormatError(f"{path} is not a readable shard file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != SHARD_FORMAT:
+        raise DataFormatError(f"{path} is not an `emofuse extract --shard` output")
+    return payload
+
+
+def merge_shards(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                 dataset_dir: str | os.PathLike[str] | None = None) -> ExtractResult:
+    """Check that the shards cover every clip of label.csv exactly once, then write the pickles."""
+    out = Path(out)
+    payloads = [(Path(p), _read_shard(Path(p))) for p in shards]
+    if not payloads:
+        raise ValueError("no shard files given")
+    first_path, first = payloads[0]
+    n = first["shard"][1]
+    seen: dict[int, Path] = {}
+    for path, p in payloads:
+        for key, what in (("label_sha256", "label.csv"), ("config", "extraction config"),
+                          ("on_error", "--on-error policy")):
+            if p[key] != first[key]:
+                raise DataFormatError(f"{path} was made with another {what} than {first_path}")
+        i, m = p["shard"]
+        if m != n:
+            raise DataFormatError(f"{path} is shard {i}/{m} but {first_path} is one of {n} shards")
+        if i in seen:
+            raise DataFormatError(f"shard {i}/{n} given twice: {seen[i]} and {path}")
+        seen[i] = path
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise DataFormatError(f"shard(s) {missing} of {n} are missing; got {sorted(seen)}")
+    label = Path(dataset_dir) / "label.csv" if dataset_dir is not None else Path(first["label_csv"])
+    _, label, df = dataset_rows(label)
+    if file_hash(str(label)) != first["label_sha256"]:
+        raise DataFormatError(f"{label} changed since the shards were extracted")
+    results: dict[str, ClipResult] = {}
+    for path, p in payloads:
+        for r in p["results"]:
+            if r.clip_id in results:
+                raise DataFormatError(f"clip {r.clip_id} appears in two shards ({path})")
+            results[r.clip_id] = r
+    expected = [f"{v}$_${c}" for v, c in zip(df["video_id"], df["clip_id"], strict=True)]
+    absent = [c for c in expected if c not in results]
+    if absent:
+        more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
+        raise DataFormatError(f"{len(absent)} clip(s) of {label} are in no shard: {absent[:5]}{more}")
+    extra = sorted(set(results) - set(expected))
+    if extra:
+        raise DataFormatError(f"shards hold clips that {label} does not list: {extra[:5]}")
+    ordered = [results[c] for c in expected]
+    config = ExtractConfig(**{k: tuple(v) if k == "audio" else v for k, v in first["config"].items()})
+    report = build_report(ordered, config, label, None, 0.0, 0)
+    report["merged_from"] = [str(p) for p, _ in payloads]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    outputs = write_pickles(df, ordered, config, out, first["on_error"])
+    write_report(report, out)
+    return ExtractResult([*outputs, *report_paths(out)], report)
+

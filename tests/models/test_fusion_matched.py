@@ -1,0 +1,125 @@
+"""The paper-faithful fusion-matched network (eq 14 exact, linear memory) and its extension."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from emofuse.data.dataset import MODALITIES, Batch
+from emofuse.models import ModelSpec, create_model
+from emofuse.models.fusion_matched import TensorAttention, tensor_hidden, tensor_hidden_materialised
+from emofuse.models.registry import get_recipe, list_models
+
+DIMS = {"text": 5, "audio": 3, "vision": 4}
+SMALL = {"hidden": 8, "time_code": 8, "attention_hidden": 4}
+SUBSETS = [c for r in (1, 2, 3) for c in itertools.combinations(MODALITIES, r)]
+
+
+def make_batch(lengths: dict[str, int], b: int = 3, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    feats, masks = {}, {}
+    for m, length in lengths.items():
+        real = torch.randint(max(1, length // 2), length + 1, (b,), generator=g)
+        real[0] = length
+        masks[m] = torch.arange(length)[None, :] < real[:, None]
+        feats[m] = torch.randn(b, length, DIMS[m], generator=g) * masks[m].unsqueeze(-1)
+    return Batch(feats, masks, torch.randn(b, generator=g), torch.arange(b))
+
+
+def padded_pair(seed: int, b: int = 3, tx: int = 4, ty: int = 5, tz: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    mask_x = torch.arange(tx)[None] < torch.tensor([tx, 2, 3])[:, None]
+    mask_z = torch.arange(tz)[None] < torch.tensor([tz, 1, 4])[:, None]
+    mask_y = torch.arange(ty)[None] < torch.tensor([ty, ty, 3])[:, None]
+    a_xy = torch.randn(b, tx, ty, generator=g) * mask_x[:, :, None] * mask_y[:, None, :]
+    a_zy = torch.randn(b, tz, ty, generator=g) * mask_z[:, :, None] * mask_y[:, None, :]
+    return a_xy, a_zy, mask_x, mask_z, g
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eq14_scores_equal_the_materialised_tensor(seed):
+    a_xy, a_zy, mask_x, mask_z, g = padded_pair(seed)
+    weight, bias = torch.randn(7, 4, 5, generator=g), torch.randn(7, generator=g)
+    fast = tensor_hidden(a_xy, a_zy, weight, bias, mask_x)
+    slow = tensor_hidden_materialised(a_xy, a_zy, weight, bias, mask_x, mask_z)
+    real_k = mask_z.unsqueeze(-1).expand_as(slow)
+    torch.testing.assert_close(fast[real_k], slow[real_k])
+
+
+def test_eq14_is_not_the_averaged_slice():
+    """The exact score differs from the former mean-over-i approximation (a test that can fail)."""
+    a_xy, a_zy, mask_x, mask_z, g = padded_pair(11)
+    weight, bias = torch.randn(3, 4, 5, generator=g), torch.zeros(3)
+    exact = tensor_hidden(a_xy, a_zy, weight, bias, mask_x)
+    n_x = mask_x.sum(1, keepdim=True)
+    averaged = (a_xy.sum(1) / n_x).unsqueeze(1) + a_zy  # the old B x t_z x t_y slice
+    approx = torch.tanh(torch.einsum("bkj,hj->bkh", averaged, weight.sum(1)) + bias)
+    assert not torch.allclose(exact, approx, atol=1e-3)
+
+
+def test_tensor_attention_is_a_distribution_over_real_steps():
+    a_xy, a_zy, mask_x, mask_z, _ = padded_pair(2)
+    attn = TensorAttention(x_len=6, pivot_len=7, hidden=4)  # the model's lengths exceed the batch's
+    alpha = attn(a_xy, a_zy, mask_x, mask_z)
+    assert torch.all(alpha[~mask_z] == 0)
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(3))
+    with pytest.raises(ValueError, match="exceed the model"):
+        TensorAttention(x_len=3, pivot_len=7, hidden=4)(a_xy, a_zy, mask_x, mask_z)
+
+
+def test_eq14_never_builds_the_cube():
+    """Memory stays linear: a 512 x 64 x 512 P would need 64 MiB per hidden unit's product."""
+    b, tx, ty, tz, h = 1, 512, 64, 512, 4
+    a_xy, a_zy = torch.randn(b, tx, ty), torch.randn(b, tz, ty)
+    weight, bias = torch.randn(h, tx, ty), torch.randn(h)
+    mask_x = torch.ones(b, tx, dtype=torch.bool)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        tensor_hidden(a_xy, a_zy, weight, bias, mask_x)
+    peak_alloc = max(e.cpu_memory_usage for e in prof.key_averages())
+    assert peak_alloc < 4 * tx * ty * tz / 16
+
+
+def test_faithful_head_reads_only_the_profiles_of_p_prime():
+    lengths = {"text": 6, "audio": 9, "vision": 7}
+    model = create_model("fusion_matched", ModelSpec(MODALITIES, DIMS, lengths), **SMALL)
+    # two profiles per pivot step, nothing else: no cross-modal contexts, no encoder features
+    assert model.head[0].in_features == 2 * lengths["text"]
+    assert not any("context" in n or "token" in n for n, _ in model.named_parameters())
+    out = model(make_batch(lengths))
+    assert set(out.extras) == {"alpha_audio", "alpha_vision", "alpha_tensor"}
+
+
+@pytest.mark.parametrize("name", ["fusion_matched", "fusion_matched_xattn"])
+@pytest.mark.parametrize("mods", SUBSETS, ids=lambda m: "+".join(x[0].upper() for x in m))
+def test_both_models_train_on_every_subset_unaligned(name, mods):
+    lengths = {"text": 6, "audio": 11, "vision": 8}
+    model = create_model(name, ModelSpec(mods, {m: DIMS[m] for m in mods}, {m: lengths[m] for m in mods}), **SMALL)
+    out = model(make_batch({m: lengths[m] for m in mods}))
+    assert out.prediction.shape == (3,) and torch.isfinite(out.prediction).all()
+    out.prediction.sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f"parameters without gradient: {no_grad}"
+
+
+def test_extension_is_registered_apart_and_adds_contexts():
+    assert {"fusion_matched", "fusion_matched_xattn"} <= set(list_models("fusion_matched*"))
+    lengths = {"text": 6, "audio": 6, "vision": 6}
+    spec = ModelSpec(MODALITIES, DIMS, lengths)
+    ext = create_model("fusion_matched_xattn", spec, **SMALL)
+    assert set(ext.context_proj) == {"audio", "vision"}
+    with pytest.raises(ValueError, match="unknown option"):
+        create_model("fusion_matched", spec, head="matched")
+
+
+def test_recipes_are_the_papers_and_mmsas():
+    assert get_recipe("mctn").lr == 1e-4
+    assert get_recipe("lmf").weight_decay == 5e-3 and get_recipe("lmf").batch_size == 64
+    assert (get_recipe("mfn").lr, get_recipe("mfn").batch_size) == (2e-3, 128)
+    assert get_recipe("mult").grad_clip == 0.8 and get_recipe("mult").batch_size == 24
+    assert get_recipe("fusion_matched").settings() == {"lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "grad_clip": 1.0, "patience": 8}
+    with pytest.raises(ValueError, match="known models"):
+        get_recipe("nope")
