@@ -9,23 +9,11 @@ import shutil
 
 import pytest
 import torch
+from small_runs import config
 
 from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 from emofuse.training.checkpoint import CheckpointError, load_checkpoint
-from emofuse.training.config import TrainConfig
 from emofuse.training.trainer import train_run
-
-SMALL = SyntheticConfig(n_train=96, n_valid=32, n_test=32, max_words=8, min_words=4)
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return make_synthetic(SMALL)
-
-
-def config(**kw) -> TrainConfig:
-    base = dict(model="ef_lstm", modalities="T+A", epochs=3, batch_size=16, patience=0, model_options={"hidden": 8})
-    return TrainConfig(**{**base, **kw})
 
 
 def _log(run) -> list[list[str]]:

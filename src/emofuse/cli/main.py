@@ -230,6 +230,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from emofuse.reports.ablate import run_ablation
 
     models = list(args.models)
+    if args.attention:
+        return _ablate_attention(args, models)
     options = _model_options(args.model_option, models)  # bad options fail before data loading
     splits = _load(args)
     out = Path(args.out or f"runs/ablate_{'_'.join(models) if len(models) < 3 else 'models'}")
@@ -238,6 +240,28 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                  overrides=_recipe_overrides(args), model_options=options, resume=args.resume)
     print((out / "ablation.md").read_text())
     print(f"CSV, Markdown and bar plots (PNG) in {out}")
+    return 0
+
+
+def _ablate_attention(args: argparse.Namespace, models: list[str]) -> int:
+    """`ablate --attention`: the video encoder's harris3d / harris2d / none on one model."""
+    import dataclasses
+
+    from emofuse.errors import UserError
+    from emofuse.reports.attention import attention_ablation
+
+    if len(models) != 1:
+        raise UserError(f"ablate --attention takes one model (--model NAME), not {models}")
+    modalities = args.attention_modalities
+    base = _train_config(_with_train_defaults(args), model=models[0], modalities=modalities)
+    base = dataclasses.replace(base, model_options=dict(args.model_option or []))
+    splits = _load(args)
+    out = Path(args.out or f"runs/ablate_attention_{models[0]}")
+    result = attention_ablation(base, splits, args.seeds, out, progress=not args.quiet, resume=args.resume)
+    print(result["table"])
+    print("\nPaired bootstrap (test, seed-averaged predictions):\n")
+    print(result["bootstrap_table"])
+    print(f"\nMarkdown, JSON and bar plots (PNG) in {out}")
     return 0
 
 
@@ -495,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", "--model", nargs="+", dest="models", default=["fusion_matched", "fusion_matched_xattn"],
                    help="default: both fusion-matched networks (the paper's and the extension)")
     p.add_argument("--out", help="output folder (default runs/ablate_<models>)")
+    p.add_argument("--attention", action="store_true",
+                   help="instead of modality subsets: the raw video encoder's attention harris3d vs harris2d vs none "
+                        "(--video-encoder, default harris3d_cnn), with a paired bootstrap")
+    p.add_argument("--attention-modalities", default="V", help="modalities of the --attention runs (default V)")
     _add_recipe_arguments(p)
     _add_training_arguments(p)
     p.set_defaults(modalities="T+A+V", **dict.fromkeys(_RECIPE_ARGS))

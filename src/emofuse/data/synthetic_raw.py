@@ -37,6 +37,8 @@ from emofuse.data.raw import RAW_DTYPES, LazyRawArray, store_key, write_clip
 
 WEIGHTS = {"T": 0.8, "A": 0.6, "V": 1.0}
 NOISE_STD = 0.25
+# part of the cache key: bump it whenever the drawing code changes, so no stale clips are reused
+DRAWING_VERSION = 2
 
 
 @dataclass
@@ -60,7 +62,7 @@ def make_synthetic_raw(config: SyntheticRawConfig | None = None, cache: str | Pa
     from emofuse.features.text_models import resolve_cache_dir
 
     cfg = config or SyntheticRawConfig()
-    root = resolve_cache_dir(cache) / "synthetic_raw" / store_key(**dataclasses.asdict(cfg), version=1)
+    root = resolve_cache_dir(cache) / "synthetic_raw" / store_key(**dataclasses.asdict(cfg), version=DRAWING_VERSION)
     rng = np.random.default_rng(cfg.seed)
     # the distractors come from their own stream, so changing them cannot move any label
     distractor_rng = np.random.default_rng([cfg.distractor_seed, 1])
@@ -153,9 +155,9 @@ def draw_face(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[in
 def draw_clip_frames(
     rng: np.random.Generator, distractor_rng: np.random.Generator, cfg: SyntheticRawConfig, words: int, v: float
 ) -> np.ndarray:
-    """words x F x S x S uint8. The cue patch moves 1 px a frame for a few frames of one word."""
+    """words x F x S x S uint8. The cue patch moves 2 px a frame for half the frames of one word."""
     img, (pr, pc) = draw_face(distractor_rng, cfg.size)
-    half = max(1, cfg.size // 16)
+    half = max(1, cfg.size // 10)
     cue_word = int(rng.integers(words))
     start = int(rng.integers(1, max(2, cfg.frames // 2)))
     moves = max(2, cfg.frames // 2)
@@ -164,7 +166,7 @@ def draw_clip_frames(
     for w in range(words):
         for f in range(cfg.frames):
             if v != 0 and w == cue_word and start <= f < start + moves:
-                offset -= int(v)  # up is -row
+                offset -= 2 * int(v)  # 2 px a frame; up is -row
             frame = img.copy()
             r = int(np.clip(pr + offset, half, cfg.size - half - 1))
             frame[r - half : r + half + 1, pc - half : pc + half + 1] = 0.95

@@ -100,7 +100,9 @@ class Harris3DCNN(nn.Module):
         self.input_gate = ChannelGate(1) if gated else None
         self.gates = nn.ModuleList(ChannelGate(c) for c in config.channels) if gated else None
         self.dropout = nn.Dropout(config.dropout)
-        self.out = nn.Linear(c_in, out_dim)
+        # mean and max over space-time: a brief, local event (a patch that starts to move) is a
+        # few percent of the volume and all but vanishes in a mean; the max keeps it
+        self.out = nn.Linear(2 * c_in, out_dim)
 
     def _check(self, frames: torch.Tensor) -> None:
         if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or not frames.is_floating_point():
@@ -131,7 +133,8 @@ class Harris3DCNN(nn.Module):
             # cost of gating the full-size block output (which dominated the encoder's time)
             if attention is not None:
                 x = x * self.gates[i](F.adaptive_avg_pool3d(attention, x.shape[2:]))
-        return self.out(self.dropout(x.mean(dim=(2, 3, 4))))
+        pooled = torch.cat([x.mean(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))], dim=1)
+        return self.out(self.dropout(pooled))
 
 
 def _create_harris3d_cnn(out_dim: int, **options: Any) -> Harris3DCNN:
