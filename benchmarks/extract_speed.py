@@ -4,7 +4,8 @@
     python benchmarks/extract_speed.py --folder DIR --audio-only   # any MMSA-FET folder (label.csv + Raw/)
 
 Each configuration runs in a fresh process with an empty stage cache, so nothing is a cache hit
-and the peak memory (max RSS, the largest of the process and its workers) is that run's own.
+and the peak memory is that run's own: the largest single process (max RSS), and the sum over the
+process and its workers (sampled from /proc every 0.2 s).
 Stage columns are seconds of work per second of media, summed over clips (with 2 workers the
 stages run side by side, so they add up to more than the wall time); 'wall' is the elapsed time
 per second of media, model loading included (each worker loads its own models, on its first clip).
@@ -20,6 +21,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +45,41 @@ def make_folder(root: Path, clips: int) -> Path:
     return root
 
 
+def _tree_rss_mib(root: int) -> float:
+    """Resident memory of a process and all its descendants (Linux /proc), in MiB."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/statm") as handle:
+                rss[int(entry)] = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while being read
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += [c for c, p in parents.items() if p == pid]
+    return total / 2**20
+
+
+class MemorySampler(threading.Thread):
+    """The peak of `_tree_rss_mib` over the run, sampled every 0.2 s (workers' memory adds up)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            self.peak = max(self.peak, _tree_rss_mib(os.getpid()))
+
+
 def child(folder: str, workers: int, audio_only: bool, asr: bool, out: str) -> None:
     """One measured extraction (run in its own process); prints its figures as JSON."""
     import torch
@@ -52,27 +89,36 @@ def child(folder: str, workers: int, audio_only: bool, asr: bool, out: str) -> N
 
     torch.set_num_threads(1)
     config = ExtractConfig(require_video=not audio_only, words="whisper" if asr else "auto")
+    sampler = MemorySampler() if os.path.isdir("/proc") else None
+    if sampler is not None:
+        sampler.start()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
         result = extract_dataset(folder, out, config=config, workers=workers, cache_dir=cache, progress=False)
     wall = time.perf_counter() - started
+    if sampler is not None:
+        sampler.done.set()
+        sampler.join()
     report = result.report
     peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(json.dumps({"workers": workers, "clips": report["clips"], "ok": report["ok"],
                       "media_seconds": report["media_seconds"], "wall_seconds": wall,
-                      "stage_seconds": report["stage_seconds"], "peak_mib": peak_kib / 1024}))
+                      "stage_seconds": report["stage_seconds"], "peak_mib": peak_kib / 1024,
+                      "peak_total_mib": sampler.peak if sampler is not None else None}))
 
 
 def table(rows: list[dict]) -> str:
     stages = sorted({s for r in rows for s in r["stage_seconds"]}, key=lambda s: (s != "decode", s))
-    head = ["workers", "clips ok", "media s", *stages, "all stages", "wall", "peak MiB"]
+    head = ["workers", "clips ok", "media s", *stages, "all stages", "wall", "peak MiB (largest process)",
+            "peak MiB (all processes)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         media = r["media_seconds"] or float("nan")
         per = [r["stage_seconds"].get(s, 0.0) / media for s in stages]
         cells = [str(r["workers"]), f"{r['ok']}/{r['clips']}", f"{media:.1f}", *(f"{x:.3f}" for x in per),
-                 f"{sum(per):.3f}", f"{r['wall_seconds'] / media:.3f}", f"{r['peak_mib']:.0f}"]
+                 f"{sum(per):.3f}", f"{r['wall_seconds'] / media:.3f}", f"{r['peak_mib']:.0f}",
+                 "-" if r.get("peak_total_mib") is None else f"{r['peak_total_mib']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

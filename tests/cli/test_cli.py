@@ -168,9 +168,9 @@ def test_labels_flag_reaches_the_loader(monkeypatch, capsys):
 
     monkeypatch.setattr(emofuse.data.loading, "load_splits", fake)
     assert main(["train", "--data", "x.pkl", "--labels", "classification"]) == 2
-    assert seen == {"source": "x.pkl", "labels": "classification", "clip_labels": False}
-    assert main(["train", "--data", "x.pkl", "--clip-labels"]) == 2
-    assert seen == {"source": "x.pkl", "labels": "auto", "clip_labels": True}
+    assert seen == {"source": "x.pkl", "labels": "classification", "clip_labels": False, "data_options": {}}
+    assert main(["train", "--data", "x.pkl", "--clip-labels", "-D", "n_mels=80"]) == 2
+    assert seen == {"source": "x.pkl", "labels": "auto", "clip_labels": True, "data_options": {"n_mels": 80}}
     assert "x.pkl: stop here" in capsys.readouterr().err
 
 

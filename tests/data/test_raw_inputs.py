@@ -143,3 +143,22 @@ def test_ravdess_names_a_bad_file(tmp_path: Path) -> None:
     (tmp_path / "Actor_01" / "03-01-01-01-02-01-01.wav").write_bytes(b"RIFF broken")
     with pytest.raises(DataFormatError, match="03-01-01-01-02-01-01.wav"):
         load_ravdess(tmp_path, cache=tmp_path / "cache", progress=False)
+
+
+def test_data_options_configure_computed_sources_and_are_refused_elsewhere(tmp_path: Path) -> None:
+    from emofuse.data.loading import load_splits
+
+    os.environ["EMOFUSE_CACHE"] = str(tmp_path / "cache")
+    try:
+        small = load_splits("synthetic-raw", data_options={"n_train": 12, "n_valid": 4, "n_test": 4, "size": 16})
+        assert [len(d) for _, d in small.items()] == [12, 4, 4]
+        assert small.train.extras["raw_vision"].item_shape[1:] == (16, 16)
+        with pytest.raises(DataFormatError, match="unknown data option.*n_trian"):
+            load_splits("synthetic-raw", data_options={"n_trian": 3})
+        with pytest.raises(DataFormatError, match="synthetic-raw and RAVDESS folders only"):
+            load_splits("synthetic", data_options={"n_train": 3})
+        _fake_ravdess(tmp_path / "rav")
+        whisper = load_splits(str(tmp_path / "rav"), data_options={"n_mels": 80, "n_fft": 400})
+        assert whisper.train.make_batch(torch.arange(2)).extras["raw_audio"].shape[2] == 80
+    finally:
+        del os.environ["EMOFUSE_CACHE"]

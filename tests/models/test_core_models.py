@@ -18,6 +18,7 @@ SMALL = {"hidden": 8}
 # small sizes keep the tests fast; a wrong key here is an error, not a silent fall-back
 OPTIONS = {
     "fusion_matched": {"hidden": 8, "time_code": 8, "attention_hidden": 4},
+    "fusion_matched_xattn": {"hidden": 8, "time_code": 8, "attention_hidden": 4},
     "ef_lstm": SMALL,
     "late_fusion": SMALL,
     "mult": {"layers": 1, "d": 8, "heads": 2},

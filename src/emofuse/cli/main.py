@@ -113,6 +113,7 @@ def _train_config(args: argparse.Namespace, model: str | None = None, modalities
         model=model or args.model,
         modalities=modalities or args.modalities,
         data=args.data,
+        data_options=dict(args.data_option or []),
         labels=args.labels,
         clip_labels=args.clip_labels,
         epochs=args.epochs,
@@ -147,6 +148,9 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
     p.add_argument("--labels", default="auto", choices=["auto", "regression", "classification"],
                    help="the source's own labels (auto), sentiment scores, or the class labels a source names "
                         "(an MMSA pickle's classification_labels)")
+    p.add_argument("--data-option", "-D", type=_parse_option, action="append", metavar="KEY=VALUE",
+                   help="config of a computed source: synthetic-raw (e.g. n_train=800) or a RAVDESS folder "
+                        "(e.g. -D n_mels=80 -D n_fft=400, Whisper's input for --audio-encoder whisper_base)")
     p.add_argument("--clip-labels", action="store_true",
                    help="clip sentiment scores outside [-3, 3] with a warning (default: refuse the file)")
     p.add_argument("--epochs", type=int, default=epochs)
@@ -169,7 +173,7 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
     p.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay of the encoder (< 1: lower layers slower)")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--video-encoder", default="", help="raw per-word face crops through this encoder (harris3d_cnn); default: pre-extracted features")
-    p.add_argument("--audio-encoder", default="", help="raw per-word log-mel through this encoder (spectro_cnn); default: pre-extracted features")
+    p.add_argument("--audio-encoder", default="", help="raw per-word log-mel through this encoder (spectro_cnn, whisper_base); default: pre-extracted features")
     p.add_argument("--encoder-dim", type=int, default=64, help="width of the raw encoders' word vectors")
     p.add_argument("--encoder-option", "-E", type=_parse_encoder_option, action="append", metavar="MODALITY:KEY=VALUE",
                    help="raw encoder config, e.g. -E vision:attention=none -E audio:spec_augment=0.1")
@@ -191,7 +195,7 @@ def _load(args: argparse.Namespace):
 
     model = None if args.text_encoder else args.text_model  # an in-model encoder reads raw text
     return load_splits(args.data, TextOptions(model, args.max_words), args.classes, labels=args.labels,
-                       clip_labels=args.clip_labels)
+                       clip_labels=args.clip_labels, data_options=dict(args.data_option or []))
 
 
 # --------------------------------------------------------------------------- commands

@@ -13,8 +13,10 @@ Accepted sources:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,6 +41,7 @@ def load_splits(
     classes: int = 0,
     labels: str = "auto",
     clip_labels: bool = False,
+    data_options: dict[str, Any] | None = None,
 ) -> DatasetSplits:
     """Load `source`; with classes > 0, sentiment scores become that many classes.
 
@@ -48,6 +51,9 @@ def load_splits(
         'classification_labels'). A source without the asked kind raises DataFormatError.
     clip_labels: sentiment scores outside [-3, 3] are refused, naming file, split and rows;
         with True they are clipped to the range with a warning.
+    data_options: the config of a source that is computed rather than read: synthetic-raw
+        (SyntheticRawConfig) and a RAVDESS folder (RavdessConfig, e.g. n_mels=80, n_fft=400 for
+        Whisper's input). Any other source refuses them.
     """
     check_label_kind(labels)
     if classes and labels == "classification":
@@ -55,7 +61,7 @@ def load_splits(
             "classes turns sentiment scores into classes; it cannot be combined with "
             "labels='classification' (the source's own class labels)"
         )
-    splits = _load(source, text or TextOptions(), labels, clip_labels)
+    splits = _load(source, text or TextOptions(), labels, clip_labels, dict(data_options or {}))
     if labels == "regression" and splits.task != "regression":
         raise DataFormatError(f"{source}: holds class labels, not sentiment scores")
     if labels == "classification" and splits.task != "classification":
@@ -66,11 +72,16 @@ def load_splits(
     return regression_to_classes(splits, classes) if classes else splits
 
 
-def _load(source: str, text: TextOptions, labels: str = "auto", clip_labels: bool = False) -> DatasetSplits:
+def _load(
+    source: str, text: TextOptions, labels: str = "auto", clip_labels: bool = False, options: dict[str, Any] | None = None
+) -> DatasetSplits:
+    options = options or {}
     if source == "synthetic-raw":
-        from emofuse.data.synthetic_raw import make_synthetic_raw
+        from emofuse.data.synthetic_raw import SyntheticRawConfig, make_synthetic_raw
 
-        return make_synthetic_raw()
+        return make_synthetic_raw(_data_config(SyntheticRawConfig, options, source))
+    if options and not (Path(source).expanduser().is_dir() and is_ravdess_dir(Path(source).expanduser())):
+        raise DataFormatError(f"{source}: data options ({', '.join(options)}) apply to synthetic-raw and RAVDESS folders only")
     if source in SYNTHETIC_SOURCES:
         from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 
@@ -89,9 +100,9 @@ def _load(source: str, text: TextOptions, labels: str = "auto", clip_labels: boo
         elif (path / "train_sent_emo.csv").is_file():
             return _meld(path, text)
         elif is_ravdess_dir(path):
-            from emofuse.data.ravdess import load_ravdess
+            from emofuse.data.ravdess import RavdessConfig, load_ravdess
 
-            return load_ravdess(path)
+            return load_ravdess(path, _data_config(RavdessConfig, options, source))
         elif any(path.glob("*.csd")):
             from emofuse.data.csd import load_csd_folder
 
@@ -121,6 +132,18 @@ def _load(source: str, text: TextOptions, labels: str = "auto", clip_labels: boo
             "labels .csd, standard_folds.json), not one .csd file"
         )
     raise DataFormatError(f"{path}: unsupported file type {path.suffix!r} (use .pkl or label.csv)")
+
+
+def _data_config(config_cls: type, options: dict[str, Any], source: str) -> Any:
+    """A generator's or loader's typed config from --data-option values, unknown keys named."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise DataFormatError(f"{source}: unknown data option(s) {unknown}; known: {sorted(known)}")
+    try:
+        return config_cls(**options)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(f"{source}: bad data option: {err}") from None
 
 
 def _meld(folder: Path, text: TextOptions) -> DatasetSplits:

@@ -38,7 +38,8 @@ SAMPLE_RATE = 16_000
 class RavdessConfig:
     window: float = 0.5  # seconds per "word" window
     max_windows: int = 12
-    n_mels: int = 64
+    n_mels: int = 64  # 80 with n_fft=400 is Whisper's own input (whisper_base)
+    n_fft: int = 512
     hop_ms: float = 10.0
     win_ms: float = 25.0
     top_db: float = 40.0  # silence trimming: frames this far below the peak are silence
@@ -144,7 +145,7 @@ def log_mel(audio: np.ndarray, cfg: RavdessConfig) -> np.ndarray:
     hop = int(SAMPLE_RATE * cfg.hop_ms / 1000)
     win = int(SAMPLE_RATE * cfg.win_ms / 1000)
     power = librosa.feature.melspectrogram(
-        y=audio, sr=SAMPLE_RATE, n_fft=512, win_length=win, hop_length=hop, n_mels=cfg.n_mels, center=True
+        y=audio, sr=SAMPLE_RATE, n_fft=cfg.n_fft, win_length=win, hop_length=hop, n_mels=cfg.n_mels, center=True
     )
     return librosa.power_to_db(power, ref=1.0, top_db=None).astype(np.float32)
 

@@ -36,6 +36,11 @@ import torch
 from emofuse.data.dataset import DatasetSplits, MultimodalDataset
 
 WEIGHTS = {"T": 0.6, "A": 0.5, "V": 0.5, "I": 0.8}
+# the generator's priors, shared with the exact Bayes ceiling in emofuse.reports.demo
+POLARITY = ([-1.0, 0.0, 1.0], [0.2, 0.6, 0.2])  # values and probabilities of a word's polarity
+CUE = ([-1.0, 0.0, 1.0], [1 / 6, 2 / 3, 1 / 6])  # of a word's interaction cue
+SHOWN = 0.35  # probability that a step shows the vision expression
+MARKER = 0.5  # probability that an audio step carries the marker
 NOISE_STD = 0.25
 
 
@@ -75,17 +80,17 @@ def _make_split(rng: np.random.Generator, n: int, cfg: SyntheticConfig, split: s
     real = steps[None, :] < length_words[:, None]  # n x L
 
     # text-only polarity words
-    polarity = rng.choice([-1.0, 0.0, 1.0], size=(n, cfg.max_words), p=[0.2, 0.6, 0.2]) * real
+    polarity = rng.choice(POLARITY[0], size=(n, cfg.max_words), p=POLARITY[1]) * real
     t_part = polarity.sum(1) / 2.5
     # audio-only tone
     tone = rng.normal(size=n)
     # vision-only brief expression
     v_strength = rng.normal(size=n)
-    shown = (rng.random((n, cfg.max_words)) < 0.35) & real
+    shown = (rng.random((n, cfg.max_words)) < SHOWN) & real
     # the interaction: cue words (about a third of the words), sign flipped by the marker
     # the audio carries at the same step
-    cues = rng.choice([-1.0, 0.0, 1.0], size=(n, cfg.max_words), p=[1 / 6, 2 / 3, 1 / 6]) * real
-    marker = (rng.random((n, cfg.max_words)) < 0.5).astype(np.float64) * real
+    cues = rng.choice(CUE[0], size=(n, cfg.max_words), p=CUE[1]) * real
+    marker = (rng.random((n, cfg.max_words)) < MARKER).astype(np.float64) * real
     interaction = (cues * (1.0 - 2.0 * marker)).sum(1) / 2.0
 
     additive = WEIGHTS["T"] * t_part + WEIGHTS["A"] * tone + WEIGHTS["V"] * v_strength

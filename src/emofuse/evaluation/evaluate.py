@@ -30,7 +30,8 @@ def text_options(config: TrainConfig) -> TextOptions:
 
 def load_data(source: str, config: TrainConfig) -> DatasetSplits:
     """`source` read the way `config` was trained on: text features, classes, label kind."""
-    return load_splits(source, text_options(config), config.classes, labels=config.labels, clip_labels=config.clip_labels)
+    return load_splits(source, text_options(config), config.classes, labels=config.labels, clip_labels=config.clip_labels,
+                       data_options=config.data_options)
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from emofuse.data.dataset import MultimodalDataset
-from emofuse.data.synthetic import WEIGHTS, SyntheticConfig, make_synthetic
+from emofuse.data.synthetic import CUE, MARKER, POLARITY, SHOWN, WEIGHTS, SyntheticConfig, make_synthetic
 from emofuse.metrics import regression_metrics
 from emofuse.reports.recipes import model_config
 from emofuse.reports.tables import markdown_table, summary_row
@@ -44,11 +44,6 @@ DEMO_MODELS = ("fusion_matched", "fusion_matched_xattn", "ef_lstm", "late_fusion
 DEMO_DATA = ("synthetic", "synthetic-unaligned")
 COLUMNS = ["acc2_has0", "acc2_non0", "f1_non0", "acc7", "mae", "corr"]
 
-# the generator's priors (emofuse.data.synthetic._make_split): values and probabilities
-_POLARITY = ([-1.0, 0.0, 1.0], [0.2, 0.6, 0.2])
-_CUE = ([-1.0, 0.0, 1.0], [1 / 6, 2 / 3, 1 / 6])
-_SHOWN = 0.35  # probability that a step shows the vision expression
-_MARKER = 0.5
 
 
 def _gauss(x: np.ndarray, mean: float | np.ndarray, sd: float) -> np.ndarray:
@@ -83,9 +78,9 @@ def feature_ceilings(data: MultimodalDataset, cfg: SyntheticConfig) -> dict[str,
         audio = audio.reshape(n, -1, cfg.audio_rate, audio.shape[-1]).mean(2)
         vision = vision.reshape(n, -1, cfg.vision_rate, vision.shape[-1]).mean(2)
         sd_a, sd_v = np.hypot(s, s / np.sqrt(cfg.audio_rate)), np.hypot(s, s / np.sqrt(cfg.vision_rate))
-    t_part = (_posterior_mean(text[..., 0], *_POLARITY, s) * mask).sum(1) / 2.5
-    cue = _posterior_mean(text[..., 1], *_CUE, s)
-    sign = _posterior_mean(audio[..., 1], [0.0, 1.0], [1 - _MARKER, _MARKER], sd_a, values=[1.0, -1.0])
+    t_part = (_posterior_mean(text[..., 0], *POLARITY, s) * mask).sum(1) / 2.5
+    cue = _posterior_mean(text[..., 1], *CUE, s)
+    sign = _posterior_mean(audio[..., 1], [0.0, 1.0], [1 - MARKER, MARKER], sd_a, values=[1.0, -1.0])
     i_part = (cue * sign * mask).sum(1) / 2.0
     # tone: every step reads g + noise; Gaussian prior N(0, 1) shrinks the mean of the steps
     a_part = (audio[..., 0] * mask).sum(1) / (words + sd_a**2)
@@ -93,7 +88,7 @@ def feature_ceilings(data: MultimodalDataset, cfg: SyntheticConfig) -> dict[str,
     log_post = np.tile(-0.5 * grid**2, (n, 1))
     for step in range(vision.shape[1]):
         x = vision[:, step, 0][:, None]
-        like = _SHOWN * _gauss(x, grid[None, :], sd_v) + (1 - _SHOWN) * _gauss(x, 0.0, sd_v)
+        like = SHOWN * _gauss(x, grid[None, :], sd_v) + (1 - SHOWN) * _gauss(x, 0.0, sd_v)
         log_post += np.where(mask[:, step, None], np.log(like), 0.0)
     post = np.exp(log_post - log_post.max(1, keepdims=True))
     v_part = (post * grid).sum(1) / post.sum(1)

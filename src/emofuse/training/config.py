@@ -24,6 +24,8 @@ class TrainConfig:
     model: str = "fusion_matched"
     modalities: str = "T+A+V"
     data: str = "synthetic"
+    # the config of a computed source: synthetic-raw (SyntheticRawConfig), RAVDESS (RavdessConfig)
+    data_options: dict[str, Any] = field(default_factory=dict)
     # how the data's labels are read: the source's own ("auto"), sentiment scores, or the classes a
     # source names (an MMSA pickle's classification_labels)
     labels: str = "auto"
