@@ -102,15 +102,20 @@ def feature_layout(run: LoadedRun) -> FeatureLayout:
                 raise RunMismatch(f"{report}: not a readable `emofuse extract` report ({err})") from None
     raw_shapes: dict[str, tuple[int, ...]] = {}
     logmel_db = False
+    # computed sources: the sizes their config gave at training time (--data-option values included)
+    options = dict(getattr(config, "data_options", None) or {})
     if source == "synthetic-raw":
+        from emofuse.data.loading import _data_config
         from emofuse.data.synthetic_raw import SyntheticRawConfig
 
-        syn = SyntheticRawConfig()
+        syn = _data_config(SyntheticRawConfig, options, source)
         raw_shapes = {"vision": (syn.frames, syn.size, syn.size), "audio": (syn.n_mels, syn.mel_steps)}
     elif path.is_dir() and _is_ravdess(path):
+        from emofuse.data.loading import _data_config
         from emofuse.data.ravdess import RavdessConfig, window_steps
 
-        rav = RavdessConfig()
+        rav = _data_config(RavdessConfig, options, source)
+        # bands are interpolated when n_mels differs: both mel scales span 0-8 kHz
         raw_shapes = {"audio": (rav.n_mels, window_steps(rav))}
         logmel_db = True
     raw_shapes = {
