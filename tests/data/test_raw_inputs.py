@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_ravdess import fake_ravdess
 
 from emofuse.data.dataset import DataFormatError
 from emofuse.data.raw import LazyRawArray, write_clip
@@ -98,25 +99,11 @@ def test_batches_carry_raw_words_trimmed_to_the_longest_clip(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------ RAVDESS layout
-def _fake_ravdess(root: Path, seconds: float = 1.2) -> None:
-    import soundfile
-
-    rng = np.random.default_rng(0)
-    for actor in (1, 2, 17, 21):
-        folder = root / f"Actor_{actor:02d}"
-        folder.mkdir(parents=True)
-        for emotion in (1, 5):
-            t = np.arange(int(48_000 * seconds)) / 48_000
-            tone = 0.3 * np.sin(2 * np.pi * (200 + 100 * emotion) * t) * (t > 0.3)
-            audio = tone + 0.001 * rng.normal(size=t.size)
-            soundfile.write(folder / f"03-01-{emotion:02d}-01-01-01-{actor:02d}.wav", audio, 48_000)
-
-
 def test_ravdess_folder_loads_split_by_actor(tmp_path: Path) -> None:
     from emofuse.data.loading import load_splits
     from emofuse.data.ravdess import EMOTIONS
 
-    _fake_ravdess(tmp_path / "RavdessDataSet")
+    fake_ravdess(tmp_path / "RavdessDataSet")
     os.environ["EMOFUSE_CACHE"] = str(tmp_path / "cache")
     try:
         splits = load_splits(str(tmp_path))
@@ -139,7 +126,7 @@ def test_ravdess_names_a_bad_file(tmp_path: Path) -> None:
         parse_name(Path("clip.wav"))
     with pytest.raises(DataFormatError, match="emotion code 09"):
         parse_name(Path("03-01-09-01-01-01-01.wav"))
-    _fake_ravdess(tmp_path)
+    fake_ravdess(tmp_path)
     (tmp_path / "Actor_01" / "03-01-01-01-02-01-01.wav").write_bytes(b"RIFF broken")
     with pytest.raises(DataFormatError, match="03-01-01-01-02-01-01.wav"):
         load_ravdess(tmp_path, cache=tmp_path / "cache", progress=False)
@@ -157,7 +144,7 @@ def test_data_options_configure_computed_sources_and_are_refused_elsewhere(tmp_p
             load_splits("synthetic-raw", data_options={"n_trian": 3})
         with pytest.raises(DataFormatError, match="synthetic-raw and RAVDESS folders only"):
             load_splits("synthetic", data_options={"n_train": 3})
-        _fake_ravdess(tmp_path / "rav")
+        fake_ravdess(tmp_path / "rav")
         whisper = load_splits(str(tmp_path / "rav"), data_options={"n_mels": 80, "n_fft": 400})
         assert whisper.train.make_batch(torch.arange(2)).extras["raw_audio"].shape[2] == 80
     finally:
