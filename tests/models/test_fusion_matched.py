@@ -93,6 +93,25 @@ def test_faithful_head_reads_only_the_profiles_of_p_prime():
     assert {"alpha_audio", "alpha_vision", "alpha_tensor"} <= set(out.extras)
 
 
+@pytest.mark.parametrize("mods", [("text", "audio"), MODALITIES], ids=["T+A", "T+A+V"])
+def test_unimodal_option_lets_the_head_read_a_modality_the_pivot_hides(mods):
+    lengths = {"text": 6, "audio": 9, "vision": 7}
+    spec = ModelSpec(mods, {m: DIMS[m] for m in mods}, {m: lengths[m] for m in mods})
+    model = create_model("fusion_matched", spec, unimodal=True, **SMALL).eval()
+    assert model.head[0].in_features == 2 * lengths["text"] + 2 * SMALL["hidden"] * len(mods)
+    batch = make_batch({m: lengths[m] for m in mods})
+    # with a pivot that carries nothing (all zeros) the audio still moves the prediction
+    batch.features["text"] = torch.zeros_like(batch.features["text"])
+    base = model(batch).prediction
+    batch.features["audio"] = batch.features["audio"] + 3.0 * batch.masks["audio"].unsqueeze(-1)
+    assert not torch.allclose(model(batch).prediction, base)
+    model.train()
+    model(batch).prediction.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("unimodal_pool"))
+    with pytest.raises(ValueError, match="option of fusion_matched only"):
+        create_model("fusion_matched_xattn", spec, unimodal=True, **SMALL)
+
+
 @pytest.mark.parametrize("name", ["fusion_matched", "fusion_matched_xattn"])
 @pytest.mark.parametrize("mods", SUBSETS, ids=lambda m: "+".join(x[0].upper() for x in m))
 def test_both_models_train_on_every_subset_unaligned(name, mods):

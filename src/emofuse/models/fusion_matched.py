@@ -80,6 +80,11 @@ class FusionMatchedConfig:
     attention_hidden: int = 32  # rows of W_x in eq 10 and of W in eq 14
     dropout: float = 0.2
     pivot: str = "text"  # the modality Y shared by both matching pairs
+    # also give the head each modality's own pooled encoding (attention pool + mean). The paper does
+    # not say how P' reaches the output; with this the fused model contains every unimodal one, so a
+    # modality that carries nothing (RAVDESS's two fixed sentences, as the pivot) cannot hide the one
+    # that does. Off by default: the head then reads P' alone, as eqs 13-16 leave it.
+    unimodal: bool = False
 
     def __post_init__(self) -> None:
         if self.pivot not in MODALITIES:
@@ -236,7 +241,10 @@ class FusionMatched(MultimodalModel):
         """Two profiles of P' per pivot step, flattened, then an MLP (encoder pooling if unimodal)."""
         d, out, drop = self.config.hidden, self.spec.output_size, self.config.dropout
         if self.others:
-            self.head = mlp_head(2 * self.pivot_len, d, out, drop)
+            extra = 2 * d * len(self.spec.modalities) if self.config.unimodal else 0
+            if self.config.unimodal:
+                self.unimodal_pool = nn.ModuleDict({m: AttentionPool(d) for m in self.spec.modalities})
+            self.head = mlp_head(2 * self.pivot_len + extra, d, out, drop)
         else:
             self.pool = AttentionPool(d)
             self.head = mlp_head(2 * d, d, out, drop)
@@ -282,6 +290,13 @@ class FusionMatched(MultimodalModel):
         weighted, _ = self.weighted_matches(enc, batch, extras)
         profiles = self.profiles(weighted, batch, extras)
         flat = F.pad(profiles, (0, 0, 0, self.pivot_len - profiles.shape[1])).flatten(1)
+        if self.config.unimodal:
+            d = self.config.hidden
+            summaries = [
+                torch.cat([self.unimodal_pool[m](enc[m][..., :d], batch.masks[m]), masked_mean(enc[m][..., :d], batch.masks[m])], dim=-1)
+                for m in self.spec.modalities
+            ]
+            flat = torch.cat([flat, *summaries], dim=-1)
         return ModelOutput(squeeze_regression(self.head(flat), self.spec), extras=extras)
 
     def profiles(
