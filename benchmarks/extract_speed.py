@@ -88,7 +88,7 @@ def child(folder: str, workers: int, audio_only: bool, asr: bool, out: str) -> N
     from emofuse.features.extract import extract_dataset
 
     torch.set_num_threads(1)
-    config = ExtractConfig(require_video=not audio_only, words="whisper" if asr else "auto")
+    config = ExtractConfig(video=not audio_only, words="whisper" if asr else "auto")
     sampler = MemorySampler() if os.path.isdir("/proc") else None
     if sampler is not None:
         sampler.start()

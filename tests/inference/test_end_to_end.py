@@ -148,3 +148,19 @@ def test_explain_with_raw_encoders_shows_harris_frames(trained, tmp_path: Path, 
     text = capsys.readouterr().out
     assert "harris3d attention frames" in text and out.is_file()
 
+
+
+def test_an_audio_only_run_loads_no_text_model_nor_face(trained, tmp_path: Path, capsys) -> None:
+    from emofuse.inference import Predictor
+
+    run = tmp_path / "A"
+    assert main(["train", "--data", str(trained["root"] / "feat.pkl"), "--model", "fusion_matched", "--modalities",
+                 "A", "--epochs", "1", "--threads", "1", "--batch-size", "2", "--quiet", "--out", str(run),
+                 "-o", "hidden=16"]) == 0
+    with Predictor(run / "seed_1") as predictor:
+        # a video clip: its face is not wanted by an A run, so it is not even decoded
+        result = predictor.predict(trained["root"] / "new.mp4", NEW)
+        assert predictor.extractor._embedder is None and predictor.extractor.face is None
+    assert result["modalities"] == "A" and set(result["contributions"]) == {"audio"}
+    assert not {"text", "face"} & set(result["timings"]) and result["face_fraction"] is None
+    assert [w["word"] for w in result["words"]] == NEW.split()

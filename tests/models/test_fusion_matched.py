@@ -142,3 +142,50 @@ def test_recipes_are_the_papers_and_mmsas():
     assert get_recipe("fusion_matched").settings() == {"lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "grad_clip": 1.0, "patience": 8}
     with pytest.raises(ValueError, match="known models"):
         get_recipe("nope")
+
+
+def test_modality_keep_mask_drops_at_the_rate_and_never_everything():
+    from emofuse.models.fusion_matched import modality_keep_mask
+
+    torch.manual_seed(0)
+    keep = modality_keep_mask(2, 20_000, 0.3)
+    assert keep.any(1).all()
+    # P(dropped) = p, minus the rescued all-dropped draws (p^2 / 2 per modality)
+    assert abs((~keep).float().mean().item() - (0.3 - 0.3**2 / 2)) < 0.01
+    assert modality_keep_mask(3, 5, 0.0).all()
+
+
+@pytest.mark.parametrize("name", ["fusion_matched", "fusion_matched_xattn"])
+def test_regularisers_are_inert_in_evaluation_and_drop_whole_modalities_in_training(name):
+    lengths = {"text": 6, "audio": 9}
+    mods = ("text", "audio")
+    spec = ModelSpec(mods, {m: DIMS[m] for m in mods}, lengths)
+    torch.manual_seed(0)
+    plain = create_model(name, spec, **SMALL).eval()
+    regular = create_model(name, spec, modality_dropout=0.5, text_dropout=0.5, **SMALL)
+    regular.load_state_dict(plain.state_dict())  # no new parameters: the same weights fit both
+    batch = make_batch(lengths, b=64)
+    # evaluation: exactly the faithful model (the options only act while training)
+    torch.testing.assert_close(regular.eval()(batch).prediction, plain(batch).prediction)
+    regular.train()
+    torch.manual_seed(1)
+    enc = regular.encode(batch)
+    dropped = {m: (e.abs().sum((1, 2)) == 0) for m, e in enc.items()}  # whole encodings zeroed
+    assert 0 < int(dropped["text"].sum()) < 64 and 0 < int(dropped["audio"].sum()) < 64
+    assert not (dropped["text"] & dropped["audio"]).any()
+    with pytest.raises(ValueError, match="modality_dropout must lie in"):
+        create_model(name, spec, modality_dropout=1.0, **SMALL)
+
+
+def test_unimodal_with_a_dropped_pivot_still_predicts_from_audio():
+    """What modality dropout trains for: with the pivot's encoding zeroed the P' profiles vanish and
+    (unimodal=true) the audio summary alone drives the head."""
+    lengths = {"text": 6, "audio": 9}
+    mods = ("text", "audio")
+    spec = ModelSpec(mods, {m: DIMS[m] for m in mods}, lengths)
+    model = create_model("fusion_matched", spec, unimodal=True, **SMALL).eval()
+    batch = make_batch(lengths)
+    enc = model.encode(batch)
+    enc["text"] = torch.zeros_like(enc["text"])
+    weighted, _ = model.weighted_matches(enc, batch, {})
+    assert torch.all(model.profiles(weighted, batch, {}) == 0)

@@ -4,6 +4,9 @@ label.csv (one row per clip; the media lie at Raw/<video_id>/<clip_id>.mp4):
     video_id, clip_id, text, label, mode [, annotation] [, start, end] [, any other column]
 Files without 'annotation' (MOSEI's among them) get it from the label's sign, as MMSA derives
 it; 'mode' may name the validation split valid, val, validation or dev.
+For a classification dataset (`labels='classification'`) 'label' holds class ids 0..C-1, or
+a 'class' (or 'emotion') column holds class names (ids then follow the names' sorted order when
+'label' is empty, or 'label' gives them, one name per id); see `read_label_csv`.
 MELD rows are mapped onto it: video_id 'dia<Dialogue_ID>', clip_id Utterance_ID, text Utterance,
 label the emotion id in MELD_EMOTIONS order, annotation the emotion name, mode train/valid/test
 (MELD's 'dev' is 'valid'), plus MELD's 3-class 'sentiment'. MELD restarts dialogue numbers in
@@ -21,11 +24,13 @@ import numpy as np
 import pandas as pd
 
 from emofuse.data.dataset import SPLITS, DataFormatError
-from emofuse.data.labels import check_score_range
+from emofuse.data.labels import check_class_ids, check_label_kind, check_score_range
 
 LABEL_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "annotation", "mode")
 REQUIRED_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "mode")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("start", "end")
+# a column of class names makes a classification table (MMSA-style emotion datasets)
+CLASS_COLUMNS: tuple[str, ...] = ("class", "emotion")
 # MMSA's annotation names, by the sign of the sentiment score
 SIGN_ANNOTATIONS: dict[int, str] = {-1: "Negative", 0: "Neutral", 1: "Positive"}
 # how label.csv files name their splits (compared lower-cased); the same as texts_to_splits'
@@ -88,33 +93,56 @@ def _numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- label.csv
-def read_label_csv(path: str | os.PathLike[str], clip_labels: bool = False) -> pd.DataFrame:
+def label_task(df: pd.DataFrame, labels: str = "auto") -> str:
+    """'classification' or 'regression' for a label table: `labels` itself unless 'auto', which
+    means classification when a class-name column (CLASS_COLUMNS) is present."""
+    check_label_kind(labels)
+    if labels != "auto":
+        return labels
+    return "classification" if any(c in df.columns for c in CLASS_COLUMNS) else "regression"
+
+
+def read_label_csv(path: str | os.PathLike[str], clip_labels: bool = False,
+                   labels: str = "regression") -> pd.DataFrame:
     """Read and validate an MMSA-FET label.csv (a folder holding one is accepted too).
 
     Checks: required columns present (extra columns are kept); mode is train/valid/test or an
-    alias (dev, val, validation; any case), stored as train/valid/test; label numeric, finite
-    and within [-3, 3] (with clip_labels=True clipped with a warning instead); text not empty;
-    start/end (when present) numeric with end >= start; (video_id, clip_id) unique. A missing
+    alias (dev, val, validation; any case), stored as train/valid/test; text not empty;
+    start/end (when present) numeric with end >= start; (video_id, clip_id) unique.
+    labels='regression' (the default, MMSA-FET's sentiment scores): label numeric, finite and
+    within [-3, 3] (with clip_labels=True clipped with a warning instead); a missing
     'annotation' column is derived from the label's sign (Negative / Neutral / Positive).
+    labels='classification': label holds class ids 0..C-1, or a 'class'/'emotion' column holds
+    class names; with names and an empty 'label' column (or none), ids follow the names' sorted
+    order; with both, every id must carry one name. A missing 'annotation' becomes the class
+    name (or the id), which is how MMSA pickles keep class names ('annotations').
+    labels='auto': classification when a 'class'/'emotion' column is present, else regression.
     Errors list up to 5 offending rows as 'line N (video_id/clip_id)'.
-    Returns ids/text/annotation/mode as str, label (and start/end) as float64.
+    Returns ids/text/annotation/mode as str, label as float64 (int64 for classification) and
+    start/end as float64.
     """
     path = Path(path)
     if path.is_dir() and (path / "label.csv").is_file():
         path = path / "label.csv"
     df = _read_table(path)
-    _require_columns(df, REQUIRED_COLUMNS, path)
+    task = label_task(df, labels)
+    has_names = any(c in df.columns for c in CLASS_COLUMNS)
+    required = [c for c in REQUIRED_COLUMNS if not (c == "label" and task == "classification" and has_names)]
+    _require_columns(df, required, path)
     for column in ("video_id", "clip_id", "mode"):
         df[column] = df[column].str.strip()
     modes = df["mode"].str.lower().map(MODE_ALIASES)
     _check(df, modes.isna(),
            f"with a mode other than {list(SPLITS)} (or dev/val/validation for valid)", path)
     df["mode"] = modes
-    df["label"] = _numeric(df, "label", path)
-    df["label"] = check_score_range(
-        df["label"].to_numpy(), str(path), lambda i: f"{_row_name(df, i)} in split {df.at[i, 'mode']}",
-        clip_labels,
-    )
+    if task == "classification":
+        _class_labels(df, path)
+    else:
+        df["label"] = _numeric(df, "label", path)
+        df["label"] = check_score_range(
+            df["label"].to_numpy(), str(path), lambda i: f"{_row_name(df, i)} in split {df.at[i, 'mode']}",
+            clip_labels,
+        )
     if "annotation" not in df.columns:
         signs = np.sign(df["label"].to_numpy()).astype(int)
         df.insert(df.columns.get_loc("label") + 1, "annotation", [SIGN_ANNOTATIONS[v] for v in signs])
@@ -126,6 +154,37 @@ def read_label_csv(path: str | os.PathLike[str], clip_labels: bool = False) -> p
     _check(df, df.duplicated(["video_id", "clip_id"], keep="first"),
            "repeating a (video_id, clip_id) pair", path)
     return df
+
+
+def _class_labels(df: pd.DataFrame, path: Path) -> None:
+    """Classification labels in place: 'label' becomes int64 class ids, 'annotation' the names."""
+    name_column = next((c for c in CLASS_COLUMNS if c in df.columns), None)
+    names = None
+    if name_column is not None:
+        names = df[name_column].str.strip()
+        _check(df, names == "", f"with an empty {name_column!r}", path)
+    if names is not None and ("label" not in df.columns or (df["label"].str.strip() == "").all()):
+        order = sorted(names.unique())  # sorted: the same ids whatever the row order or sharding
+        ids = names.map({n: i for i, n in enumerate(order)}).to_numpy(np.int64)
+        if "label" in df.columns:
+            df["label"] = ids
+        else:
+            df.insert(df.columns.get_loc("text") + 1, "label", ids)
+    else:
+        values = _numeric(df, "label", path).to_numpy()
+        _check(df, (values != np.round(values)) | (values < 0),
+               "with a class label that is not a whole number >= 0 (classification labels are class ids "
+               "0..C-1; give a 'class' column of names instead, or --labels regression for scores)", path)
+        df["label"] = values.astype(np.int64)
+        if names is not None:
+            per_id = names.groupby(df["label"]).nunique()
+            bad = df["label"].isin(per_id.index[per_id > 1])
+            _check(df, bad, f"whose class id carries more than one {name_column!r} name", path)
+    if names is not None and "annotation" not in df.columns:
+        df.insert(df.columns.get_loc("label") + 1, "annotation", names.to_numpy())
+    elif "annotation" not in df.columns:
+        df.insert(df.columns.get_loc("label") + 1, "annotation", df["label"].astype(str))
+    check_class_ids([df["label"].to_numpy()], [str(path)], [lambda i: _row_name(df, i)])
 
 
 def label_csv_splits(df: pd.DataFrame) -> dict[str, pd.DataFrame]:

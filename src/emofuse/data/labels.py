@@ -18,7 +18,8 @@ from emofuse.data.dataset import DataFormatError
 SCORE_RANGE: tuple[float, float] = (-3.0, 3.0)
 LABEL_KINDS: tuple[str, ...] = ("auto", "regression", "classification")
 MAX_REPORTED = 5
-CLIP_HINT = "fix the file, or load it with clip_labels=True (command line: --clip-labels) to clip them"
+CLIP_HINT = ("fix the file, or load it with clip_labels=True (command line: --clip-labels) to clip them; "
+             "class ids (an emotion dataset) are read with --labels classification")
 
 
 def _listing(rows: np.ndarray, name: Callable[[int], str], values: np.ndarray) -> str:

@@ -53,8 +53,15 @@ class ExtractConfig:
     words: 'auto' (align the transcript when given, else recognise), 'whisper' or 'pocketsphinx'.
     audio: the audio extractors whose streams form the pickle's audio vector, in order.
     min_face_fraction: fewer frames with a face than this fraction is a NoFace failure.
-    silence_db: a clip whose loudest 10 ms frame is quieter (dB full scale) has no speech.
+    silence_db: a clip whose loudest 10 ms frame is quieter (dB full scale) has no speech. -60 keeps
+        RAVDESS's quietest takes (loudest 10 ms at -53.9 dBFS over all 1440; -50 refused 3 of 720)
+        and still refuses digital silence (-200) and a quiet room (RAVDESS's noise floor is below
+        -73 dBFS); speech recognition finding no words is the second check behind it.
     require_video: False for audio-only input (a wav with a transcript gives T+A).
+    video: False skips the video stream altogether (not decoded, no face stage, no vision features),
+        for wavs or for videos whose face is not wanted; implies require_video=False.
+    text: False skips the word-vector stage (no text features; words are still found, for the
+        alignment): the text model is then never loaded.
     """
 
     decoder: str = "pyav"
@@ -67,9 +74,11 @@ class ExtractConfig:
     max_words: int = 50
     min_duration: float = 0.5
     min_face_fraction: float = 0.2
-    silence_db: float = -50.0
+    silence_db: float = -60.0
     landmarks: bool = False
     require_video: bool = True
+    video: bool = True
+    text: bool = True
     whisper_beam_size: int = 5
     unaligned_audio_rate: float = 25.0
     crop_frames: int = 16
@@ -87,6 +96,15 @@ class ExtractConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.min_face_fraction <= 1.0:
             raise ValueError(f"min_face_fraction must lie in [0, 1], got {self.min_face_fraction}")
+        if not -200.0 <= self.silence_db <= 0.0:
+            raise ValueError(f"silence_db is a level in dB full scale, in [-200, 0]; got {self.silence_db}")
+        if not self.video:
+            object.__setattr__(self, "require_video", False)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The feature sets this config can give ('vision' only when a clip has a video track)."""
+        return (("text",) if self.text else ()) + ("audio",) + (("vision",) if self.video else ())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,6 +230,25 @@ def _arrays_track(a: dict[str, np.ndarray]) -> FaceTrack:
     return FaceTrack(a["times"], a["present"], a["landmarks"], a["blendshapes"], a["pose"], a["crops"], names)
 
 
+class WithoutVideo:
+    """A decoder that drops the video stream: no face stage (nor a face) for audio-only features.
+
+    Its cache key is the inner decoder's: the audio is decoded the same, so stage results cached
+    with video (words, audio streams) are reused without it.
+    """
+
+    def __init__(self, decoder: Any) -> None:
+        self.inner = decoder
+        self.name, self.stage, self.version = decoder.name, decoder.stage, decoder.version
+
+    def cache_key(self, clip_hash: str, inputs: Any = None) -> str:
+        return self.inner.cache_key(clip_hash, inputs)
+
+    def __call__(self, path: str | os.PathLike[str]) -> Any:
+        clip = self.inner(path)
+        return dataclasses.replace(clip, frames=None, frame_times=np.zeros(0))
+
+
 # --------------------------------------------------------------------------- the pipeline
 class ClipExtractor:
     """Holds the loaded extractors (models load once) and turns clips into `ClipFeatures`.
@@ -226,10 +263,12 @@ class ClipExtractor:
         self.cache = StageCache(cache_dir)
         self.cache_dir = cache_dir
         self.decoder = create_extractor(cfg.decoder, "decode", fps=cfg.fps, max_side=cfg.max_side)
+        if not cfg.video:
+            self.decoder = WithoutVideo(self.decoder)
         self.words = self._words_extractor(cfg)
         self.audio = [create_extractor(name, "audio") for name in cfg.audio]
         self.logmel = create_extractor("logmel", "audio", n_mels=cfg.n_mels)
-        self.face = create_extractor(cfg.face, "face", crop_size=cfg.crop_size)
+        self.face = create_extractor(cfg.face, "face", crop_size=cfg.crop_size) if cfg.video else None
         self._embedder = None
 
     @staticmethod
@@ -307,7 +346,7 @@ class ClipExtractor:
             lap(f"audio:{extractor.name}")
 
         track: FaceTrack | None = None
-        if clip.has_video:
+        if clip.has_video and self.face is not None:
             track = self._stage(self.face, clip_hash, None,
                                 lambda: self.face(clip.frames, clip.frame_times, clip.fps),
                                 _track_arrays, _arrays_track)
@@ -321,9 +360,13 @@ class ClipExtractor:
             streams["face_present"] = Stream("face_present", track.present.astype(np.float32),
                                              track.times, ["face_present"])
 
-        text_vectors = self._text_vectors(words)
-        lap("text")
-        n_words = len(text_vectors)
+        text_vectors: np.ndarray | None = None
+        if cfg.text:
+            text_vectors = self._text_vectors(words)
+            lap("text")
+            n_words = len(text_vectors)
+        else:  # the embedder keeps one vector per word, up to max_words: the same words are kept
+            n_words = min(len(words), cfg.max_words)
         kept = Words(words.words[:n_words], words.starts[:n_words], words.ends[:n_words], words.source)
         aligned, unaligned, columns = self._assemble(kept, streams, text_vectors, clip.duration,
                                                      track is not None)
@@ -349,18 +392,21 @@ class ClipExtractor:
             features, lengths = self.embedder.embed(text)
         return features[0, : int(lengths[0])]
 
-    def _assemble(self, words: Words, streams: dict[str, Stream], text_vectors: np.ndarray,
+    def _assemble(self, words: Words, streams: dict[str, Stream], text_vectors: np.ndarray | None,
                   duration: float, has_face: bool):
         cfg = self.config
         audio_streams = [streams[name] for name in cfg.audio]
-        columns = {"text": [f"t{i}" for i in range(text_vectors.shape[1])],
-                   "audio": [f"{s.name}:{c}" for s in audio_streams for c in s.columns]}
-        aligned = {"text": text_vectors.astype(np.float32)}
+        columns: dict[str, list[str]] = {}
+        aligned: dict[str, np.ndarray] = {}
+        unaligned: dict[str, np.ndarray] = {}
+        if text_vectors is not None:
+            columns["text"] = [f"t{i}" for i in range(text_vectors.shape[1])]
+            aligned["text"] = unaligned["text"] = text_vectors.astype(np.float32)
+        columns["audio"] = [f"{s.name}:{c}" for s in audio_streams for c in s.columns]
         aligned["audio"] = np.concatenate([average_over_words(s, words.starts, words.ends)
                                            for s in audio_streams], axis=1)
-        audio_frames = np.concatenate(
+        unaligned["audio"] = np.concatenate(
             [resample_stream(s, cfg.unaligned_audio_rate, duration).values for s in audio_streams], axis=1)
-        unaligned = {"text": aligned["text"], "audio": audio_frames}
         if has_face:
             names = ["blendshapes", "pose"] + (["landmarks"] if cfg.landmarks else []) + ["face_present"]
             vision_streams = [streams[n] for n in names]
@@ -371,7 +417,7 @@ class ClipExtractor:
         return aligned, unaligned, columns
 
     def close(self) -> None:
-        close = getattr(self.face, "close", None)
+        close = getattr(self.face, "close", None) if self.face is not None else None
         if close is not None:
             close()
 

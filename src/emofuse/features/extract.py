@@ -1,5 +1,13 @@
 """`emofuse extract`: an MMSA-FET folder (label.csv + Raw/<video_id>/<clip_id>.mp4) -> MMSA pickles.
 
+A RAVDESS folder (Actor_NN/03-01-EE-II-SS-RR-AA.wav, no label.csv) is read in its own layout:
+the speech clips, labelled with the 8 emotion classes from EE, split by actor (1-16 train, 17-20
+valid, 21-24 test, as `emofuse.data.ravdess` does), their text the known statement SS.
+Labels: a label.csv holds sentiment scores, or with `labels='classification'` (or a
+'class'/'emotion' column) class ids/names (`emofuse.data.label_csv`); classification pickles
+carry 'classification_labels' and the class names as 'annotations', as `train --labels
+classification` reads them.
+
 Outputs, for --out FILE.pkl:
 - FILE.pkl: aligned to words (text/audio/vision each N x max_words x D) — what `train` reads;
 - FILE_unaligned.pkl: text per word, audio frames (unaligned_audio_rate), video frames, each with
@@ -21,11 +29,13 @@ pickles and a merged report.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import multiprocessing
 import os
 import pickle
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -37,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from emofuse.data.dataset import SPLITS, DataFormatError, DatasetSplits, MultimodalDataset
+from emofuse.data.dataset import SPLITS, DataFormatError, DatasetSplits, MultimodalDataset, parse_modalities
 from emofuse.data.mmsa import atomic_path, save_mmsa_pickle
 from emofuse.features.clip import ClipExtractor, ExtractConfig
 from emofuse.features.registry import ClipError, MissingFile, file_hash
@@ -89,22 +99,96 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def extract_config(modalities: str = "T+A+V", **options: Any) -> ExtractConfig:
+    """An ExtractConfig for the modalities wanted ('T+A+V', 'T+A', 'A', 'A+V'; audio is always
+    extracted: words and their times come from it); other options go to ExtractConfig."""
+    wanted = parse_modalities(modalities)
+    if "audio" not in wanted:
+        raise ValueError(f"--modalities {modalities}: audio is always extracted (the words and their times "
+                         "come from it); give T+A+V, T+A, A+V or A")
+    return ExtractConfig(text="text" in wanted, video="vision" in wanted, **options)
+
+
 # --------------------------------------------------------------------------- the folder
-def dataset_rows(dataset_dir: str | os.PathLike[str]):  # -> (folder, DataFrame)
-    """Read <dir>/label.csv (or the label.csv given) and validate it."""
-    from emofuse.data.label_csv import read_label_csv
+@dataclass
+class DatasetTable:
+    """The clips of a dataset folder: one label.csv-shaped row each.
+
+    source: the label.csv, or the RAVDESS folder the table was made from.
+    media_root: clips lie at media_root/<video_id>/<clip_id>.<media extension>.
+    fingerprint: sha256 of label.csv's bytes, or of the table made from a RAVDESS folder (shards
+        of one dataset must agree on it).
+    """
+
+    source: Path
+    media_root: Path
+    df: Any  # pandas DataFrame: video_id, clip_id, text, label, annotation, mode
+    fingerprint: str
+    task: str  # 'regression' or 'classification'
+    class_names: list[str] = field(default_factory=list)
+
+
+def dataset_rows(dataset_dir: str | os.PathLike[str], labels: str = "auto") -> DatasetTable:
+    """The folder's clips: <dir>/label.csv (or the label.csv given), or a RAVDESS folder's layout.
+
+    labels: 'auto', 'regression' or 'classification', how label.csv's labels are read (see
+    `emofuse.data.label_csv.read_label_csv`); RAVDESS's are always the 8 emotion classes.
+    """
+    from emofuse.data.label_csv import label_task, read_label_csv
+    from emofuse.data.ravdess import ravdess_root
 
     path = Path(dataset_dir)
     label = path if path.is_file() else path / "label.csv"
     if not label.is_file():
+        root = ravdess_root(path) if path.is_dir() else None
+        if root is not None:
+            if labels == "regression":
+                raise ValueError(f"{path}: RAVDESS's labels are its 8 emotion classes; use --labels "
+                                 "classification (or auto)")
+            df, names = ravdess_table(root)
+            digest = hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
+            return DatasetTable(root, root, df, digest, "classification", names)
+        if not path.exists():
+            raise FileNotFoundError(f"dataset folder {path} does not exist")
         raise FileNotFoundError(f"{path} holds no label.csv (MMSA-FET layout: label.csv + "
-                                "Raw/<video_id>/<clip_id>.mp4)")
-    return label.parent, label, read_label_csv(label)
+                                "Raw/<video_id>/<clip_id>.mp4) and is no RAVDESS folder (Actor_NN/*.wav)")
+    df = read_label_csv(label, labels=labels)
+    task = label_task(df, labels)
+    names: list[str] = []
+    if task == "classification":
+        per_id = df.groupby("label")["annotation"].unique()
+        if all(len(v) == 1 for v in per_id) and list(per_id.index) == list(range(len(per_id))):
+            names = [str(v[0]) for v in per_id]
+    return DatasetTable(label, label.parent / "Raw", df, file_hash(str(label)), task, names)
+
+
+def ravdess_table(root: Path):  # -> (DataFrame, class names)
+    """RAVDESS's speech clips as label.csv rows (song clips, vocal channel 02, are another task)."""
+    import pandas as pd
+
+    from emofuse.data.ravdess import ACTOR_SPLITS, EMOTIONS, STATEMENTS, parse_name
+
+    rows = []
+    for wav in sorted(root.glob("Actor_[0-9][0-9]/*.wav")):
+        codes = parse_name(wav)  # a stray file name is a DataFormatError naming it
+        if codes["channel"] != 1:
+            continue
+        split = next((s for s, actors in ACTOR_SPLITS.items() if codes["actor"] in actors), None)
+        if split is None or codes["statement"] not in STATEMENTS:
+            raise DataFormatError(f"{wav}: actor {codes['actor']:02d} / statement {codes['statement']:02d} "
+                                  "is not one of RAVDESS's (actors 01-24, statements 01-02)")
+        rows.append((wav.parent.name, wav.stem, STATEMENTS[codes["statement"]], codes["emotion"] - 1,
+                     EMOTIONS[codes["emotion"] - 1], split))
+    if not rows:
+        raise DataFormatError(f"{root}: the Actor_NN folders hold no RAVDESS speech .wav files (03-01-*.wav)")
+    df = pd.DataFrame(rows, columns=["video_id", "clip_id", "text", "label", "annotation", "mode"])
+    df["label"] = df["label"].astype(np.int64)
+    return df, list(EMOTIONS)
 
 
 def clip_path(folder: Path, video_id: str, clip_id: str) -> Path:
-    """Raw/<video_id>/<clip_id>.mp4, or the same name with another media extension."""
-    base = folder / "Raw" / video_id
+    """<folder>/<video_id>/<clip_id>.mp4 (folder: label.csv's Raw/), or another media extension."""
+    base = folder / video_id
     for ext in MEDIA_EXTENSIONS:
         candidate = base / f"{clip_id}{ext}"
         if candidate.is_file():
@@ -197,10 +281,12 @@ def extract_dataset(
     cache_dir: str | os.PathLike[str] | None = None,
     raw_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    labels: str = "auto",
 ) -> ExtractResult:
-    """Extract every clip of an MMSA-FET folder and write the pickles (or a shard) and the report.
+    """Extract every clip of an MMSA-FET (or RAVDESS) folder; write the pickles (or a shard) and the report.
 
     cache_dir: the per-clip stage cache (default <emofuse cache>/extract).
+    labels: how label.csv's labels are read ('auto', 'regression', 'classification').
     raw_dir: also write per-word face crops and log-mel patches, one npz per clip.
     Raises ValueError for bad options, the first clip's ClipError with on_error='stop'.
     """
@@ -214,9 +300,10 @@ def extract_dataset(
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     shard_pair = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
-    folder, label, df = dataset_rows(dataset_dir)
+    table = dataset_rows(dataset_dir, labels)
+    label, df = table.source, table.df
     cache = str(cache_dir) if cache_dir is not None else str(resolve_cache_dir() / "extract")
-    jobs = clip_jobs(folder, df, shard_pair)
+    jobs = clip_jobs(table.media_root, df, shard_pair)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -238,7 +325,8 @@ def extract_dataset(
         close = getattr(stream, "close", None)
         if close is not None:
             close()
-    report = build_report(results, config, label, shard_pair, time.perf_counter() - started, workers)
+    report = build_report(results, config, label, shard_pair, time.perf_counter() - started, workers,
+                          transcripts={j.clip_id: j.transcript for j in jobs})
     if on_error == "stop" and any(r.status != "ok" for r in results):
         write_report(report, out)
         first = next(r for r in results if r.status != "ok")
@@ -247,14 +335,15 @@ def extract_dataset(
     if shard_pair is not None:
         payload = {
             "format": SHARD_FORMAT, "version": SHARD_VERSION, "label_csv": str(label),
-            "label_sha256": file_hash(str(label)), "config": config.to_dict(), "shard": list(shard_pair),
+            "label_sha256": table.fingerprint, "config": config.to_dict(), "shard": list(shard_pair),
             "clip_ids": [j.clip_id for j in jobs], "results": results, "on_error": on_error,
+            "labels": labels,
         }
         with atomic_path(out) as tmp, open(tmp, "wb") as handle:
             pickle.dump(payload, handle, protocol=4)
         write_report(report, out)
         return ExtractResult([out, *report_paths(out)], report)
-    outputs = write_pickles(df, results, config, out, on_error)
+    outputs = write_pickles(table, results, config, out, on_error)
     write_report(report, out)
     return ExtractResult([*outputs, *report_paths(out)], report)
 
@@ -269,7 +358,10 @@ def report_paths(out: Path) -> tuple[Path, Path]:
 
 # --------------------------------------------------------------------------- report
 def build_report(results: Sequence[ClipResult], config: ExtractConfig, label: Path,
-                 shard: tuple[int, int] | None, seconds: float, workers: int) -> dict[str, Any]:
+                 shard: tuple[int, int] | None, seconds: float, workers: int,
+                 transcripts: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """The run's report; with `transcripts` (label.csv's text per clip id) it also scores the words
+    that speech recognition found against them (`asr_wer`)."""
     ok = [r for r in results if r.status == "ok"]
     stage_seconds: dict[str, float] = {}
     for r in ok:
@@ -291,10 +383,46 @@ def build_report(results: Sequence[ClipResult], config: ExtractConfig, label: Pa
         "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
         "stage_real_time_factor": {k: round(v / audio_seconds, 4) for k, v in stage_seconds.items()}
         if audio_seconds else {},
+        "asr_wer": asr_word_error_rate(ok, transcripts or {}),
         "config": config.to_dict(),
         "statuses": [{"id": r.clip_id, "path": r.path, "status": r.status, "message": r.message}
                      for r in results],
     }
+
+
+def _normal_words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def _edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
+    return row[-1]
+
+
+def asr_word_error_rate(results: Sequence[ClipResult], transcripts: dict[str, str | None]) -> dict[str, Any] | None:
+    """Word error rate of recognised words against the known text (lower case, punctuation dropped).
+
+    Only clips whose words came from speech recognition (word_source 'asr:...') and that have a
+    text count; None when there are none (forced alignment reproduces the text by construction).
+    """
+    edits = words = exact = clips = 0
+    for r in results:
+        text = transcripts.get(r.clip_id)
+        if r.record is None or not text or not str(r.record["word_source"]).startswith("asr"):
+            continue
+        reference, found = _normal_words(text), _normal_words(r.record["raw_text"])
+        edits += _edit_distance(reference, found)
+        words += len(reference)
+        exact += reference == found
+        clips += 1
+    if not words:
+        return None
+    return {"wer": round(edits / words, 5), "edits": edits, "reference_words": words, "clips": clips,
+            "exact_clips": exact}
 
 
 def _count(values) -> dict[str, int]:  # Iterable[str]
@@ -318,7 +446,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
 
 
 # --------------------------------------------------------------------------- pickles
-def write_pickles(df, results: Sequence[ClipResult], config: ExtractConfig, out: Path,
+def write_pickles(table: DatasetTable, results: Sequence[ClipResult], config: ExtractConfig, out: Path,
                   on_error: str) -> list[Path]:
     """Build the aligned and unaligned MMSA pickles from clip results (label.csv row order)."""
     by_id = {r.clip_id: r for r in results}
@@ -329,19 +457,22 @@ def write_pickles(df, results: Sequence[ClipResult], config: ExtractConfig, out:
     dims = {m: x.shape[1] for m, x in ok[0].record["aligned"].items()}
     # one padded length per modality across all splits, as MMSA's files have
     longest = {m: max(len(r.record["unaligned"][m]) for r in ok) for m in dims}
-    aligned = _splits(df, by_id, dims, config, {m: config.max_words for m in dims}, on_error == "pad",
+    aligned = _splits(table, by_id, dims, {m: config.max_words for m in dims}, on_error == "pad",
                       out.stem, aligned=True)
-    unaligned = _splits(df, by_id, dims, config, longest, on_error == "pad", unaligned_path(out).stem,
+    unaligned = _splits(table, by_id, dims, longest, on_error == "pad", unaligned_path(out).stem,
                         aligned=False)
     save_mmsa_pickle(aligned, out)
     save_mmsa_pickle(unaligned, unaligned_path(out))
     return [out, unaligned_path(out)]
 
 
-def _splits(df, by_id: dict[str, ClipResult], dims: dict[str, int], config: ExtractConfig,
+def _splits(table: DatasetTable, by_id: dict[str, ClipResult], dims: dict[str, int],
             max_lengths: dict[str, int], pad: bool, name: str, aligned: bool) -> DatasetSplits:
+    df = table.df
+    classification = table.task == "classification"
     labels_all = df["label"].to_numpy(dtype=np.float64)
-    integral = bool(np.all(labels_all == np.round(labels_all)) and np.all(labels_all >= 0))
+    # scores that happen to be class ids also get a classification key (as before)
+    integral = not classification and bool(np.all(labels_all == np.round(labels_all)) and np.all(labels_all >= 0))
     datasets = {}
     for split in SPLITS:
         rows = df[df["mode"] == split]
@@ -357,12 +488,12 @@ def _splits(df, by_id: dict[str, ClipResult], dims: dict[str, int], config: Extr
                 samples.append((row, result))
         if not samples:
             raise DataFormatError(f"split {split!r} has no extracted clip; see the report")
-        datasets[split] = _dataset(samples, dims, max_lengths, aligned, split, integral)
-    return DatasetSplits(**datasets, name=name)
+        datasets[split] = _dataset(samples, dims, max_lengths, aligned, split, integral, classification)
+    return DatasetSplits(**datasets, name=name, class_names=list(table.class_names))
 
 
 def _dataset(samples: list, dims: dict[str, int], max_lengths: dict[str, int], aligned: bool, split: str,
-             integral: bool) -> MultimodalDataset:
+             integral: bool, classification: bool = False) -> MultimodalDataset:
     n = len(samples)
     sequences: dict[str, list[np.ndarray]] = {m: [] for m in dims}
     for _, result in samples:
@@ -385,7 +516,8 @@ def _dataset(samples: list, dims: dict[str, int], max_lengths: dict[str, int], a
         features[m], lengths[m] = torch.from_numpy(arr), torch.from_numpy(lens)
     rows = [row for row, _ in samples]
     results = [r for _, r in samples]
-    labels = np.array([float(row.label) for row in rows], np.float32)
+    labels = (np.array([int(row.label) for row in rows], np.int64) if classification
+              else np.array([float(row.label) for row in rows], np.float32))
     extras = {
         "annotations": np.array([str(row.annotation) for row in rows], dtype=object),
         "extract_status": np.array([r.status for r in results], dtype=object),
@@ -450,9 +582,10 @@ def merge_shards(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     missing = sorted(set(range(n)) - set(seen))
     if missing:
         raise DataFormatError(f"shard(s) {missing} of {n} are missing; got {sorted(seen)}")
-    label = Path(dataset_dir) / "label.csv" if dataset_dir is not None else Path(first["label_csv"])
-    _, label, df = dataset_rows(label)
-    if file_hash(str(label)) != first["label_sha256"]:
+    table = dataset_rows(Path(dataset_dir) if dataset_dir is not None else Path(first["label_csv"]),
+                         first.get("labels", "auto"))
+    label, df = table.source, table.df
+    if table.fingerprint != first["label_sha256"]:
         raise DataFormatError(f"{label} changed since the shards were extracted")
     results: dict[str, ClipResult] = {}
     for path, p in payloads:
@@ -470,10 +603,11 @@ def merge_shards(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLik
         raise DataFormatError(f"shards hold clips that {label} does not list: {extra[:5]}")
     ordered = [results[c] for c in expected]
     config = ExtractConfig(**{k: tuple(v) if k == "audio" else v for k, v in first["config"].items()})
-    report = build_report(ordered, config, label, None, 0.0, 0)
+    texts = {f"{v}$_${c}": t for v, c, t in zip(df["video_id"], df["clip_id"], df["text"], strict=True)}
+    report = build_report(ordered, config, label, None, 0.0, 0, transcripts=texts)
     report["merged_from"] = [str(p) for p, _ in payloads]
     out.parent.mkdir(parents=True, exist_ok=True)
-    outputs = write_pickles(df, ordered, config, out, first["on_error"])
+    outputs = write_pickles(table, ordered, config, out, first["on_error"])
     write_report(report, out)
     return ExtractResult([*outputs, *report_paths(out)], report)
 

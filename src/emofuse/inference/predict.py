@@ -169,21 +169,6 @@ def resize_words(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return y.astype(array.dtype)
 
 
-class _WithoutVideo:
-    """A decoder that drops the video stream: a run without vision needs no face stage (nor a face)."""
-
-    def __init__(self, decoder: Any) -> None:
-        self.inner = decoder
-        self.name, self.stage, self.version = decoder.name, decoder.stage, decoder.version
-
-    def cache_key(self, clip_hash: str, inputs: Any = None) -> str:
-        return self.inner.cache_key(clip_hash, inputs)  # the same decoding: the same cache entries
-
-    def __call__(self, path: str | os.PathLike[str]) -> Any:
-        clip = self.inner(path)
-        return dataclasses.replace(clip, frames=None, frame_times=np.zeros(0))
-
-
 def sentiment_labels(score: float) -> dict[str, Any]:
     """MMSA's class conventions: 2 (has-0: >= 0 is non-negative), 3 and 7 (round of the clipped score)."""
     c3 = int(np.round(np.clip(score, -1, 1)))
@@ -242,10 +227,13 @@ class Predictor:
         self.layout = feature_layout(self.run)
         self.modalities = self.run.spec.modalities
         self.needs_video = "vision" in self.modalities
-        config = dataclasses.replace(self.layout.config, require_video=self.needs_video)
+        # word vectors only for a run that reads pre-extracted text (an in-model text encoder reads
+        # the words themselves): otherwise the text model is never loaded (about 8 s per process)
+        needs_text = "text" in self.modalities and self.run.tokenizer is None
+        # a run without vision needs no face stage (nor a face): the video stream is not decoded
+        config = dataclasses.replace(self.layout.config, require_video=self.needs_video,
+                                     video=self.needs_video, text=needs_text)
         self.extractor = ClipExtractor(config, cache_dir)
-        if not self.needs_video:
-            self.extractor.decoder = _WithoutVideo(self.extractor.decoder)
         self.load_seconds = time.perf_counter() - started
 
     def close(self) -> None:

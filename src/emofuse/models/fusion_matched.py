@@ -41,6 +41,18 @@ Choices the paper leaves open, made here and documented:
   moment in sequences of different frame rates (unaligned data).
 - Bimodal subsets use one matching matrix (P = M'_xy, pooled the same way over i); unimodal
   ones the encoder alone (attention pooling and the mean over time, then the MLP).
+
+Regularisers (opt-in, `-o KEY=VALUE`; none is in the paper, all are off by default):
+- unimodal=true: the head also reads each modality's pooled encoding, so a modality that the
+  pivot's products hide still reaches the output.
+- modality_dropout=p: in training, each sample's encoding of each modality (features and time
+  code) is zeroed with probability p, independently per modality; a sample that would lose
+  every modality keeps one chosen at random. No rescaling (as in ModDrop, Neverova et al. 2016):
+  a dropped modality looks like an absent one, not like a louder copy of the others. A zeroed
+  pivot zeroes every M, so the head must learn to predict from what remains (with unimodal=true:
+  the other modalities' summaries) instead of leaning on products with an uninformative pivot.
+- text_dropout=p: element dropout on the text features before their encoder (the text path
+  alone), for a text that carries little and is easy to memorise.
 """
 
 from __future__ import annotations
@@ -85,10 +97,17 @@ class FusionMatchedConfig:
     # modality that carries nothing (RAVDESS's two fixed sentences, as the pivot) cannot hide the one
     # that does. Off by default: the head then reads P' alone, as eqs 13-16 leave it.
     unimodal: bool = False
+    # Opt-in regularisers, off by default (the defaults compute eqs 8-16 unchanged); see the
+    # module docstring's "Regularisers". Training only: evaluation always sees every modality.
+    modality_dropout: float = 0.0  # per sample, zero each modality's whole encoding with this probability
+    text_dropout: float = 0.0  # element dropout on the text features before their encoder
 
     def __post_init__(self) -> None:
         if self.pivot not in MODALITIES:
             raise ValueError(f"pivot must be one of {MODALITIES}, not {self.pivot!r}")
+        for name in ("modality_dropout", "text_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
 
 
 # ------------------------------------------------------------------ P' pooling (eqs 13-16)
@@ -222,6 +241,7 @@ class FusionMatched(MultimodalModel):
         self.encoders = nn.ModuleDict(
             {m: SequenceEncoder(spec.dims[m], d, d, config.dropout, local=True) for m in mods}
         )
+        self.text_dropout = nn.Dropout(config.text_dropout)
         self.pivot_len = spec.max_lengths[self.pivot]
         # eq 8-9: one coupling matrix per (other, pivot) pair. Initialised as a prior that
         # words match the frames spoken at the same time: identity on the time-code block
@@ -254,8 +274,15 @@ class FusionMatched(MultimodalModel):
         out = {}
         for m in self.spec.modalities:
             mask = batch.masks[m]
-            e = self.encoders[m](batch.features[m], mask)
+            x = batch.features[m]
+            if m == "text":
+                x = self.text_dropout(x)  # identity unless text_dropout > 0 and training
+            e = self.encoders[m](x, mask)
             out[m] = torch.cat([e, relative_time_encoding(mask, self.config.time_code)], dim=-1)
+        if self.training and self.config.modality_dropout > 0 and len(out) > 1:
+            keep = modality_keep_mask(len(out), next(iter(out.values())).shape[0],
+                                      self.config.modality_dropout, next(iter(out.values())).device)
+            out = {m: e * keep[:, i, None, None].to(e.dtype) for i, (m, e) in enumerate(out.items())}
         return out
 
     def match(self, e_x: torch.Tensor, e_y: torch.Tensor, m: str, mask_x, mask_y) -> torch.Tensor:
@@ -318,6 +345,22 @@ class FusionMatched(MultimodalModel):
             mean, peak = pool_three_way(a_xy, a_zy, alpha_p, mask_x, mask_z)  # eq 16 + pooling
         profiles = torch.stack([mean, peak], dim=-1)
         return profiles * mask_y.unsqueeze(-1).to(profiles.dtype)
+
+
+def modality_keep_mask(
+    n_modalities: int, batch_size: int, p: float, device: torch.device | None = None
+) -> torch.Tensor:
+    """B x n booleans: modality i of sample b is kept; each dropped with probability p, never all.
+
+    A sample whose draw drops every modality keeps one, uniformly at random, so that every sample
+    still carries some input (an all-zero sample would only teach the label prior).
+    """
+    keep = torch.rand(batch_size, n_modalities, device=device) >= p
+    none = ~keep.any(1)
+    if none.any():
+        rescue = torch.randint(n_modalities, (int(none.sum()),), device=device)
+        keep[none.nonzero(as_tuple=True)[0], rescue] = True
+    return keep
 
 
 def _default_pivot(modalities: tuple[str, ...]) -> str:
