@@ -8,6 +8,9 @@ process so peak memory (max RSS on CPU, max allocated on CUDA) is its own.
     python benchmarks/train_speed.py                    # all, CPU, 1 thread
     python benchmarks/train_speed.py --batches 10 --models fusion_matched ef_lstm
     python benchmarks/train_speed.py --device cuda
+    python benchmarks/train_speed.py --models tfn lmf mfn mctn mult --adam fused
+
+Against MMSA side by side (its own environment): benchmarks/vs_mmsa.py.
 
 Epoch time is measured on `--batches` training steps (forward, backward, Adam) after one
 warm-up step and scaled to the full epoch (1284 / batch size steps); the table says so.
@@ -27,10 +30,12 @@ LAYOUTS = {
     "aligned": {"text": 50, "audio": 50, "vision": 50},
     "unaligned": {"text": 50, "audio": 500, "vision": 375},
 }
-DEFAULT_MODELS = ["fusion_matched", "ef_lstm", "late_fusion"]
+DEFAULT_MODELS = ["fusion_matched", "ef_lstm", "late_fusion", "tfn", "lmf", "mfn", "mctn", "mult"]
 
 
-def measure(model_name: str, layout: str, batches: int, batch_size: int, device: str, threads: int) -> dict:
+def measure(
+    model_name: str, layout: str, batches: int, batch_size: int, device: str, threads: int, adam: str = "default"
+) -> dict:
     import torch
 
     from emofuse.data.dataset import Batch
@@ -41,7 +46,8 @@ def measure(model_name: str, layout: str, batches: int, batch_size: int, device:
     lengths = LAYOUTS[layout]
     spec = ModelSpec(("text", "audio", "vision"), MOSI["dims"], lengths)
     model = create_model(model_name, spec).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    kind = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[adam]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **kind)
 
     def batch() -> Batch:
         feats, masks = {}, {}
@@ -97,25 +103,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--adam", default="default", choices=["default", "foreach", "fused"])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         model, layout = args.child.split(":")
-        print(json.dumps(measure(model, layout, args.batches, args.batch_size, args.device, args.threads)))
+        print(json.dumps(measure(model, layout, args.batches, args.batch_size, args.device, args.threads,
+                                 args.adam)))
         return
 
     rows = []
     for layout in args.layouts:
         for model in args.models:
             cmd = [sys.executable, __file__, "--child", f"{model}:{layout}", "--batches", str(args.batches),
-                   "--batch-size", str(args.batch_size), "--device", args.device, "--threads", str(args.threads)]
+                   "--batch-size", str(args.batch_size), "--device", args.device, "--threads", str(args.threads),
+                   "--adam", args.adam]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 rows.append({"model": model, "layout": layout, "error": done.stderr.strip().splitlines()[-1]})
             else:
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     mem = "peak GPU MiB (allocated)" if args.device.startswith("cuda") else "peak RSS MiB (process)"
-    print(f"device {args.device}, {args.threads} thread(s), batch {args.batch_size}, epoch = 1284 clips, "
+    print(f"device {args.device}, {args.threads} thread(s), Adam {args.adam}, batch {args.batch_size}, epoch = 1284 clips, "
           f"time from {args.batches} steps after a warm-up")
     print(f"| layout | model | s / epoch | ms / step | {mem} | parameters |")
     print("|---|---|---|---|---|---|")

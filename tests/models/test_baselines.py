@@ -409,3 +409,105 @@ def test_mult_ignores_masked_source_steps() -> None:
             )
         ).prediction
     assert not torch.allclose(out[b], ref[b])
+
+
+# ---------------------------------------------------------------------------- CPU fast paths
+def test_lstm_fast_path_equals_nn_lstm() -> None:
+    """The training path TFN/LMF use on CPU: outputs and every gradient as nn.LSTM's."""
+    from emofuse.models.base import lstm_outputs
+
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(5, 7, batch_first=True)
+    x = torch.randn(3, 6, 5, requires_grad=True)
+    w = torch.randn(3, 6, 7)
+    ref = rnn(x)[0]
+    (ref * w).sum().backward()
+    ref_grads = [p.grad.clone() for p in rnn.parameters()] + [x.grad.clone()]
+    rnn.zero_grad()
+    x.grad = None
+    out = lstm_outputs(rnn, x)
+    assert out.grad_fn is not None and "LSTMSequence" in type(out.grad_fn).__name__
+    (out * w).sum().backward()
+    grads = [p.grad for p in rnn.parameters()] + [x.grad]
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # inference runs the module itself
+        torch.testing.assert_close(lstm_outputs(rnn, x), ref.detach())
+
+
+def test_lstm_gates_step_equals_lstm_cell() -> None:
+    from emofuse.models.base import lstm_gates_step
+
+    torch.manual_seed(1)
+    cell = torch.nn.LSTMCell(4, 6)
+    x, h, c = torch.randn(5, 4), torch.randn(5, 6), torch.randn(5, 6)
+    pre = F.linear(x, cell.weight_ih, cell.bias_ih + cell.bias_hh)
+    got_h, got_c = lstm_gates_step(pre, h, c, cell.weight_hh)
+    want_h, want_c = cell(x, (h, c))
+    torch.testing.assert_close(got_h, want_h)
+    torch.testing.assert_close(got_c, want_c)
+
+
+def test_fast_dropout_keeps_dropout_semantics() -> None:
+    from emofuse.models.base import FastDropout
+
+    x = torch.ones(200_000)
+    drop = FastDropout(0.3)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    drop.train()
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    # kept entries are scaled by 1 / (1 - p), so the mean is unchanged
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    assert torch.equal(FastDropout(0.0).train()(x), x)
+    xg = torch.randn(50, requires_grad=True)
+    out = drop(xg)
+    out.sum().backward()
+    torch.testing.assert_close(xg.grad, (out != 0).float() / 0.7)
+
+
+@pytest.mark.parametrize("name", ["tfn", "lmf"])
+def test_training_forward_equals_eval_path_without_dropout(name: str) -> None:
+    """The CPU training fast path (grad enabled) computes what nn.LSTM computes (no grad)."""
+    torch.manual_seed(0)
+    opts = {k: 0.0 for k in ("text_dropout", "audio_dropout", "vision_dropout")}
+    model = build(name, MODS, **opts)
+    batch = make_batch(seed=3)
+    model.eval()  # BatchNorm on running statistics in both passes
+    with torch.no_grad():
+        want = model(batch).prediction
+    got = model(batch).prediction  # grad enabled: the fast path
+    assert got.requires_grad
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_mfn_equals_the_step_by_step_definition() -> None:
+    """MFN's hoisted input products and fused gamma layers: the cell-by-cell loop's result."""
+    torch.manual_seed(0)
+    model = build("mfn", MODS).eval()
+    batch = make_batch(aligned=True, seed=5)
+    mask = batch.masks["text"]
+    xs = batch.features
+    h = {m: torch.zeros(B, 8) for m in MODS}
+    c = {m: torch.zeros(B, 8) for m in MODS}
+    u = torch.zeros(B, 8)
+    with torch.no_grad():
+        for t in range(mask.shape[1]):
+            new = {m: model.cells[m](xs[m][:, t], (h[m], c[m])) for m in MODS}
+            cstar = torch.cat([c[m] for m in MODS] + [new[m][1] for m in MODS], dim=1)
+            attended = torch.softmax(model.nn1(cstar), dim=1) * cstar
+            both = torch.cat([attended, u], dim=1)
+            new_u = torch.sigmoid(model.gamma1(both)) * u + torch.sigmoid(model.gamma2(both)) * torch.tanh(
+                model.nn2(attended)
+            )
+            real = mask[:, t].unsqueeze(-1)
+            u = torch.where(real, new_u, u)
+            h = {m: torch.where(real, new[m][0], h[m]) for m in MODS}
+            c = {m: torch.where(real, new[m][1], c[m]) for m in MODS}
+        want = model.out(torch.cat([h[m] for m in MODS] + [u], dim=1)).squeeze(-1)
+        got = model(batch).prediction
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

@@ -241,3 +241,135 @@ def check_batch(spec: ModelSpec, batch: Batch) -> None:
         raise ValueError(
             f"the model was built for {spec.modalities} but the batch lacks {missing}"
         )
+
+
+# ---------------------------------------------------------------------------- CPU fast paths
+class _LSTMSequence(torch.autograd.Function):
+    """One-layer unidirectional LSTM (PyTorch's gate order i, f, g, o), batch first.
+
+    Same function as nn.LSTM; a faster training path on CPU than the mkldnn kernel, which
+    computes the gradient of the input even when nothing needs it (the model's input features
+    never do) and accumulates weight gradients step by step. Here the input projection of every
+    step is one matrix product before the loop, and the weight gradients are one product each
+    after the backward loop (as cuDNN does). Outputs and gradients match nn.LSTM to float
+    rounding (tests check it).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        w_ih: torch.Tensor,
+        w_hh: torch.Tensor,
+        b_ih: torch.Tensor,
+        b_hh: torch.Tensor,
+    ) -> torch.Tensor:
+        b, steps, d = x.shape
+        hidden = w_hh.shape[1]
+        pre = torch.addmm(b_ih + b_hh, x.reshape(b * steps, d), w_ih.t()).view(b, steps, 4 * hidden)
+        # hs[:, t] / cs[:, t] are the states before step t (hs[:, 0] = 0)
+        hs = x.new_zeros(b, steps + 1, hidden)
+        cs = x.new_zeros(b, steps + 1, hidden)
+        acts = x.new_empty(b, steps, 4 * hidden)
+        w_hh_t = w_hh.t()
+        h, c = hs[:, 0], cs[:, 0]
+        for t in range(steps):
+            gates = torch.addmm(pre[:, t], h, w_hh_t)
+            act = acts[:, t]
+            torch.sigmoid(gates, out=act)
+            torch.tanh(gates[:, 2 * hidden : 3 * hidden], out=act[:, 2 * hidden : 3 * hidden])
+            i, f, g, o = act.chunk(4, 1)
+            c = torch.addcmul(f * c, i, g)
+            h = o * torch.tanh(c)
+            cs[:, t + 1] = c
+            hs[:, t + 1] = h
+        ctx.save_for_backward(x, w_ih, w_hh, acts, hs, cs)
+        return hs[:, 1:]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, w_ih, w_hh, acts, hs, cs = ctx.saved_tensors
+        b, steps, d = x.shape
+        hidden = w_hh.shape[1]
+        grad_gates = x.new_empty(b, steps, 4 * hidden)
+        dh = x.new_zeros(b, hidden)
+        dc = x.new_zeros(b, hidden)
+        for t in range(steps - 1, -1, -1):
+            dh = dh + grad_out[:, t]
+            i, f, g, o = acts[:, t].chunk(4, 1)
+            tanh_c = torch.tanh(cs[:, t + 1])
+            dc = dc + dh * o * (1 - tanh_c * tanh_c)
+            dg = grad_gates[:, t]
+            di, df, dgg, do = dg.chunk(4, 1)
+            torch.mul(dc * g, i * (1 - i), out=di)
+            torch.mul(dc * cs[:, t], f * (1 - f), out=df)
+            torch.mul(dc * i, 1 - g * g, out=dgg)
+            torch.mul(dh * tanh_c, o * (1 - o), out=do)
+            dc = dc * f
+            dh = dg @ w_hh
+        flat = grad_gates.view(b * steps, 4 * hidden)
+        grad_w_hh = flat.t() @ hs[:, :-1].reshape(b * steps, hidden)
+        grad_w_ih = flat.t() @ x.reshape(b * steps, d)
+        grad_b = flat.sum(0)
+        grad_x = (flat @ w_ih).view(b, steps, d) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_w_ih, grad_w_hh, grad_b, grad_b
+
+
+def lstm_outputs(rnn: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """nn.LSTM's output sequence (B x L x H) for a one-layer, unidirectional, batch-first LSTM.
+
+    Training on CPU takes the faster `_LSTMSequence` path; inference and CUDA (cuDNN) use the
+    module itself. The parameters stay the module's, so checkpoints do not change.
+    """
+    if (
+        torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and rnn.num_layers == 1
+        and not rnn.bidirectional
+        and rnn.batch_first
+        and rnn.bias
+        and rnn.proj_size == 0
+        and x.dim() == 3
+    ):
+        return _LSTMSequence.apply(x, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    return rnn(x)[0]
+
+
+def lstm_gates_step(
+    pre: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTMCell step given the input's precomputed part `pre` = x W_ih^T + b_ih + b_hh.
+
+    Same function as nn.LSTMCell (gate order i, f, g, o); hoisting x W_ih^T out of a time loop
+    turns T small products (and T accumulations of W_ih's gradient) into one large product.
+    """
+    gates = torch.addmm(pre, h, w_hh.t())
+    hidden = h.shape[1]
+    # one contiguous sigmoid over all four gates (g's share is unused) beats three strided ones
+    i, f, _, o = torch.sigmoid(gates).chunk(4, 1)
+    g = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
+    c = torch.addcmul(f * c, i, g)
+    return o * torch.tanh(c), c
+
+
+class FastDropout(nn.Dropout):
+    """nn.Dropout with the same distribution, its mask drawn by torch.rand (x * (u >= p) / (1 - p)).
+
+    On CPU, bernoulli_ over millions of elements (TFN's 140k-wide fusion tensor per clip) costs
+    several times a uniform draw and a compare; the random stream differs from nn.Dropout's, the
+    distribution of masks does not. No parameters, so swapping it in leaves checkpoints as they are.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fast_dropout(x, self.p, self.training)
+
+
+def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout's distribution with a uniform-draw mask (see FastDropout)."""
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0:
+        return x * 0.0
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))

@@ -35,12 +35,14 @@ from torch import nn
 
 from emofuse.data.dataset import Batch
 from emofuse.models.base import (
+    FastDropout,
     ModelOutput,
     ModelSpec,
     MultimodalModel,
     build_config,
     check_batch,
     last_step,
+    lstm_outputs,
     masked_mean,
     squeeze_regression,
 )
@@ -87,9 +89,11 @@ class TextSubNet(nn.Module):
         self.out = nn.Linear(hidden, out_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # unidirectional, so the state at the last real step never sees the padding after it
-        states, _ = self.rnn(x)
-        return self.out(self.drop(last_step(states, mask)))
+        # unidirectional, so the state at the last real step never sees the padding after it;
+        # steps after the batch's longest clip are never read, so they are not run
+        steps = max(int(mask.sum(1).max()), 1)
+        states = lstm_outputs(self.rnn, x[:, :steps])
+        return self.out(self.drop(last_step(states, mask[:, :steps])))
 
 
 class UnimodalSubnets(nn.Module):
@@ -169,7 +173,8 @@ class TFN(MultimodalModel):
         for m in spec.modalities:
             fused_dim *= self.subnets.out_dims[m] + 1
         self.post_fusion = nn.Sequential(
-            nn.Dropout(c.post_fusion_dropout),
+            # z is B x 140k at MMSA's sizes: a uniform-draw mask is much cheaper than bernoulli_
+            FastDropout(c.post_fusion_dropout),
             nn.Linear(fused_dim, c.post_fusion_dim),
             nn.ReLU(),
             nn.Linear(c.post_fusion_dim, c.post_fusion_dim),

@@ -1,0 +1,497 @@
+"""emofuse against MMSA 2.2.1, side by side: time per step, peak memory, and accuracy on the same data.
+
+Runs in the benchmark's own environment (MMSA is not an emofuse dependency):
+
+    bash benchmarks/setup_mmsa.sh                       # makes .venv-bench once
+    .venv-bench/bin/python benchmarks/vs_mmsa.py --quick
+    .venv-bench/bin/python benchmarks/vs_mmsa.py --rounds 3 --steps 4
+    .venv-bench/bin/python benchmarks/vs_mmsa.py --accuracy --seeds 0 1 2 --epochs 8
+
+Speed. For TFN, LMF, MFN, MCTN and MulT, MMSA's model is built by MMSA's own code (AMIO) from
+its MOSI regression configuration (config/config_regression.json, the EasyDict that
+`MMSA.config.get_config_regression` returns, plus the fields MMSA's runner adds: train_mode,
+device, feature_dims, seq_lens); emofuse's model of the same name by `create_model` with its
+defaults (emofuse's MOSI configuration). Both get identical MOSI-shaped random batches (same seed):
+batch 32, text 50 x 768, audio 5-d, vision 20-d, aligned 50/50/50 or unaligned text 50 / audio 375
+/ vision 500, every step real (MMSA ignores masks, so emofuse gets full masks). A training step is
+forward + L1 + backward + Adam step (MCTN: each model's own loss, which includes the L1); inference
+is a forward under torch.inference_mode in eval mode. Every measurement runs in its own
+subprocess with torch pinned to 1 thread; within a round MMSA and emofuse alternate, and the
+order flips each round. Reported: the median per-step time over all rounds, the emofuse / MMSA
+ratio, and peak memory as the subprocess's max RSS (and the part above the RSS it had before
+building the model: MMSA's process also imports transformers).
+
+How each side's inputs are fed, exactly:
+- text: MMSA's MOSI configs for these five models have use_bert false (or absent), so MMSA's
+  loader gives them the pickle's 50 x 768 text features, not BERT token ids (3 x 50); both sides
+  get the same 50 x 768 float tensor here.
+- audio/vision for TFN, LMF and MFN: their configs set need_normalized, so MMSA's loader averages
+  audio and vision over time (padding included) before the model sees them; the MMSA side here
+  gets that same mean (computed outside the timed step, as MMSA's loader does it once). MFN's
+  config also sets need_model_aligned, so AMIO's avg_pool AlignSubNet stretches them back to 50
+  steps. emofuse's models take the sequences and do their own (masked) reduction inside the step.
+- MCTN: MMSA's forward zero-pads every modality to 768 features and truncates every sequence to
+  its first 50 steps (max_seq_len), so its unaligned run sees only the first 50 audio/vision
+  frames; emofuse's averages them onto the text steps.
+- MulT: each side with its own configuration (MMSA MOSI: d 50, 10 heads, 4 levels, conv
+  kernel 5; emofuse: d 30, 5 heads, 5 layers, kernel 1 as the paper's reference).
+
+MMSA's CPU path, worked around here without editing installed files:
+- MMSA/__init__.py imports its training runner (pandas, pynvml, scikit-learn); the model and
+  config modules are imported without it (`import_mmsa`), so the venv needs only
+  transformers and easydict besides torch;
+- MCTN's Seq2Seq hard-codes device 'cuda' for its output buffer: its constructor is wrapped to
+  use the CPU (`_patch_mctn_device`);
+- MulT's trainer passes verbose= to ReduceLROnPlateau, which torch 2.13 rejects: MMSA's trainers
+  are not used (both sides run this file's loop), so it does not arise; `_patch_scheduler_verbose`
+  drops the argument should MMSA's trains module be imported.
+- Unaligned MulT at batch 32 takes MMSA about 12.7 GiB and ~50 s a step: it runs with
+  `--mmsa-mult-unaligned-steps` steps (default 2, no warm-up) and only when the machine has
+  `--mmsa-mult-unaligned-min-gib` of memory available; otherwise the row says it was skipped.
+
+Accuracy (--accuracy). Both implementations train on the same SYNTHETIC MOSI-shaped regression
+set (emofuse.data.synthetic with 768/5/20 features and a planted signal; every clip full
+length, shorter than MOSI's 50 words to keep it fast) for the same epochs, batch, learning rate
+(MMSA's MOSI lr for the model) and gradient clipping (MMSA's, where it has one), plain Adam,
+the same shuffling per seed; test MAE and Acc-2 (non-zero labels, MMSA's definition) are
+reported per model as mean and spread over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import types
+from typing import Any
+
+MOSI_DIMS = {"text": 768, "audio": 5, "vision": 20}
+LAYOUTS = {
+    "aligned": {"text": 50, "audio": 50, "vision": 50},
+    "unaligned": {"text": 50, "audio": 375, "vision": 500},
+}
+MODELS = ("tfn", "lmf", "mfn", "mctn", "mult")
+SIDES = ("mmsa", "emofuse")
+BATCH = 32
+
+
+# ---------------------------------------------------------------------------- MMSA side
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return 0.0
+
+
+def _patch_mctn_device(mctn_module: types.ModuleType) -> None:
+    """MMSA's MCTN builds Seq2Seq(..., 'cuda'): use the CPU when there is no CUDA."""
+    import torch
+
+    seq2seq = mctn_module.Seq2Seq
+    original = seq2seq.__init__
+
+    def init(self: Any, encoder: Any, decoder: Any, device: Any, lengths: Any = None) -> None:
+        original(self, encoder, decoder, device if torch.cuda.is_available() else "cpu", lengths)
+
+    seq2seq.__init__ = init
+
+
+def _patch_scheduler_verbose() -> None:
+    """torch 2.13's ReduceLROnPlateau has no verbose=; MMSA's MulT trainer passes it."""
+    import torch.optim.lr_scheduler as sched
+
+    original = sched.ReduceLROnPlateau.__init__
+    if getattr(original, "_drops_verbose", False):
+        return
+
+    def init(self: Any, *args: Any, verbose: Any = None, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+
+    init._drops_verbose = True  # type: ignore[attr-defined]
+    sched.ReduceLROnPlateau.__init__ = init
+
+
+def import_mmsa() -> tuple[Any, Any]:
+    """MMSA's `get_config_regression` and `AMIO`, without running MMSA/__init__.py."""
+    spec = importlib.util.find_spec("MMSA")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("MMSA is not installed here: run benchmarks/setup_mmsa.sh and use .venv-bench/bin/python")
+    if "MMSA" not in sys.modules:
+        package = types.ModuleType("MMSA")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["MMSA"] = package
+    from MMSA.config import get_config_regression
+    from MMSA.models import AMIO
+    from MMSA.models.singleTask import MCTN as mctn_module
+
+    _patch_mctn_device(sys.modules[mctn_module.__module__])
+    _patch_scheduler_verbose()
+    return get_config_regression, AMIO
+
+
+class MMSASide:
+    """MMSA's model as MMSA's runner builds and feeds it."""
+
+    def __init__(self, name: str, lengths: dict[str, int]) -> None:
+        get_config_regression, amio = import_mmsa()
+        args = get_config_regression(name, "mosi")
+        # the fields MMSA's runner (run.py) adds before building the model
+        args.train_mode = "regression"
+        args.device = "cpu"
+        args.feature_dims = [MOSI_DIMS["text"], MOSI_DIMS["audio"], MOSI_DIMS["vision"]]
+        args.seq_lens = [lengths["text"], lengths["audio"], lengths["vision"]]
+        self.args = args
+        self.name = name
+        self.model = amio(args)
+        self.lr = float(args.get("learning_rate", args.get("init_lr", 1e-3)))
+        self.grad_clip = float(args.get("grad_clip", 0.0) or 0.0)
+
+    def prepare(self, feats: dict[str, Any]) -> dict[str, Any]:
+        """What MMSA's loader hands the model (audio/vision time-means where need_normalized)."""
+        out = dict(feats)
+        if self.args.get("need_normalized"):
+            for m in ("audio", "vision"):
+                out[m] = feats[m].mean(1, keepdim=True)
+        return out
+
+    def forward(self, feats: dict[str, Any], labels: Any) -> tuple[Any, Any]:
+        """(prediction B, the full training loss when the model computes its own, else None)."""
+        t, a, v = feats["text"], feats["audio"], feats["vision"]
+        if self.name == "mctn":
+            loss, pred = self.model(t, a, v, labels.view(-1, 1), lengths=None)
+            return pred.view(-1), loss
+        return self.model(t, a, v)["M"].view(-1), None
+
+
+class EmofuseSide:
+    def __init__(self, name: str, lengths: dict[str, int]) -> None:
+        from emofuse.models import ModelSpec, create_model
+
+        spec = ModelSpec(("text", "audio", "vision"), dict(MOSI_DIMS), dict(lengths))
+        self.model = create_model(name, spec)
+        self.name = name
+
+    def prepare(self, feats: dict[str, Any]) -> Any:
+        import torch
+
+        from emofuse.data.dataset import Batch
+
+        masks = {m: torch.ones(x.shape[:2], dtype=torch.bool) for m, x in feats.items()}
+        n = next(iter(feats.values())).shape[0]
+        return Batch(dict(feats), masks, torch.zeros(n), torch.arange(n))
+
+    def forward(self, batch: Any, labels: Any) -> tuple[Any, Any]:
+        import torch.nn.functional as F
+
+        out = self.model(batch)
+        if out.aux_loss is None:
+            return out.prediction, None
+        return out.prediction, F.l1_loss(out.prediction, labels) + out.aux_loss
+
+
+def make_side(side: str, name: str, lengths: dict[str, int]) -> MMSASide | EmofuseSide:
+    return MMSASide(name, lengths) if side == "mmsa" else EmofuseSide(name, lengths)
+
+
+def random_batch(lengths: dict[str, int], seed: int) -> tuple[dict[str, Any], Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    feats = {m: torch.randn(BATCH, lengths[m], MOSI_DIMS[m], generator=g) for m in ("text", "audio", "vision")}
+    labels = torch.rand(BATCH, generator=g) * 6 - 3
+    return feats, labels
+
+
+def make_optimizer(params: Any, lr: float, adam: str) -> Any:
+    import torch
+
+    kind = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[adam]
+    return torch.optim.Adam(params, lr=lr, **kind)
+
+
+# ---------------------------------------------------------------------------- one measurement
+def measure(side: str, name: str, layout: str, mode: str, steps: int, warmup: int, adam: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    lengths = LAYOUTS[layout]
+    rss_before = _rss_mib()
+    impl = make_side(side, name, lengths)
+    feats, labels = random_batch(lengths, seed=1)
+    inputs = impl.prepare(feats)
+    model = impl.model
+    times = []
+    if mode == "train":
+        model.train()
+        opt = make_optimizer(model.parameters(), 1e-3, adam)
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            pred, own = impl.forward(inputs, labels)
+            loss = own if own is not None else F.l1_loss(pred, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    else:
+        model.eval()
+        with torch.inference_mode():
+            for i in range(warmup + steps):
+                start = time.perf_counter()
+                impl.forward(inputs, labels)
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+    return {
+        "side": side,
+        "model": name,
+        "layout": layout,
+        "mode": mode,
+        "ms": [t * 1000 for t in times],
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "base_mib": rss_before,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+# ---------------------------------------------------------------------------- accuracy
+def train_accuracy(side: str, name: str, seed: int, epochs: int, n_train: int, n_test: int, words: int) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from emofuse.data.synthetic import SyntheticConfig, make_synthetic
+    from emofuse.metrics.regression import acc2_non0, mae
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    cfg = SyntheticConfig(
+        n_train=n_train, n_valid=2, n_test=n_test, max_words=words, min_words=words,
+        text_dim=MOSI_DIMS["text"], audio_dim=MOSI_DIMS["audio"], vision_dim=MOSI_DIMS["vision"], seed=seed,
+    )
+    data = make_synthetic(cfg)
+    lengths = {m: words for m in MOSI_DIMS}
+    # the learning rate and clipping of MMSA's MOSI config, for both sides
+    reference = MMSASide(name, lengths) if side == "mmsa" else None
+    if reference is None:
+        torch.manual_seed(seed)
+        get_config_regression = _config_only()
+        args = get_config_regression(name, "mosi")
+        lr = float(args.get("learning_rate", args.get("init_lr", 1e-3)))
+        clip = float(args.get("grad_clip", 0.0) or 0.0)
+        impl: MMSASide | EmofuseSide = EmofuseSide(name, lengths)
+    else:
+        impl, lr, clip = reference, reference.lr, reference.grad_clip
+    model = impl.model
+    opt = make_optimizer(model.parameters(), lr, "default")
+    train, test = data.train, data.test
+    x_train = {m: train.features[m] for m in MOSI_DIMS}
+    y_train = train.labels.float()
+    order = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(y_train), generator=order)
+        for i in range(0, len(perm), BATCH):
+            idx = perm[i : i + BATCH]
+            if len(idx) < 2:
+                continue  # BatchNorm (TFN/LMF subnets) needs two clips
+            inputs = impl.prepare({m: x[idx] for m, x in x_train.items()})
+            pred, own = impl.forward(inputs, y_train[idx])
+            loss = own if own is not None else F.l1_loss(pred, y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+    train_s = time.perf_counter() - start
+    model.eval()
+    preds = []
+    y_test = test.labels.float()
+    with torch.inference_mode():
+        # in order, batches of 32: MMSA's MCTN mixes a batch's clips (it recurs over the batch axis)
+        for i in range(0, len(y_test), BATCH):
+            inputs = impl.prepare({m: test.features[m][i : i + BATCH] for m in MOSI_DIMS})
+            pred, _ = impl.forward(inputs, y_test[i : i + BATCH])
+            preds.append(pred.detach())
+    p = torch.cat(preds).numpy().astype(np.float64)
+    y = y_test.numpy().astype(np.float64)
+    return {
+        "side": side, "model": name, "seed": seed, "mae": mae(p, y), "acc2": acc2_non0(p, y)[0],
+        "train_s": train_s, "lr": lr, "clip": clip,
+    }
+
+
+def _config_only() -> Any:
+    get_config_regression, _ = import_mmsa()
+    return get_config_regression
+
+
+# ---------------------------------------------------------------------------- driver
+def run_child(payload: dict, timeout: float | None) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(payload)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        return {"error": lines[-1][:200]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def speed(args: argparse.Namespace) -> None:
+    results: dict[tuple, list[dict]] = {}
+    skipped: dict[tuple, str] = {}
+    for r in range(args.rounds):
+        for layout in args.layouts:
+            for name in args.models:
+                for mode in args.modes:
+                    order = SIDES if r % 2 == 0 else SIDES[::-1]
+                    for side in order:
+                        key = (name, layout, mode, side)
+                        steps, warmup, timeout = args.steps, 1, args.timeout
+                        if side == "mmsa" and name == "mult" and layout == "unaligned":
+                            if r > 0 or args.mmsa_mult_unaligned_steps <= 0:
+                                if r == 0:
+                                    skipped[key] = "skipped (--mmsa-mult-unaligned-steps 0)"
+                                continue
+                            if _available_gib() < args.mmsa_mult_unaligned_min_gib:
+                                skipped[key] = f"skipped: under {args.mmsa_mult_unaligned_min_gib} GiB available"
+                                continue
+                            steps, warmup, timeout = args.mmsa_mult_unaligned_steps, 0, 900.0
+                        payload = {"kind": "speed", "side": side, "model": name, "layout": layout,
+                                   "mode": mode, "steps": steps, "warmup": warmup, "adam": args.adam}
+                        res = run_child(payload, timeout)
+                        if "error" in res:
+                            skipped[key] = res["error"]
+                            print(f"round {r}: {key}: {res['error']}", file=sys.stderr)
+                            continue
+                        results.setdefault(key, []).append(res)
+                        print(f"round {r}: {name} {layout} {mode} {side}: "
+                              f"{statistics.median(res['ms']):.0f} ms/step, peak {res['peak_mib']:.0f} MiB",
+                              file=sys.stderr, flush=True)
+    print(f"\nCPU, torch {args.threads_note}, batch {BATCH}, Adam ({args.adam}) for both sides; median ms per "
+          f"step over {args.rounds} round(s) x {args.steps} step(s) after 1 warm-up, one subprocess each, "
+          "MMSA and emofuse alternating; peak = max RSS of the subprocess (in brackets: above its RSS "
+          "before building the model)")
+    print("| model | layout | mode | emofuse ms | MMSA ms | emofuse / MMSA | emofuse peak MiB | MMSA peak MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        for layout in args.layouts:
+            for mode in args.modes:
+                cells = {}
+                for side in SIDES:
+                    key = (name, layout, mode, side)
+                    runs = results.get(key)
+                    if not runs:
+                        cells[side] = (None, skipped.get(key, "not run"), "")
+                        continue
+                    ms = statistics.median([t for run in runs for t in run["ms"]])
+                    peak = max(run["peak_mib"] for run in runs)
+                    above = max(run["peak_mib"] - run["base_mib"] for run in runs)
+                    cells[side] = (ms, f"{ms:.0f}", f"{peak:.0f} ({above:.0f})")
+                e, m = cells["emofuse"], cells["mmsa"]
+                ratio = f"{e[0] / m[0]:.2f}x" if e[0] and m[0] else "-"
+                print(f"| {name} | {layout} | {mode} | {e[1]} | {m[1]} | {ratio} | {e[2]} | {m[2]} |")
+
+
+def accuracy(args: argparse.Namespace) -> None:
+    rows: dict[tuple, list[dict]] = {}
+    for seed in args.seeds:
+        for name in args.models:
+            for side in SIDES if seed % 2 == 0 else SIDES[::-1]:
+                payload = {"kind": "accuracy", "side": side, "model": name, "seed": seed, "epochs": args.epochs,
+                           "n_train": args.n_train, "n_test": args.n_test, "words": args.words}
+                res = run_child(payload, None)
+                if "error" in res:
+                    print(f"{name} {side} seed {seed}: {res['error']}", file=sys.stderr)
+                    continue
+                rows.setdefault((name, side), []).append(res)
+                print(f"{name} {side} seed {seed}: MAE {res['mae']:.3f} Acc-2 {res['acc2']:.3f} "
+                      f"({res['train_s']:.0f} s)", file=sys.stderr, flush=True)
+
+    def stat(runs: list[dict], k: str) -> str:
+        vals = [r[k] for r in runs]
+        spread = f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""
+        return f"{statistics.mean(vals):.3f}{spread}"
+
+    print(f"\nSYNTHETIC MOSI-shaped regression (emofuse.data.synthetic, text/audio/vision 768/5/20, "
+          f"{args.words} steps, {args.n_train} train / {args.n_test} test clips), {args.epochs} epochs, "
+          f"batch {BATCH}, plain Adam at MMSA's MOSI lr, MMSA's grad clip; seeds {args.seeds}; "
+          "mean ± sd over seeds")
+    print("| model | lr | emofuse MAE | MMSA MAE | emofuse Acc-2 | MMSA Acc-2 | emofuse train s | MMSA train s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        e, m = rows.get((name, "emofuse"), []), rows.get((name, "mmsa"), [])
+        if not e or not m:
+            print(f"| {name} | | {'failed' if not e else ''} | {'failed' if not m else ''} | | | | |")
+            continue
+        print(f"| {name} | {e[0]['lr']:g} | {stat(e, 'mae')} | {stat(m, 'mae')} | {stat(e, 'acc2')} | "
+              f"{stat(m, 'acc2')} | {stat(e, 'train_s')} | {stat(m, 'train_s')} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per subprocess, after 1 warm-up")
+    parser.add_argument("--adam", default="default", choices=["default", "foreach", "fused"],
+                        help="Adam implementation, the same for both sides")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per subprocess")
+    parser.add_argument("--mmsa-mult-unaligned-steps", type=int, default=2,
+                        help="timed steps for MMSA's unaligned MulT (~50 s and 12.7 GiB each); 0 skips it")
+    parser.add_argument("--mmsa-mult-unaligned-min-gib", type=float, default=15.0)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 round, 1 step, MMSA's unaligned MulT skipped; with --accuracy: "
+                             "1 seed, 1 epoch, small data")
+    parser.add_argument("--accuracy", action="store_true", help="train both on the same data and compare")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--n-train", type=int, default=480)
+    parser.add_argument("--n-test", type=int, default=256)
+    parser.add_argument("--words", type=int, default=20)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        p = json.loads(args.child)
+        if p["kind"] == "speed":
+            out = measure(p["side"], p["model"], p["layout"], p["mode"], p["steps"], p["warmup"], p["adam"])
+        else:
+            out = train_accuracy(p["side"], p["model"], p["seed"], p["epochs"], p["n_train"], p["n_test"],
+                                 p["words"])
+        print(json.dumps(out))
+        return
+    import_mmsa()  # fail early, with the set-up hint, outside the benchmark's venv
+    args.threads_note = "1 thread"
+    if args.quick:
+        args.rounds, args.steps, args.mmsa_mult_unaligned_steps = 1, 1, 0
+        if args.accuracy:
+            args.seeds, args.epochs, args.n_train, args.n_test, args.words = args.seeds[:1], 1, 64, 64, 10
+    if args.accuracy:
+        accuracy(args)
+    else:
+        speed(args)
+
+
+if __name__ == "__main__":
+    main()
