@@ -142,8 +142,13 @@ def test_data_options_configure_computed_sources_and_are_refused_elsewhere(tmp_p
         assert small.train.extras["raw_vision"].item_shape[1:] == (16, 16)
         with pytest.raises(DataFormatError, match="unknown data option.*n_trian"):
             load_splits("synthetic-raw", data_options={"n_trian": 3})
-        with pytest.raises(DataFormatError, match="synthetic-raw and RAVDESS folders only"):
-            load_splits("synthetic", data_options={"n_train": 3})
+        sized = load_splits("synthetic-unaligned", data_options={"n_train": 30, "n_valid": 5, "n_test": 5})
+        assert [len(d) for _, d in sized.items()] == [30, 5, 5]
+        assert sized.train.features["audio"].shape[1] > sized.train.features["text"].shape[1]  # still unaligned
+        with pytest.raises(DataFormatError, match="aligned is set by the source's name"):
+            load_splits("synthetic", data_options={"aligned": False})
+        with pytest.raises(DataFormatError, match="synthetic sources and RAVDESS folders only"):
+            load_splits(str(tmp_path / "x.pkl"), data_options={"n_train": 3})
         fake_ravdess(tmp_path / "rav")
         whisper = load_splits(str(tmp_path / "rav"), data_options={"n_mels": 80, "n_fft": 400})
         assert whisper.train.make_batch(torch.arange(2)).extras["raw_audio"].shape[2] == 80

@@ -80,13 +80,18 @@ def _load(
         from emofuse.data.synthetic_raw import SyntheticRawConfig, make_synthetic_raw
 
         return make_synthetic_raw(_data_config(SyntheticRawConfig, options, source))
-    if options and not (Path(source).expanduser().is_dir() and is_ravdess_dir(Path(source).expanduser())):
-        raise DataFormatError(f"{source}: data options ({', '.join(options)}) apply to synthetic-raw and RAVDESS folders only")
     if source in SYNTHETIC_SOURCES:
         from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 
-        return make_synthetic(
-            SyntheticConfig(aligned=source != "synthetic-unaligned", classes=3 if source == "synthetic-classes" else 0)
+        # the source's name fixes the layout and the task; the options size the set (e.g. n_train=8000)
+        fixed = {"aligned": source != "synthetic-unaligned", "classes": 3 if source == "synthetic-classes" else 0}
+        clash = sorted(set(options) & set(fixed))
+        if clash:
+            raise DataFormatError(f"{source}: {', '.join(clash)} is set by the source's name, not by a data option")
+        return make_synthetic(_data_config(SyntheticConfig, {**options, **fixed}, source))
+    if options and not (Path(source).expanduser().is_dir() and is_ravdess_dir(Path(source).expanduser())):
+        raise DataFormatError(
+            f"{source}: data options ({', '.join(options)}) apply to the synthetic sources and RAVDESS folders only"
         )
     path = Path(source).expanduser()
     if not path.exists():
