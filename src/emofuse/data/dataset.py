@@ -172,32 +172,64 @@ class MultimodalDataset:
         )
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        bucket: bool | None = None,
     ) -> Iterator[Batch]:
         """Yield batches trimmed to the longest real sequence they contain.
 
         Trimming per batch (not padding to the global maximum) is what keeps unaligned data
-        (500 audio frames) cheap when most clips are short.
+        (500 audio frames) cheap when most clips are short. `bucket`: see `batch_indices`.
+        """
+        for idx in self.batch_indices(batch_size, shuffle, generator, bucket):
+            yield self.make_batch(idx)
+
+    def batch_indices(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        bucket: bool | None = None,
+    ) -> list[torch.Tensor]:
+        """The length-bucketed batch sampler: one pass over the split as batches of indices.
+
+        Every example appears exactly once. bucket=True groups examples of similar true length
+        (`bucket_lengths`) so a batch pads little: shuffled, it sorts within buckets of
+        `BUCKET_BATCHES` shuffled batches and then shuffles the batches; unshuffled, it sorts the
+        whole split (the caller restores the order through `Batch.indices`). bucket=None keeps
+        the default: bucketed only for a text encoder's tokens, and only when shuffling.
         """
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        chunks = [order[s : s + batch_size] for s in range(0, n, batch_size)]
-        if shuffle and "attention_mask" in self.extras:
-            chunks = self._length_buckets(order, batch_size, generator)
-        for idx in chunks:
-            yield self.make_batch(idx)
+        if bucket is None:
+            bucket = shuffle and "attention_mask" in self.extras
+        if bucket and not shuffle:
+            order = torch.argsort(self.bucket_lengths(), stable=True)
+        elif bucket:
+            return self._length_buckets(order, batch_size, generator)
+        return [order[s : s + batch_size] for s in range(0, n, batch_size)]
+
+    def bucket_lengths(self) -> torch.Tensor:
+        """The length a batch is padded to: a text encoder's tokens, else the steps of all modalities."""
+        if "attention_mask" in self.extras:
+            return torch.from_numpy(np.asarray(self.extras["attention_mask"]).sum(1))
+        # on the CPU, where batch indices live, also for a split kept on the GPU
+        return torch.stack([self.lengths[m] for m in self.modalities]).sum(0).cpu()
 
     def _length_buckets(
         self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None
     ) -> list[torch.Tensor]:
-        """Shuffled batches of similar token length: sort within buckets of shuffled clips,
-        then shuffle the batches. A transformer then pads (and attends over) little."""
-        tokens = torch.from_numpy(np.asarray(self.extras["attention_mask"]).sum(1))
+        """Shuffled batches of similar length: sort within buckets of shuffled clips, then
+        shuffle the batches. A transformer then pads (and attends over) little, and an LSTM
+        runs few padded steps."""
+        lengths = self.bucket_lengths()
         span = batch_size * BUCKET_BATCHES
         chunks = []
         for s in range(0, len(order), span):
             bucket = order[s : s + span]
-            bucket = bucket[torch.argsort(tokens[bucket], stable=True)]
+            bucket = bucket[torch.argsort(lengths[bucket], stable=True)]
             chunks += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
         perm = torch.randperm(len(chunks), generator=generator)
         return [chunks[i] for i in perm.tolist()]
@@ -243,6 +275,16 @@ class Batch:
             labels=self.labels.to(device, non_blocking=True),
             indices=self.indices,
             extras={k: x.to(device, non_blocking=True) for k, x in self.extras.items()},
+        )
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, which DataLoader(pin_memory=True) asks a custom batch type for."""
+        return Batch(
+            features={m: x.pin_memory() for m, x in self.features.items()},
+            masks={m: x.pin_memory() for m, x in self.masks.items()},
+            labels=self.labels.pin_memory(),
+            indices=self.indices,
+            extras={k: x.pin_memory() for k, x in self.extras.items()},
         )
 
     def __len__(self) -> int:

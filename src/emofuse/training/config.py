@@ -11,6 +11,11 @@ from typing import Any
 from emofuse.errors import UserError
 
 LABEL_KINDS = ("auto", "regression", "classification")
+AMP_KINDS = ("", "bf16")
+ADAM_KINDS = ("default", "foreach", "fused")
+# settings that change how fast a run goes, not what it computes (bf16 and fused Adam round
+# differently): they may change on --resume, and a tuning trial does not search them
+SPEED_FIELDS = ("compile", "amp", "adam", "eval_batch_size", "loader_workers", "data_on_device")
 
 
 @dataclass
@@ -56,6 +61,14 @@ class TrainConfig:
     encoder_dim: int = 64  # width of the word vectors the raw encoders hand to the model
     encoder_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> options
     model_options: dict[str, Any] = field(default_factory=dict)
+    # speed options; each is off by default, and each keeps the data and the model the same
+    compile: str = ""  # torch.compile backend ("inductor", ...); "" = eager
+    amp: str = ""  # "bf16": bfloat16 autocast on CUDA (float32 elsewhere); "" = float32
+    adam: str = "default"  # AdamW implementation: default | foreach | fused
+    bucket: bool = False  # length-bucketed training batches (a text encoder's tokens always are)
+    eval_batch_size: int = 0  # validation/test batch; 0 = 2 x batch_size
+    loader_workers: int = -1  # DataLoader worker processes; -1 = 4 on CUDA when the data stays on the host, 0 on CPU
+    data_on_device: str = "auto"  # auto: keep the dataset on the GPU when it fits | never
 
     def __post_init__(self) -> None:
         checks = {
@@ -65,6 +78,11 @@ class TrainConfig:
             "patience": self.patience >= 0,
             "grad_clip": self.grad_clip >= 0,
             "labels": self.labels in LABEL_KINDS,
+            "amp": self.amp in AMP_KINDS,
+            "adam": self.adam in ADAM_KINDS,
+            "eval_batch_size": self.eval_batch_size >= 0,
+            "loader_workers": self.loader_workers >= -1,
+            "data_on_device": self.data_on_device in ("auto", "never"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
