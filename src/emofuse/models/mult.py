@@ -18,7 +18,10 @@ source and in the memories / 0.0 when audio or vision is the source (the referen
 by the source: trans_l_with_a uses attn_dropout_a), relu 0.1, residual 0.1, embedding
 0.2, output 0.0; lr 1e-3, batch 24, grad clip 0.8 (paper; main.py's default is 1.0),
 L1 loss. They are heavy on CPU: unaligned
-MOSI at batch 32 took MMSA 12.7 GiB; tests build with layers=1.
+MOSI at batch 32 took MMSA 12.7 GiB; tests build with layers=1. Here no attention map is kept
+for backward (see multihead_attention): a CPU training step there peaks near 3 GiB, or 1.4 GiB
+with checkpointing (each layer rebuilt in backward, about 1.5x the time), which checkpoint=auto
+(the default) turns on for sequences longer than 128 steps.
 
 Departures from the reference code:
 - key padding masks from the batch masks, so no step ever attends to padding and a clip's
@@ -34,10 +37,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from emofuse.data.dataset import Batch
 from emofuse.models.base import (
@@ -68,6 +73,117 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
     return table
 
 
+# ---------------------------------------------------------------------------- attention
+# elements of one query chunk's attention map (B*heads*chunk*Lk) on the CPU dropout path: 16 MB
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def multihead_attention(
+    attn: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key_value: torch.Tensor | None,
+    attend: torch.Tensor,
+    dropout_p: float,
+) -> torch.Tensor:
+    """`attn`'s batch-first output (key = value = `key_value`, or `query` when None).
+
+    The same weights and result as nn.MultiheadAttention's forward, but the attention maps
+    (B x heads x Lq x Lk) are never kept for backward: at 375-500 unaligned steps, kept per
+    layer, they were most of MulT's 7 GiB. Without dropout (eval, or the audio/vision
+    sources) scaled_dot_product_attention's flash / memory-efficient kernels do it; CPU's take
+    no dropout, so there DropoutAttention does. `attend` (B x Lk, True = may be attended) must
+    leave every row at least one key, or that row is NaN.
+    """
+    dim, heads = attn.embed_dim, attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    if key_value is None:
+        q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
+    else:
+        w_q, w_kv = w.split([dim, 2 * dim])
+        b_q, b_kv = (None, None) if b is None else b.split([dim, 2 * dim])
+        q = F.linear(query, w_q, b_q)
+        k, v = F.linear(key_value, w_kv, b_kv).chunk(2, dim=-1)
+    q, k, v = (x.unflatten(-1, (heads, dim // heads)).transpose(1, 2) for x in (q, k, v))
+    mask = attend[:, None, None, :]
+    if dropout_p > 0.0 and q.device.type == "cpu":
+        bias = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
+        # drawn from the global generator, so torch.manual_seed (and checkpoint's RNG restore)
+        # fixes the dropout masks
+        seed = int(torch.randint(0, 2**62, ()).item())
+        out = DropoutAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), bias, dropout_p, seed)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return attn.out_proj(out.transpose(1, 2).flatten(2))
+
+
+def query_chunks(queries: int, rows: int, keys: int) -> list[slice]:
+    """Query slices whose rows x chunk x keys attention map stays near _CHUNK_ELEMENTS."""
+    size = max(1, _CHUNK_ELEMENTS // max(1, rows * keys))
+    return [slice(i, i + size) for i in range(0, queries, size)]
+
+
+class DropoutAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(E) + bias) with inverted dropout, times v; B x heads x L x E tensors.
+
+    Flash-attention style: forward keeps q, k, v, the output and each row's logsumexp, and
+    backward rebuilds the maps query chunk by query chunk, with the dropout masks redrawn from
+    `seed` in the same order. Memory is linear in the lengths (plus one chunk's maps); the
+    maps cost one more matrix product and draw in backward. The dropout distribution is
+    nn.Dropout's (keep with probability 1 - p, scale 1 / (1 - p)).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor,
+        p: float,
+        seed: int,
+    ) -> torch.Tensor:
+        scale = q.shape[-1] ** -0.5
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        lse = q.new_empty(q.shape[:-1])
+        gen = torch.Generator(device=q.device).manual_seed(seed)
+        kt = k.transpose(-2, -1)
+        for sl in query_chunks(q.shape[2], q.shape[0] * q.shape[1], k.shape[2]):
+            s = torch.matmul(q[:, :, sl], kt).mul_(scale).add_(bias)
+            lse[:, :, sl] = torch.logsumexp(s, dim=-1)
+            weights = s.sub_(lse[:, :, sl, None]).exp_()
+            weights.mul_(_keep_scaled(weights.shape, p, gen))
+            out[:, :, sl] = torch.matmul(weights, v)
+        ctx.save_for_backward(q, k, v, bias, out, lse)
+        ctx.p, ctx.seed = p, seed
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, k, v, bias, out, lse = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        grad_out = grad_out.contiguous()
+        gen = torch.Generator(device=q.device).manual_seed(ctx.seed)
+        # sum_j W_ij dW_ij = sum_e dO_ie O_ie: softmax's backward without the full map
+        delta = (grad_out * out).sum(-1, keepdim=True)
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        kt, vt = k.transpose(-2, -1), v.transpose(-2, -1)
+        for sl in query_chunks(q.shape[2], q.shape[0] * q.shape[1], k.shape[2]):
+            probs = torch.matmul(q[:, :, sl], kt).mul_(scale).add_(bias).sub_(lse[:, :, sl, None]).exp_()
+            keep = _keep_scaled(probs.shape, ctx.p, gen)
+            dv += torch.matmul((probs * keep).transpose(-2, -1), grad_out[:, :, sl])
+            # dS = P * (dW * keep - delta)
+            ds = torch.matmul(grad_out[:, :, sl], vt).mul_(keep).sub_(delta[:, :, sl]).mul_(probs)
+            dq[:, :, sl] = torch.matmul(ds, k).mul_(scale)
+            dk += torch.matmul(ds.transpose(-2, -1), q[:, :, sl]).mul_(scale)
+        return dq, dk, dv, None, None, None
+
+
+def _keep_scaled(shape: torch.Size, p: float, gen: torch.Generator) -> torch.Tensor:
+    # a uniform draw and compare, as fast_dropout (bernoulli_ is slower on CPU), in place
+    return torch.rand(shape, generator=gen, device=gen.device).ge_(p).mul_(1.0 / (1.0 - p))
+
+
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm block: attention (self, or crossmodal from `source`) then a ReLU FFN."""
 
@@ -75,6 +191,8 @@ class TransformerLayer(nn.Module):
         self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float
     ) -> None:
         super().__init__()
+        # holds the projection weights (checkpoint keys as before); its forward is not used: see
+        # multihead_attention
         self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
         # one LayerNorm for query and key/value, as the reference has it
         self.norm_attn = nn.LayerNorm(dim)
@@ -89,11 +207,13 @@ class TransformerLayer(nn.Module):
             nn.init.zeros_(fc.bias)
 
     def forward(
-        self, x: torch.Tensor, key_padding: torch.Tensor, source: torch.Tensor | None = None
+        self, x: torch.Tensor, attend: torch.Tensor, source: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """`attend`: B x source steps, True where a step may be attended."""
         q = self.norm_attn(x)
-        kv = q if source is None else self.norm_attn(source)
-        attended, _ = self.attn(q, kv, kv, key_padding_mask=key_padding, need_weights=False)
+        kv = None if source is None else self.norm_attn(source)
+        p = self.attn.dropout if self.training else 0.0
+        attended = multihead_attention(self.attn, q, kv, attend, p)
         x = x + self.res_dropout(attended)
         y = self.fc2(self.relu_dropout(F.relu(self.fc1(self.norm_ffn(x)))))
         return x + self.res_dropout(y)
@@ -111,9 +231,11 @@ class TransformerEncoder(nn.Module):
         relu_dropout: float,
         res_dropout: float,
         embed_dropout: float,
+        checkpoint_layers: bool = False,
     ) -> None:
         super().__init__()
         self.dim = dim
+        self.checkpoint_layers = checkpoint_layers
         self.scale = math.sqrt(dim)
         self.embed_dropout = FastDropout(embed_dropout)
         self.layers = nn.ModuleList(
@@ -142,15 +264,23 @@ class TransformerEncoder(nn.Module):
             assert source_mask is not None
             source = self._embed(source)
             key_mask = source_mask
-        key_padding = ~key_mask
         # a sequence with no real step would give NaN attention rows: let it see step 0
-        key_padding[:, 0] &= key_mask.any(1)
+        attend = key_mask.clone()
+        attend[:, 0] |= ~key_mask.any(1)
         for layer in self.layers:
-            x = layer(x, key_padding, source)
+            if self.checkpoint_layers and self.training and torch.is_grad_enabled():
+                # keeps only each layer's input; checkpoint restores the RNG, so the rebuilt
+                # dropout masks are the forward's
+                x = checkpoint(layer, x, attend, source, use_reentrant=False)
+            else:
+                x = layer(x, attend, source)
         return self.norm(x)
 
 
 # ---------------------------------------------------------------------------- model
+AUTO_CHECKPOINT_STEPS = 128
+
+
 @dataclass
 class MulTConfig:
     d: int = 30
@@ -165,6 +295,14 @@ class MulTConfig:
     res_dropout: float = 0.1
     embed_dropout: float = 0.2
     out_dropout: float = 0.0
+    # activation checkpointing of every transformer layer in training: less memory, more time,
+    # the same numbers. "auto": on when a modality is longer than AUTO_CHECKPOINT_STEPS steps
+    # (unaligned MOSI: 375/500 steps, 3.0 -> 1.4 GiB a step at batch 32), off for aligned data
+    checkpoint: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.checkpoint not in (True, False, "auto"):
+            raise ValueError(f"checkpoint must be true, false or auto, not {self.checkpoint!r}")
 
 
 class MulT(MultimodalModel):
@@ -174,6 +312,9 @@ class MulT(MultimodalModel):
         if c.d % c.heads:
             raise ValueError(f"MulT's d ({c.d}) must be divisible by heads ({c.heads})")
         mem_layers = c.mem_layers if c.mem_layers is not None else max(c.layers, 3)
+        checkpoint_layers = (
+            max(spec.max_lengths.values()) > AUTO_CHECKPOINT_STEPS if c.checkpoint == "auto" else bool(c.checkpoint)
+        )
         attn_drop = {
             "text": c.attn_dropout,
             "audio": c.attn_dropout_audio,
@@ -200,6 +341,7 @@ class MulT(MultimodalModel):
                         c.relu_dropout,
                         c.res_dropout,
                         c.embed_dropout,
+                        checkpoint_layers,
                     )
                     for s in keys
                 }
@@ -213,6 +355,7 @@ class MulT(MultimodalModel):
                 c.relu_dropout,
                 c.res_dropout,
                 c.embed_dropout,
+                checkpoint_layers,
             )
             combined += mem_dim
         self.proj1 = nn.Linear(combined, combined)
