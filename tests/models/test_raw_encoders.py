@@ -20,12 +20,22 @@ def test_spectro_cnn_shapes_silence_and_short_words() -> None:
     assert torch.isfinite(silent).all()
 
 
-def test_spectro_cnn_word_vectors_do_not_depend_on_batch_mates() -> None:
-    enc = create_encoder("spectro_cnn", 8).eval()
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_spectro_cnn_word_vectors_do_not_depend_on_batch_mates(norm: str) -> None:
+    enc = create_encoder("spectro_cnn", 8, norm=norm)
     x = torch.randn(4, 24, 12)
+    enc.train()
+    enc(torch.randn(16, 24, 12) * 20 - 50)  # one training step's statistics, so eval is not the init
+    enc.eval()
     alone = enc(x[:1])
     together = enc(torch.cat([x[:1], 100 * x[1:]]))[:1]
     torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
+    if norm == "group":  # per-sample statistics: invariant in training too
+        enc.train()
+        enc.config.spec_augment, enc.dropout.p = 0.0, 0.0
+        torch.testing.assert_close(enc(x[:1]), enc(torch.cat([x[:1], 100 * x[1:]]))[:1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="norm must be"):
+        create_encoder("spectro_cnn", 8, norm="layer")
 
 
 def test_unknown_encoder_and_option_are_named() -> None:

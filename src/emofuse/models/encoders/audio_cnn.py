@@ -2,14 +2,19 @@
 
 Section 1a of the paper: audio is "a 2D CNN over a time-frequency representation per word span".
 Input: N x n_mels x T log-mel patches (one per word; N = words of a batch, padding removed);
-output: N x out_dim. Blocks of conv3x3 -> GroupNorm -> ReLU -> max-pool (one conv per block and
+output: N x out_dim. Blocks of conv3x3 -> BatchNorm -> ReLU -> max-pool (one conv per block and
 channels doubling while the map shrinks 4x, so every block costs about the same); then a mean over
 frequency and the mean and max over time, so a patch of any T gives the same width.
 
-GroupNorm rather than BatchNorm: statistics per sample, so a word's vector does not depend on
-the other words and clips in its batch (the padding and batch-mate invariance every emofuse
-model keeps). The dB values are mapped by a fixed affine map by default, which keeps loudness (angry
-and happy speech is louder than sad); `normalize="patch"` standardises each patch instead.
+BatchNorm by default (`norm="batch"`): in evaluation it uses its running statistics, so a word's
+vector does not depend on the other words and clips in its batch (the batch-mate invariance every
+emofuse model keeps at prediction time); only training batches share statistics. GroupNorm
+(`norm="group"`, statistics per sample) keeps that invariance in training too, but it normalises
+each patch's level away after the first convolution and learned far slower: on RAVDESS, 12 epochs
+without regularisation ended at training loss 1.70 (34 % validation accuracy) with GroupNorm and
+1.16 (45 %) with BatchNorm. The dB values are mapped by a fixed affine map by default, which keeps
+loudness (angry and happy speech is louder than sad); `normalize="patch"` standardises each patch
+instead.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ LEVEL_CENTER_DB, LEVEL_SCALE_DB = -50.0, 20.0
 class SpectroCNNConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     dropout: float = 0.2
-    groups: int = 8  # GroupNorm groups (each block's channels must divide by it)
+    norm: str = "batch"  # "batch" or "group" (see the module docstring)
+    groups: int = 8  # GroupNorm groups, with norm="group" (each block's channels must divide by it)
     spec_augment: float = 0.0  # training only: fraction of mel bands and time steps masked out
     # "level": keep how loud a word is (a fixed affine map of the dB values: arousal lives in it);
     # "patch": standardise each patch on its own (only the spectral shape is left)
@@ -38,7 +44,9 @@ class SpectroCNNConfig:
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
-        if not self.channels or any(c % self.groups for c in self.channels):
+        if self.norm not in ("batch", "group"):
+            raise ValueError(f"norm must be 'batch' or 'group', not {self.norm!r}")
+        if not self.channels or (self.norm == "group" and any(c % self.groups for c in self.channels)):
             raise ValueError(f"channels {self.channels} must be non-empty and divisible by groups={self.groups}")
         if self.normalize not in ("level", "patch"):
             raise ValueError(f"normalize must be 'level' or 'patch', not {self.normalize!r}")
@@ -55,7 +63,7 @@ class SpectroCNN(nn.Module):
         for ch in config.channels:
             blocks += [
                 nn.Conv2d(in_ch, ch, 3, padding=1, bias=False),
-                nn.GroupNorm(config.groups, ch),
+                nn.BatchNorm2d(ch) if config.norm == "batch" else nn.GroupNorm(config.groups, ch),
                 nn.ReLU(inplace=True),
                 # ceil_mode: a 1-step patch (a very short word) still survives every block
                 nn.MaxPool2d(2, ceil_mode=True),
