@@ -36,6 +36,19 @@ SAMPLE_CLIPS = {
 NEW_SENTENCE = "what a wonderful film"
 
 
+def write_sample_folder(folder: Path) -> Path:
+    """An MMSA-FET folder of the SAMPLE_CLIPS: Raw/<video>/<clip>.mp4 spoken by espeak, and label.csv."""
+    import pandas as pd
+
+    rows = []
+    for (vid, cid), (text, mode, label) in SAMPLE_CLIPS.items():
+        speaking_clip(folder / "Raw" / vid / f"{cid}.mp4", text.split())
+        rows.append((vid, cid, text, label, "x", mode))
+    pd.DataFrame(rows, columns=["video_id", "clip_id", "text", "label", "annotation", "mode"]).to_csv(
+        folder / "label.csv", index=False)
+    return folder
+
+
 def missing_for_tests(extra_modules: tuple[str, ...] = ()) -> list[str]:
     """What a test of the extraction stack (plus `extra_modules`) lacks here: modules and tools."""
     import importlib.util

@@ -6,17 +6,16 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
 from extract_media import (  # noqa: E402
     NEW_SENTENCE,
-    SAMPLE_CLIPS,
     broken_inputs,
     missing_for_tests,
     speaking_clip,
     speech,
+    write_sample_folder,
     write_wav,
 )
 
@@ -26,7 +25,7 @@ MISSING = missing_for_tests()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
                                 "(bash scripts/install_extract.sh)")
 
-CLIPS, NEW = SAMPLE_CLIPS, NEW_SENTENCE
+NEW = NEW_SENTENCE
 
 
 def _errors(stderr: str) -> list[str]:
@@ -39,12 +38,7 @@ def _errors(stderr: str) -> list[str]:
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A generated MMSA-FET folder, extracted, and two 1-epoch runs (T+A+V aligned, T+A unaligned) on it."""
     root = tmp_path_factory.mktemp("e2e")
-    rows = []
-    for (vid, cid), (text, mode, label) in CLIPS.items():
-        speaking_clip(root / "fet" / "Raw" / vid / f"{cid}.mp4", text.split())
-        rows.append((vid, cid, text, label, "x", mode))
-    pd.DataFrame(rows, columns=["video_id", "clip_id", "text", "label", "annotation", "mode"]).to_csv(
-        root / "fet" / "label.csv", index=False)
+    write_sample_folder(root / "fet")
     cache = root / "cache"
     assert main(["extract", str(root / "fet"), "--out", str(root / "feat.pkl"), "--cache", str(cache),
                  "--quiet"]) == 0

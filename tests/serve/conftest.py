@@ -6,17 +6,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
-from extract_media import NEW_SENTENCE, SAMPLE_CLIPS, broken_inputs, missing_for_tests, speaking_clip  # noqa: E402
+from extract_media import NEW_SENTENCE, broken_inputs, missing_for_tests, speaking_clip, write_sample_folder  # noqa: E402
 
 MISSING = missing_for_tests(("fastapi", "uvicorn", "python_multipart", "httpx"))
 SKIP_REASON = (f"serve tests need the extraction stack and the serve extra, missing: {MISSING} "
                "(bash scripts/install_extract.sh; bash scripts/install_serve.sh)")
 
-CLIPS, NEW = SAMPLE_CLIPS, NEW_SENTENCE
+NEW = NEW_SENTENCE
 
 
 @pytest.fixture(scope="package")
@@ -28,12 +27,7 @@ def served(tmp_path_factory) -> dict:
     from emofuse.serve import PredictorPool
 
     root = tmp_path_factory.mktemp("serve")
-    rows = []
-    for (vid, cid), (text, mode, label) in CLIPS.items():
-        speaking_clip(root / "fet" / "Raw" / vid / f"{cid}.mp4", text.split())
-        rows.append((vid, cid, text, label, "x", mode))
-    pd.DataFrame(rows, columns=["video_id", "clip_id", "text", "label", "annotation", "mode"]).to_csv(
-        root / "fet" / "label.csv", index=False)
+    write_sample_folder(root / "fet")
     assert main(["extract", str(root / "fet"), "--out", str(root / "feat.pkl"), "--cache", str(root / "cache"),
                  "--quiet"]) == 0
     assert main(["train", "--data", str(root / "feat.pkl"), "--model", "fusion_matched", "--modalities", "T+A+V",
