@@ -24,9 +24,9 @@ def predict(
     model.eval()
     outs, order = [], []
     with torch.inference_mode():
-        for idx in data.batch_indices(batch_size, bucket=True):
-            outs.append(model(data.make_batch(idx).to(device)).prediction.float().cpu())
-            order.append(idx)
+        for batch in data.batches(batch_size, bucket=True):
+            order.append(batch.indices)
+            outs.append(model(batch.to(device)).prediction.float().cpu())
     preds = torch.cat(outs)
     return preds[torch.argsort(torch.cat(order))].numpy()
 
