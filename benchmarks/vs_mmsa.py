@@ -6,6 +6,7 @@ Runs in the benchmark's own environment (MMSA is not an emofuse dependency):
     .venv-bench/bin/python benchmarks/vs_mmsa.py --quick
     .venv-bench/bin/python benchmarks/vs_mmsa.py --rounds 3 --steps 4
     .venv-bench/bin/python benchmarks/vs_mmsa.py --accuracy --seeds 0 1 2 --epochs 8
+    .venv-bench/bin/python benchmarks/vs_mmsa.py --epoch --rounds 2
 
 Speed. For TFN, LMF, MFN, MCTN and MulT, MMSA's model is built by MMSA's own code (AMIO) from
 its MOSI regression configuration (config/config_regression.json, the EasyDict that
@@ -48,6 +49,21 @@ MMSA's CPU path, worked around here without editing installed files:
 - Unaligned MulT at batch 32 takes MMSA about 12.7 GiB and ~50 s a step: it runs with
   `--mmsa-mult-unaligned-steps` steps (default 2, no warm-up) and only when the machine has
   `--mmsa-mult-unaligned-min-gib` of memory available; otherwise the row says it was skipped.
+
+A training epoch at MOSI's real lengths (--epoch). The per-step table above pads every clip to
+50 words, which is MMSA's whole workload but not emofuse's: emofuse trims each batch to its
+longest real clip, and with `train --bucket` batches clips of similar length together. Here each
+side trains one epoch over a MOSI-shaped training split whose clip lengths are the real MOSI
+training split's word counts (../shared/data/mosi/label.csv, 1,284 clips, mean 12 words, capped at
+50), aligned layout, random features (zero past each clip's length, as in MMSA's pickles):
+- MMSA: its loader's fixed 50-step arrays in shuffled batches of 32 (audio/vision time-means over
+  all 50 steps where need_normalized, as its loader computes them);
+- emofuse: `MultimodalDataset.batches` as the trainer calls it, shuffled batches of 32 trimmed to
+  their longest clip, without (`emofuse`) and with (`emofuse --bucket`) length bucketing.
+emofuse's models respect the masks, so what they compute for a clip does not depend on its
+batch-mates' padding (tests check it); MMSA's TFN/MFN/MulT run their text LSTM or attention over
+the padding. Reported: seconds per epoch (the first step, a warm-up, left out on every side), mean
+ms per step, the mean number of steps a batch is padded to, the ratio to MMSA and peak memory.
 
 Accuracy (--accuracy). Both implementations train on the same SYNTHETIC MOSI-shaped regression
 set (emofuse.data.synthetic with 768/5/20 features and a planted signal; every clip full
@@ -270,6 +286,104 @@ def measure(side: str, name: str, layout: str, mode: str, steps: int, warmup: in
     }
 
 
+# ---------------------------------------------------------------------------- epoch at real lengths
+EPOCH_SIDES = ("mmsa", "emofuse", "emofuse --bucket")
+
+
+def mosi_train_lengths(label_csv: str) -> list[int]:
+    """Word counts of MOSI's training split (label.csv `text`, mode 'train'), capped at 50."""
+    import csv
+
+    with open(label_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["mode"] == "train"]
+    if not rows:
+        raise SystemExit(f"{label_csv}: no rows with mode 'train'")
+    return [max(1, min(LAYOUTS["aligned"]["text"], len(r["text"].split()))) for r in rows]
+
+
+def measure_epoch(side: str, name: str, word_counts: list[int], seed: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from emofuse.data.dataset import MultimodalDataset
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    lengths = LAYOUTS["aligned"]
+    n = len(word_counts)
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.tensor(word_counts)
+    real = torch.arange(lengths["text"])[None, :] < counts[:, None]  # N x 50, prefix masks
+    feats = {m: torch.randn(n, lengths[m], MOSI_DIMS[m], generator=g) * real[..., None] for m in MOSI_DIMS}
+    labels = torch.rand(n, generator=g) * 6 - 3
+    rss_before = _rss_mib()
+    impl = make_side("mmsa" if side == "mmsa" else "emofuse", name, lengths)
+    model = impl.model
+    model.train()
+    opt = make_optimizer(model.parameters(), 1e-3, "default")
+    order = torch.Generator().manual_seed(seed + 1)
+    if side == "mmsa":
+        perm = torch.randperm(n, generator=order)
+        batches = [(impl.prepare({m: x[idx] for m, x in feats.items()}), labels[idx], lengths["text"])
+                   for idx in (perm[i : i + BATCH] for i in range(0, n, BATCH)) if len(idx) > 1]
+    else:
+        data = MultimodalDataset(features=feats, lengths={m: counts for m in MOSI_DIMS}, labels=labels,
+                                 ids=[str(i) for i in range(n)], raw_text=[""] * n, source="MOSI-shaped")
+        batches = [(b, b.labels, b.features["text"].shape[1])
+                   for b in data.batches(BATCH, shuffle=True, generator=order, bucket=side.endswith("--bucket"))
+                   if len(b.labels) > 1]  # BatchNorm (TFN/LMF subnets) needs two clips
+    times = []
+    for inputs, y, _ in batches:
+        start = time.perf_counter()
+        pred, own = impl.forward(inputs, y)
+        loss = own if own is not None else F.l1_loss(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return {
+        "side": side, "model": name, "epoch_s": sum(times[1:]), "ms_per_step": 1000 * statistics.mean(times[1:]),
+        "steps": len(times), "padded_to": statistics.mean(b[2] for b in batches),
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_mib": rss_before,
+    }
+
+
+def epoch(args: argparse.Namespace) -> None:
+    word_counts = mosi_train_lengths(args.mosi_labels)
+    results: dict[tuple, list[dict]] = {}
+    errors: dict[tuple, str] = {}
+    for r in range(args.rounds):
+        for name in args.models:
+            for side in EPOCH_SIDES if r % 2 == 0 else EPOCH_SIDES[::-1]:
+                payload = {"kind": "epoch", "side": side, "model": name, "word_counts": word_counts, "seed": r}
+                res = run_child(payload, args.timeout)
+                if "error" in res:
+                    errors[(name, side)] = res["error"]
+                    print(f"round {r}: {name} {side}: {res['error']}", file=sys.stderr)
+                    continue
+                results.setdefault((name, side), []).append(res)
+                print(f"round {r}: {name} {side}: {res['epoch_s']:.1f} s/epoch, {res['ms_per_step']:.0f} ms/step, "
+                      f"padded to {res['padded_to']:.1f}, peak {res['peak_mib']:.0f} MiB", file=sys.stderr, flush=True)
+    print(f"\nCPU, 1 thread, one training epoch over a MOSI-shaped split with MOSI's real training-split "
+          f"lengths ({len(word_counts)} clips, mean {statistics.mean(word_counts):.1f} words), aligned, "
+          f"batch {BATCH}, plain Adam; median over {args.rounds} round(s), one subprocess each, sides "
+          "alternating; ratio = emofuse / MMSA seconds per epoch; peak = max RSS of the subprocess")
+    print("| model | side | s / epoch | ms / step | padded to (steps) | / MMSA | peak MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        base = results.get((name, "mmsa"))
+        base_s = statistics.median(r["epoch_s"] for r in base) if base else None
+        for side in EPOCH_SIDES:
+            runs = results.get((name, side))
+            if not runs:
+                print(f"| {name} | {side} | {errors.get((name, side), 'not run')} | | | | |")
+                continue
+            s_ep = statistics.median(r["epoch_s"] for r in runs)
+            ratio = f"{s_ep / base_s:.2f}x" if base_s else "-"
+            print(f"| {name} | {side} | {s_ep:.1f} | {statistics.median(r['ms_per_step'] for r in runs):.0f} | "
+                  f"{runs[0]['padded_to']:.1f} | {ratio} | {max(r['peak_mib'] for r in runs):.0f} |")
+
+
 # ---------------------------------------------------------------------------- accuracy
 def train_accuracy(side: str, name: str, seed: int, epochs: int, n_train: int, n_test: int, words: int) -> dict:
     import numpy as np
@@ -470,12 +584,19 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=480)
     parser.add_argument("--n-test", type=int, default=256)
     parser.add_argument("--words", type=int, default=20)
+    parser.add_argument("--epoch", action="store_true",
+                        help="one training epoch at MOSI's real clip lengths, emofuse's batching against MMSA's")
+    parser.add_argument("--mosi-labels", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                                              "shared", "data", "mosi", "label.csv"),
+                        help="MOSI's label.csv, for --epoch's clip lengths")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         p = json.loads(args.child)
         if p["kind"] == "speed":
             out = measure(p["side"], p["model"], p["layout"], p["mode"], p["steps"], p["warmup"], p["adam"])
+        elif p["kind"] == "epoch":
+            out = measure_epoch(p["side"], p["model"], p["word_counts"], p["seed"])
         else:
             out = train_accuracy(p["side"], p["model"], p["seed"], p["epochs"], p["n_train"], p["n_test"],
                                  p["words"])
@@ -489,6 +610,11 @@ def main() -> None:
             args.seeds, args.epochs, args.n_train, args.n_test, args.words = args.seeds[:1], 1, 64, 64, 10
     if args.accuracy:
         accuracy(args)
+    elif args.epoch:
+        if not os.path.exists(args.mosi_labels):
+            raise SystemExit(f"--epoch needs MOSI's label.csv for the clip lengths: {args.mosi_labels} is missing "
+                             "(pass --mosi-labels PATH)")
+        epoch(args)
     else:
         speed(args)
 
