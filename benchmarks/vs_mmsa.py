@@ -59,7 +59,8 @@ training split's word counts (../shared/data/mosi/label.csv, 1,284 clips, mean 1
 - MMSA: its loader's fixed 50-step arrays in shuffled batches of 32 (audio/vision time-means over
   all 50 steps where need_normalized, as its loader computes them);
 - emofuse: `MultimodalDataset.batches` as the trainer calls it, shuffled batches of 32 trimmed to
-  their longest clip, without (`emofuse`) and with (`emofuse --bucket`) length bucketing.
+  their longest clip, without (`emofuse`) and with (`emofuse --bucket`) length bucketing, and the
+  latter with the fused Adam kernel (`--adam fused`; the same update, computed in one kernel).
 emofuse's models respect the masks, so what they compute for a clip does not depend on its
 batch-mates' padding (tests check it); MMSA's TFN/MFN/MulT run their text LSTM or attention over
 the padding. Reported: seconds per epoch (the first step, a warm-up, left out on every side), mean
@@ -287,7 +288,7 @@ def measure(side: str, name: str, layout: str, mode: str, steps: int, warmup: in
 
 
 # ---------------------------------------------------------------------------- epoch at real lengths
-EPOCH_SIDES = ("mmsa", "emofuse", "emofuse --bucket")
+EPOCH_SIDES = ("mmsa", "emofuse", "emofuse --bucket", "emofuse --bucket --adam fused")
 
 
 def mosi_train_lengths(label_csv: str) -> list[int]:
@@ -320,7 +321,7 @@ def measure_epoch(side: str, name: str, word_counts: list[int], seed: int) -> di
     impl = make_side("mmsa" if side == "mmsa" else "emofuse", name, lengths)
     model = impl.model
     model.train()
-    opt = make_optimizer(model.parameters(), 1e-3, "default")
+    opt = make_optimizer(model.parameters(), 1e-3, "fused" if side.endswith("--adam fused") else "default")
     order = torch.Generator().manual_seed(seed + 1)
     if side == "mmsa":
         perm = torch.randperm(n, generator=order)
@@ -330,7 +331,7 @@ def measure_epoch(side: str, name: str, word_counts: list[int], seed: int) -> di
         data = MultimodalDataset(features=feats, lengths={m: counts for m in MOSI_DIMS}, labels=labels,
                                  ids=[str(i) for i in range(n)], raw_text=[""] * n, source="MOSI-shaped")
         batches = [(b, b.labels, b.features["text"].shape[1])
-                   for b in data.batches(BATCH, shuffle=True, generator=order, bucket=side.endswith("--bucket"))
+                   for b in data.batches(BATCH, shuffle=True, generator=order, bucket="--bucket" in side)
                    if len(b.labels) > 1]  # BatchNorm (TFN/LMF subnets) needs two clips
     times = []
     for inputs, y, _ in batches:
