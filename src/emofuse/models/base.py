@@ -371,5 +371,6 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if p >= 1.0:
         return x * 0.0
-    keep = torch.rand(x.shape, device=x.device) >= p
-    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+    # the uniform draws become the scaled mask in place: no boolean tensor and no dtype copy
+    keep = torch.rand(x.shape, device=x.device).ge_(p).mul_(1.0 / (1.0 - p))
+    return x * (keep if x.dtype == keep.dtype else keep.to(x.dtype))

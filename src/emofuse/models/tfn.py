@@ -139,7 +139,10 @@ def tensor_fusion(hs: list[torch.Tensor]) -> torch.Tensor:
     """flatten([1; h_1] (x) [1; h_2] (x) ...): B x prod(d_i + 1), first factor slowest."""
     z = with_one(hs[0])
     for h in hs[1:]:
-        z = torch.einsum("bi,bj->bij", z, with_one(h)).flatten(1)
+        # a batched (B x n x 1) @ (B x 1 x m) product: its backward is two matrix-vector
+        # products, where einsum's broadcast multiply-and-sum took about 4x as long (TFN's z is
+        # 140k wide per clip)
+        z = torch.bmm(z.unsqueeze(2), with_one(h).unsqueeze(1)).flatten(1)
     return z
 
 
