@@ -233,6 +233,21 @@ def test_lmf_rank_one_by_hand() -> None:
     torch.testing.assert_close(model.head(fused), torch.tensor([[2.0 * expected_product + 0.25]]))
 
 
+def test_tensor_fusion_and_its_gradients_are_the_outer_product() -> None:
+    # z is computed by batched matmuls for speed; it must stay flatten([1;t] x [1;a] x [1;v])
+    torch.manual_seed(0)
+    hs = [torch.randn(4, d, dtype=torch.float64, requires_grad=True) for d in (3, 2, 5)]
+    one = [torch.cat([torch.ones(4, 1, dtype=torch.float64), h], 1) for h in hs]
+    want = (one[0][:, :, None, None] * one[1][:, None, :, None] * one[2][:, None, None, :]).flatten(1)
+    got = tensor_fusion(hs)
+    torch.testing.assert_close(got, want)
+    upstream = torch.randn_like(want)
+    grads_got = torch.autograd.grad(got, hs, upstream)
+    grads_want = torch.autograd.grad(want, hs, upstream)
+    for g, w in zip(grads_got, grads_want):
+        torch.testing.assert_close(g, w)
+
+
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_lmf_equals_tensor_fusion_with_its_low_rank_weight(task: str) -> None:
     model = build("lmf", MODS, task, rank=3, text_out=2, audio_hidden=3, vision_hidden=2).eval()
