@@ -242,9 +242,21 @@ def make_optimizer(params: Any, lr: float, adam: str) -> Any:
 
 
 # ---------------------------------------------------------------------------- one measurement
+def timed_train_step(impl: MMSASide | EmofuseSide, opt: Any, inputs: Any, labels: Any) -> float:
+    """Seconds for forward + loss (L1, or the model's own) + backward + optimiser step."""
+    import torch.nn.functional as F
+
+    start = time.perf_counter()
+    pred, own = impl.forward(inputs, labels)
+    loss = own if own is not None else F.l1_loss(pred, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
 def measure(side: str, name: str, layout: str, mode: str, steps: int, warmup: int, adam: str) -> dict:
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -259,14 +271,9 @@ def measure(side: str, name: str, layout: str, mode: str, steps: int, warmup: in
         model.train()
         opt = make_optimizer(model.parameters(), 1e-3, adam)
         for i in range(warmup + steps):
-            start = time.perf_counter()
-            pred, own = impl.forward(inputs, labels)
-            loss = own if own is not None else F.l1_loss(pred, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            seconds = timed_train_step(impl, opt, inputs, labels)
             if i >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(seconds)
     else:
         model.eval()
         with torch.inference_mode():
@@ -304,7 +311,6 @@ def mosi_train_lengths(label_csv: str) -> list[int]:
 
 def measure_epoch(side: str, name: str, word_counts: list[int], seed: int) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from emofuse.data.dataset import MultimodalDataset
 
@@ -333,15 +339,7 @@ def measure_epoch(side: str, name: str, word_counts: list[int], seed: int) -> di
         batches = [(b, b.labels, b.features["text"].shape[1])
                    for b in data.batches(BATCH, shuffle=True, generator=order, bucket="--bucket" in side)
                    if len(b.labels) > 1]  # BatchNorm (TFN/LMF subnets) needs two clips
-    times = []
-    for inputs, y, _ in batches:
-        start = time.perf_counter()
-        pred, own = impl.forward(inputs, y)
-        loss = own if own is not None else F.l1_loss(pred, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
+    times = [timed_train_step(impl, opt, inputs, y) for inputs, y, _ in batches]
     return {
         "side": side, "model": name, "epoch_s": sum(times[1:]), "ms_per_step": 1000 * statistics.mean(times[1:]),
         "steps": len(times), "padded_to": statistics.mean(b[2] for b in batches),
