@@ -67,7 +67,7 @@ the padding. Reported: seconds per epoch (the first step, a warm-up, left out on
 ms per step, the mean number of steps a batch is padded to, the ratio to MMSA and peak memory.
 
 Accuracy (--accuracy). Both implementations train on the same SYNTHETIC MOSI-shaped regression
-set (emofuse.data.synthetic with 768/5/20 features and a planted signal; every clip full
+set (emofuse.data.synthetic with 768/5/20 features by default, `--dims` to change them, and a planted signal; every clip full
 length, shorter than MOSI's 50 words to keep it fast) for the same epochs, batch, learning rate
 (MMSA's MOSI lr for the model) and gradient clipping (MMSA's, where it has one), plain Adam,
 the same shuffling per seed; test MAE and Acc-2 (non-zero labels, MMSA's definition) are
@@ -164,13 +164,14 @@ def import_mmsa() -> tuple[Any, Any]:
 class MMSASide:
     """MMSA's model as MMSA's runner builds and feeds it."""
 
-    def __init__(self, name: str, lengths: dict[str, int]) -> None:
+    def __init__(self, name: str, lengths: dict[str, int], dims: dict[str, int] | None = None) -> None:
         get_config_regression, amio = import_mmsa()
+        dims = dims or MOSI_DIMS
         args = get_config_regression(name, "mosi")
         # the fields MMSA's runner (run.py) adds before building the model
         args.train_mode = "regression"
         args.device = "cpu"
-        args.feature_dims = [MOSI_DIMS["text"], MOSI_DIMS["audio"], MOSI_DIMS["vision"]]
+        args.feature_dims = [dims["text"], dims["audio"], dims["vision"]]
         args.seq_lens = [lengths["text"], lengths["audio"], lengths["vision"]]
         self.args = args
         self.name = name
@@ -206,10 +207,12 @@ MULT_AS_MMSA = {
 
 
 class EmofuseSide:
-    def __init__(self, name: str, lengths: dict[str, int], mult_config: str = "emofuse") -> None:
+    def __init__(
+        self, name: str, lengths: dict[str, int], mult_config: str = "emofuse", dims: dict[str, int] | None = None
+    ) -> None:
         from emofuse.models import ModelSpec, create_model
 
-        spec = ModelSpec(("text", "audio", "vision"), dict(MOSI_DIMS), dict(lengths))
+        spec = ModelSpec(("text", "audio", "vision"), dict(dims or MOSI_DIMS), dict(lengths))
         options = MULT_AS_MMSA if name == "mult" and mult_config == "mmsa" else {}
         self.model = create_model(name, spec, **options)
         self.name = name
@@ -396,7 +399,8 @@ def epoch(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------- accuracy
 def train_accuracy(
-    side: str, name: str, seed: int, epochs: int, n_train: int, n_test: int, words: int, mult_config: str
+    side: str, name: str, seed: int, epochs: int, n_train: int, n_test: int, words: int, mult_config: str,
+    dims: dict[str, int],
 ) -> dict:
     import numpy as np
     import torch
@@ -409,25 +413,25 @@ def train_accuracy(
     torch.manual_seed(seed)
     cfg = SyntheticConfig(
         n_train=n_train, n_valid=2, n_test=n_test, max_words=words, min_words=words,
-        text_dim=MOSI_DIMS["text"], audio_dim=MOSI_DIMS["audio"], vision_dim=MOSI_DIMS["vision"], seed=seed,
+        text_dim=dims["text"], audio_dim=dims["audio"], vision_dim=dims["vision"], seed=seed,
     )
     data = make_synthetic(cfg)
-    lengths = {m: words for m in MOSI_DIMS}
+    lengths = {m: words for m in dims}
     # the learning rate and clipping of MMSA's MOSI config, for both sides
-    reference = MMSASide(name, lengths) if side == "mmsa" else None
+    reference = MMSASide(name, lengths, dims) if side == "mmsa" else None
     if reference is None:
         torch.manual_seed(seed)
         get_config_regression = _config_only()
         args = get_config_regression(name, "mosi")
         lr = float(args.get("learning_rate", args.get("init_lr", 1e-3)))
         clip = float(args.get("grad_clip", 0.0) or 0.0)
-        impl: MMSASide | EmofuseSide = EmofuseSide(name, lengths, mult_config)
+        impl: MMSASide | EmofuseSide = EmofuseSide(name, lengths, mult_config, dims)
     else:
         impl, lr, clip = reference, reference.lr, reference.grad_clip
     model = impl.model
     opt = make_optimizer(model.parameters(), lr, "default")
     train, test = data.train, data.test
-    x_train = {m: train.features[m] for m in MOSI_DIMS}
+    x_train = {m: train.features[m] for m in dims}
     y_train = train.labels.float()
     order = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -453,7 +457,7 @@ def train_accuracy(
     with torch.inference_mode():
         # in order, batches of 32: MMSA's MCTN mixes a batch's clips (it recurs over the batch axis)
         for i in range(0, len(y_test), BATCH):
-            inputs = impl.prepare({m: test.features[m][i : i + BATCH] for m in MOSI_DIMS})
+            inputs = impl.prepare({m: test.features[m][i : i + BATCH] for m in dims})
             pred, _ = impl.forward(inputs, y_test[i : i + BATCH])
             preds.append(pred.detach())
     p = torch.cat(preds).numpy().astype(np.float64)
@@ -546,7 +550,7 @@ def accuracy(args: argparse.Namespace) -> None:
             for side in SIDES if seed % 2 == 0 else SIDES[::-1]:
                 payload = {"kind": "accuracy", "side": side, "model": name, "seed": seed, "epochs": args.epochs,
                            "n_train": args.n_train, "n_test": args.n_test, "words": args.words,
-                           "mult_config": args.mult_config}
+                           "mult_config": args.mult_config, "dims": args.dims}
                 res = run_child(payload, None)
                 if "error" in res:
                     print(f"{name} {side} seed {seed}: {res['error']}", file=sys.stderr)
@@ -560,7 +564,8 @@ def accuracy(args: argparse.Namespace) -> None:
         spread = f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""
         return f"{statistics.mean(vals):.3f}{spread}"
 
-    print(f"\nSYNTHETIC MOSI-shaped regression (emofuse.data.synthetic, text/audio/vision 768/5/20, "
+    dims = "/".join(str(v) for v in args.dims.values())
+    print(f"\nSYNTHETIC MOSI-shaped regression (emofuse.data.synthetic, text/audio/vision {dims}, "
           f"{args.words} steps, {args.n_train} train / {args.n_test} test clips), {args.epochs} epochs, "
           f"batch {BATCH}, plain Adam at MMSA's MOSI lr, MMSA's grad clip; seeds {args.seeds}; "
           "mean ± sd over seeds")
@@ -601,6 +606,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=480)
     parser.add_argument("--n-test", type=int, default=256)
     parser.add_argument("--words", type=int, default=20)
+    parser.add_argument("--dims", default="768,5,20",
+                        help="--accuracy: text,audio,vision feature sizes of the synthetic set (MOSI's by default)")
     parser.add_argument("--mult-config", default="emofuse", choices=["emofuse", "mmsa"],
                         help="--accuracy: emofuse's MulT with its own defaults, or with MMSA's MOSI settings "
                              "where emofuse has the option (MULT_AS_MMSA)")
@@ -619,10 +626,11 @@ def main() -> None:
             out = measure_epoch(p["side"], p["model"], p["word_counts"], p["seed"])
         else:
             out = train_accuracy(p["side"], p["model"], p["seed"], p["epochs"], p["n_train"], p["n_test"],
-                                 p["words"], p.get("mult_config", "emofuse"))
+                                 p["words"], p.get("mult_config", "emofuse"), p.get("dims", MOSI_DIMS))
         print(json.dumps(out))
         return
     import_mmsa()  # fail early, with the set-up hint, outside the benchmark's venv
+    args.dims = dict(zip(("text", "audio", "vision"), (int(x) for x in args.dims.split(","))))
     args.threads_note = "1 thread"
     if args.quick:
         args.rounds, args.steps, args.mmsa_mult_unaligned_steps = 1, 1, 0
