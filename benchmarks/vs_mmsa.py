@@ -67,8 +67,8 @@ the padding. Reported: seconds per epoch (the first step, a warm-up, left out on
 ms per step, the mean number of steps a batch is padded to, the ratio to MMSA and peak memory.
 
 Accuracy (--accuracy). Both implementations train on the same SYNTHETIC MOSI-shaped regression
-set (emofuse.data.synthetic with 768/5/20 features by default, `--dims` to change them, and a planted signal; every clip full
-length, shorter than MOSI's 50 words to keep it fast) for the same epochs, batch, learning rate
+set (emofuse.data.synthetic with 768/5/20 features by default, `--dims` to change them, and a
+planted signal; every clip full length, shorter than MOSI's 50 words to keep it fast) for the same epochs, batch, learning rate
 (MMSA's MOSI lr for the model) and gradient clipping (MMSA's, where it has one), plain Adam,
 the same shuffling per seed; test MAE and Acc-2 (non-zero labels, MMSA's definition) are
 reported per model as mean and spread over seeds.
@@ -317,7 +317,11 @@ def mosi_train_lengths(label_csv: str) -> list[int]:
     import csv
 
     with open(label_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["mode"] == "train"]
+        reader = csv.DictReader(f)
+        missing = {"mode", "text"} - set(reader.fieldnames or ())
+        if missing:
+            raise SystemExit(f"{label_csv}: no column(s) {sorted(missing)}; --epoch needs MOSI's label.csv")
+        rows = [r for r in reader if r["mode"] == "train"]
     if not rows:
         raise SystemExit(f"{label_csv}: no rows with mode 'train'")
     return [max(1, min(LAYOUTS["aligned"]["text"], len(r["text"].split()))) for r in rows]
@@ -462,8 +466,10 @@ def train_accuracy(
             preds.append(pred.detach())
     p = torch.cat(preds).numpy().astype(np.float64)
     y = y_test.numpy().astype(np.float64)
+    # the floor: a model whose MAE is not under this one has learned nothing
+    mean_mae = mae(np.full_like(y, float(y_train.mean())), y)
     return {
-        "side": side, "model": name, "seed": seed, "mae": mae(p, y), "mean_mae": mae(np.full_like(y, float(y_train.mean())), y), "acc2": acc2_non0(p, y)[0],
+        "side": side, "model": name, "seed": seed, "mae": mae(p, y), "mean_mae": mean_mae, "acc2": acc2_non0(p, y)[0],
         "train_s": train_s, "lr": lr, "clip": clip,
     }
 
@@ -613,9 +619,9 @@ def main() -> None:
                              "where emofuse has the option (MULT_AS_MMSA)")
     parser.add_argument("--epoch", action="store_true",
                         help="one training epoch at MOSI's real clip lengths, emofuse's batching against MMSA's")
-    parser.add_argument("--mosi-labels", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                                              "shared", "data", "mosi", "label.csv"),
-                        help="MOSI's label.csv, for --epoch's clip lengths")
+    parser.add_argument("--mosi-labels",
+                        help="MOSI's label.csv, for --epoch's clip lengths (default: the shared data's, found as "
+                             "emofuse.data.shared_data finds it)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -626,11 +632,17 @@ def main() -> None:
             out = measure_epoch(p["side"], p["model"], p["word_counts"], p["seed"])
         else:
             out = train_accuracy(p["side"], p["model"], p["seed"], p["epochs"], p["n_train"], p["n_test"],
-                                 p["words"], p.get("mult_config", "emofuse"), p.get("dims", MOSI_DIMS))
+                                 p["words"], p["mult_config"], p["dims"])
         print(json.dumps(out))
         return
     import_mmsa()  # fail early, with the set-up hint, outside the benchmark's venv
-    args.dims = dict(zip(("text", "audio", "vision"), (int(x) for x in args.dims.split(","))))
+    try:
+        sizes = [int(x) for x in args.dims.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) != 3 or min(sizes) < 1:
+        parser.error(f"--dims {args.dims!r}: give three positive sizes, text,audio,vision (e.g. 768,5,20)")
+    args.dims = dict(zip(("text", "audio", "vision"), sizes))
     args.threads_note = "1 thread"
     if args.quick:
         args.rounds, args.steps, args.mmsa_mult_unaligned_steps = 1, 1, 0
@@ -639,9 +651,16 @@ def main() -> None:
     if args.accuracy:
         accuracy(args)
     elif args.epoch:
-        if not os.path.exists(args.mosi_labels):
-            raise SystemExit(f"--epoch needs MOSI's label.csv for the clip lengths: {args.mosi_labels} is missing "
-                             "(pass --mosi-labels PATH)")
+        if args.mosi_labels is None:
+            from emofuse.data.shared_data import shared_data_file
+
+            found = shared_data_file("mosi", "label.csv")
+            if found is None:
+                raise SystemExit("--epoch needs MOSI's label.csv for the clip lengths: none in the shared data "
+                                 "(../shared/data/mosi or $EMOFUSE_SHARED_DATA); pass --mosi-labels PATH")
+            args.mosi_labels = str(found)
+        elif not os.path.isfile(args.mosi_labels):
+            raise SystemExit(f"--mosi-labels {args.mosi_labels}: no such file")
         epoch(args)
     else:
         speed(args)
