@@ -106,3 +106,39 @@ def test_text_encoder_resume_with_other_epochs_is_refused(tmp_path):
         train_run(config(**{**cfg.to_dict(), "epochs": 3}), data, tmp_path / "run", resume=True, progress=False)
     # the same --epochs resumes (the finished run is simply re-scored)
     assert train_run(cfg, data, tmp_path / "run", resume=True, progress=False).epochs_run == 1
+
+
+def test_cosine_lr_schedule_warms_up_decays_to_zero_and_resumes_exactly(tmp_path, splits):
+    from emofuse.training.trainer import make_scheduler
+
+    cfg = config(epochs=4, lr=1e-2, lr_schedule="cosine", warmup=0.25)
+    steps = -(-96 // 16)  # 6 per epoch, 24 in all, 6 of warm-up
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched, lrs = make_scheduler(cfg, opt, steps), []
+    for _ in range(4 * steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-2 / 6) and lrs[5] == pytest.approx(1e-2)  # linear warm-up
+    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))  # then only down
+    assert lrs[6 + 9] == pytest.approx(0.5e-2, rel=0.1) and lrs[-1] < 1e-4  # cosine to ~0
+    # a run stopped after epoch 2 resumes into exactly the uninterrupted run's weights
+    full = train_run(cfg, splits, tmp_path / "full", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch, row):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_run(cfg, splits, tmp_path / "cut", progress=False, callbacks=[stop_after_two])
+    resumed = train_run(cfg, splits, tmp_path / "cut", resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / r / "last.pt") for r in ("full", "cut"))
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    assert resumed.metrics["test"] == full.metrics["test"] and a["schedule"]["scheduled"] is True
+    # more epochs would stretch the decay mid-run: refused with the way out
+    with pytest.raises(CheckpointError, match=r"cannot resume with --epochs 6.*--epochs 4"):
+        train_run(config(**{**cfg.to_dict(), "epochs": 6}), splits, tmp_path / "full", resume=True, progress=False)

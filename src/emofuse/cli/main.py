@@ -121,6 +121,7 @@ def _train_config(args: argparse.Namespace, model: str | None = None, modalities
         lr=args.lr,
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip,
+        lr_schedule=args.lr_schedule,
         patience=args.patience,
         seed=args.seeds[0],
         device=args.device,
@@ -165,6 +166,8 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 0.15 diverges with Adam)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 = off")
+    p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="the model's learning rate: constant, or cosine (warm-up over --warmup of the steps, then decay to 0)")
     p.add_argument("--patience", type=int, default=8, help="early stopping on validation loss, 0 = off")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean ± std reported")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -176,7 +179,7 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
     p.add_argument("--text-encoder", default="", help="a text encoder inside the model (minilm, mpnet, HF name, folder); default: pre-extracted features")
     p.add_argument("--text-finetune", default="all", help="none, all or top:K layers of the text encoder train")
     p.add_argument("--text-lr", type=float, default=5e-5, help="the text encoder's learning rate")
-    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming the encoder's lr up, then linear decay")
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming the lr up: the text encoder's (then linear decay), and the model's with --lr-schedule cosine")
     p.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay of the encoder (< 1: lower layers slower)")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--video-encoder", default="", help="raw per-word face crops through this encoder (harris3d_cnn); default: pre-extracted features")

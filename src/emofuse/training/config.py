@@ -17,6 +17,8 @@ ADAM_KINDS = ("default", "foreach", "fused")
 # differently): they may change on --resume, and a tuning trial does not search them
 SPEED_FIELDS = ("compile", "amp", "adam", "eval_batch_size", "loader_workers", "data_on_device")
 
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass
 class TrainConfig:
@@ -40,6 +42,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm; 0 disables
+    # the model's own learning rate over the run: "constant", or "cosine" (linear warm-up over
+    # --warmup of the steps, then a cosine decay to zero at the last of --epochs)
+    lr_schedule: str = "constant"
     patience: int = 8  # epochs without a better validation loss before stopping; 0 = never
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -77,6 +82,7 @@ class TrainConfig:
             "lr": self.lr > 0,
             "patience": self.patience >= 0,
             "grad_clip": self.grad_clip >= 0,
+            "lr_schedule": self.lr_schedule in LR_SCHEDULES,
             "labels": self.labels in LABEL_KINDS,
             "amp": self.amp in AMP_KINDS,
             "adam": self.adam in ADAM_KINDS,

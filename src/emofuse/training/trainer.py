@@ -206,19 +206,29 @@ def adam_kind(config: TrainConfig, device: torch.device | None) -> dict[str, boo
 
 
 def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
-    """(total, warm-up) optimizer steps of the text encoder's schedule: it spans all --epochs."""
+    """(total, warm-up) optimizer steps of the lr schedules: they span all --epochs."""
     total = max(1, config.epochs * steps_per_epoch)
     return total, max(1, int(config.warmup * total))
 
 
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then linear decay for the text encoder's groups; constant elsewhere."""
+    """The text encoder's groups: linear warm-up, then linear decay. The model's groups: constant,
+    or with --lr-schedule cosine a linear warm-up, then a cosine decay to zero."""
     total, warm = schedule_steps(config, steps_per_epoch)
 
     def encoder_factor(step: int) -> float:
         return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
 
-    lambdas = [encoder_factor if g.get("text_encoder") else (lambda step: 1.0) for g in optimizer.param_groups]
+    def cosine_factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    def model_factor(step: int) -> float:
+        return 1.0
+
+    other = cosine_factor if config.lr_schedule == "cosine" else model_factor
+    lambdas = [encoder_factor if g.get("text_encoder") else other for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
@@ -268,8 +278,8 @@ class Trainer:
         self.optimizer = make_optimizer(config, self.model, self.device)
         self.steps_per_epoch = -(-len(self.splits.train) // config.batch_size)
         self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
-        # only the text encoder's groups follow a schedule; the others keep a constant lr
-        self.scheduled = any(g.get("text_encoder") for g in self.optimizer.param_groups)
+        # the text encoder's groups always follow a schedule; the others only with --lr-schedule cosine
+        self.scheduled = config.lr_schedule != "constant" or any(g.get("text_encoder") for g in self.optimizer.param_groups)
         self.amp = self._amp_dtype()
         self.compiled = False  # set by _wrap when torch.compile accepted the model
         self.train_model = self._wrap(self.model)  # DDP and/or compiled; self.model stays plain
@@ -610,7 +620,7 @@ class Trainer:
         return None
 
     def _check_schedule(self, path: Path, ckpt: dict[str, Any], saved: dict[str, Any]) -> None:
-        """Refuse a resume that would silently re-plan the text encoder's lr schedule."""
+        """Refuse a resume that would silently re-plan an lr schedule (the text encoder's, or --lr-schedule)."""
         if not self.scheduled:
             return  # constant learning rates: --epochs only moves the finish line
         before = ckpt.get("schedule") or {"total_steps": saved.get("epochs", 0) * self.steps_per_epoch,
@@ -618,7 +628,7 @@ class Trainer:
         total, _ = schedule_steps(self.config, self.steps_per_epoch)
         if before["total_steps"] != total:
             raise CheckpointError(
-                f"{path}: cannot resume with --epochs {self.config.epochs}: the text encoder's learning "
+                f"{path}: cannot resume with --epochs {self.config.epochs}: the learning "
                 f"rate warms up and decays over the run's {before['total_steps']} steps "
                 f"({before.get('epochs')} epochs), and {total} steps would change it mid-run; resume with "
                 f"--epochs {before.get('epochs')}, or train longer in a new --out folder"
