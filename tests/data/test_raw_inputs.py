@@ -119,6 +119,31 @@ def test_ravdess_folder_loads_split_by_actor(tmp_path: Path) -> None:
     assert splits.train.lengths["audio"].tolist() == [2, 2, 2, 2]
 
 
+def test_ravdess_speaker_norm_removes_each_actors_envelope_and_keeps_their_level(tmp_path: Path) -> None:
+    from emofuse.data.ravdess import RavdessConfig, load_ravdess
+
+    fake_ravdess(tmp_path)
+    plain = load_ravdess(tmp_path, cache=tmp_path / "cache", progress=False)
+    normed = load_ravdess(tmp_path, RavdessConfig(speaker_norm="mean"), cache=tmp_path / "cache", progress=False)
+    for split in ("train", "valid", "test"):
+        p, n = getattr(plain, split), getattr(normed, split)
+        assert p.ids == n.ids and torch.equal(p.labels, n.labels) and torch.equal(p.lengths["audio"], n.lengths["audio"])
+        actors = sorted({i.split("$_$")[0] for i in p.ids})
+        for actor in actors:
+            idx = [k for k, i in enumerate(p.ids) if i.startswith(actor)]
+            words = int(p.lengths["audio"][idx].max())
+            before = p.extras["raw_audio"].load(idx, words).astype(np.float64)
+            after = n.extras["raw_audio"].load(idx, words).astype(np.float64)
+            band_before, band_after = before.mean(axis=(0, 1, 3)), after.mean(axis=(0, 1, 3))
+            # the actor's envelope is gone (every band at one level) and that level is theirs
+            np.testing.assert_allclose(band_after, band_before.mean(), atol=0.05)
+            # one shift per band, the same for each of the actor's clips (their differences stay)
+            shift = before - after
+            np.testing.assert_allclose(shift, np.broadcast_to(shift[:1, :1, :, :1], shift.shape), atol=0.05)
+    with pytest.raises(ValueError, match="speaker_norm must be"):
+        RavdessConfig(speaker_norm="z")
+
+
 def test_ravdess_names_a_bad_file(tmp_path: Path) -> None:
     from emofuse.data.ravdess import load_ravdess, parse_name
 

@@ -43,6 +43,14 @@ class RavdessConfig:
     hop_ms: float = 10.0
     win_ms: float = 25.0
     top_db: float = 40.0  # silence trimming: frames this far below the peak are silence
+    # "mean": remove each actor's own spectral envelope (the per-band mean of all their speech,
+    # less its overall level, so loudness stays) -- speaker normalisation, which uses the
+    # unlabelled audio of every speaker, test actors included; "none": the patches as computed
+    speaker_norm: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.speaker_norm not in ("none", "mean"):
+            raise ValueError(f"speaker_norm must be 'none' or 'mean', not {self.speaker_norm!r}")
 
 
 def is_ravdess_dir(path: Path) -> bool:
@@ -80,16 +88,21 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
     wavs = sorted(root.glob("Actor_[0-9][0-9]/*.wav"))
     if not wavs:
         raise DataFormatError(f"{root}: the Actor_NN folders hold no .wav files")
-    store = resolve_cache_dir(cache) / "ravdess" / store_key(**dataclasses.asdict(cfg), version=1)
     items = [(w, parse_name(w)) for w in wavs]
     items = [(w, c) for w, c in items if c["channel"] == 1]  # speech; song clips are another task
-    files, counts = [], []
+    # the plain patches' key leaves speaker_norm out, so stores written before it existed still count
+    plain = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "speaker_norm"}
+    store = resolve_cache_dir(cache) / "ravdess" / store_key(**plain, version=1)
+    files = []
     for wav, _ in tqdm(items, desc="RAVDESS log-mel", disable=not progress, leave=False):
         path = store / "audio" / f"{wav.stem}.npy"
         if not path.exists():
             write_clip(path.parent, wav.stem, window_patches(read_wav(wav), cfg), RAW_DTYPES["raw_audio"])
-        counts.append(int(np.load(path, mmap_mode="r").shape[0]))
         files.append(str(path))
+    if cfg.speaker_norm == "mean":
+        files = speaker_normalised(files, [c["actor"] for _, c in items],
+                                   resolve_cache_dir(cache) / "ravdess" / store_key(**dataclasses.asdict(cfg), version=1))
+    counts = [int(np.load(f, mmap_mode="r").shape[0]) for f in files]
     steps = window_steps(cfg)
     splits = {}
     for split, actors in ACTOR_SPLITS.items():
@@ -108,6 +121,25 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
             extras={"raw_audio": LazyRawArray([files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"])},  # type: ignore[dict-item]
         )
     return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS))
+
+
+def speaker_normalised(files: list[str], actors: list[int], store: Path) -> list[str]:
+    """Copies of the clips with each actor's spectral envelope removed (written once, then reused).
+
+    Per actor: the mean log-mel of each band over all the actor's patches, less that mean's
+    average over bands, is subtracted from every patch of theirs. What stays is how each clip
+    differs from its speaker's usual voice, and the speaker's overall level (loudness).
+    """
+    out = [str(store / "audio" / Path(f).name) for f in files]
+    todo = sorted({a for a, o in zip(actors, out) if not Path(o).exists()})
+    for actor in todo:
+        mine = [i for i, a in enumerate(actors) if a == actor]
+        clips = [np.load(files[i]).astype(np.float32) for i in mine]  # windows x n_mels x steps
+        band_mean = np.concatenate([c.transpose(1, 0, 2).reshape(c.shape[1], -1) for c in clips], axis=1).mean(axis=1)
+        shift = (band_mean - band_mean.mean())[None, :, None]
+        for i, clip in zip(mine, clips):
+            write_clip(Path(out[i]).parent, Path(out[i]).stem, clip - shift, RAW_DTYPES["raw_audio"])
+    return out
 
 
 def read_wav(path: Path) -> np.ndarray:

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -118,6 +119,12 @@ def feature_layout(run: LoadedRun) -> FeatureLayout:
         # bands are interpolated when n_mels differs: both mel scales span 0-8 kHz
         raw_shapes = {"audio": (rav.n_mels, window_steps(rav))}
         logmel_db = True
+        if rav.speaker_norm != "none":
+            warnings.warn(
+                f"{source}: the run was trained with speaker_norm={rav.speaker_norm} (each actor's spectral envelope "
+                "removed using all of their clips); a new clip is predicted without it, so expect lower accuracy",
+                stacklevel=2,
+            )
     raw_shapes = {
         "vision": raw_shapes.get("vision", (base.crop_frames, base.crop_size, base.crop_size)),
         "audio": raw_shapes.get("audio", (base.n_mels, base.logmel_frames)),
