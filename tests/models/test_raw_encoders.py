@@ -38,6 +38,25 @@ def test_spectro_cnn_word_vectors_do_not_depend_on_batch_mates(norm: str) -> Non
         create_encoder("spectro_cnn", 8, norm="layer")
 
 
+def test_spectro_cnn_freq_warp_moves_a_band_like_another_voice_in_training_only() -> None:
+    from emofuse.models.encoders.audio_cnn import _freq_warp
+
+    # a formant-like peak at band 40 of 64 lands between bands 36 and 44 (alpha in [0.9, 1.1])
+    x = torch.full((200, 64, 6), -80.0)
+    x[:, 40] = -20.0
+    torch.manual_seed(0)
+    peaks = _freq_warp(x, 0.1).mean(dim=2).argmax(dim=1)
+    assert peaks.min() >= 36 and peaks.max() <= 44 and len(set(peaks.tolist())) >= 5
+    assert torch.equal(_freq_warp(x, 0.1)[:, 0], x[:, 0])  # band 0 is the anchor
+    low_band = torch.zeros(3, 64, 6)
+    low_band[:, 0] = 1.0
+    assert torch.equal(_freq_warp(low_band, 0.0), low_band)  # alpha 1: no change
+    enc = create_encoder("spectro_cnn", 8, freq_warp=0.2).eval()
+    torch.testing.assert_close(enc(x[:2]), enc(x[:2]))  # evaluation is deterministic: no warp
+    with pytest.raises(ValueError, match="freq_warp must lie"):
+        create_encoder("spectro_cnn", 8, freq_warp=0.7)
+
+
 def test_unknown_encoder_and_option_are_named() -> None:
     with pytest.raises(ValueError, match="spectro_cnn"):
         create_encoder("nope", 8)

@@ -38,6 +38,9 @@ class SpectroCNNConfig:
     norm: str = "batch"  # "batch" or "group" (see the module docstring)
     groups: int = 8  # GroupNorm groups, with norm="group" (each block's channels must divide by it)
     spec_augment: float = 0.0  # training only: fraction of mel bands and time steps masked out
+    # training only: stretch each patch's mel axis by a random factor in [1 - w, 1 + w], anchored at
+    # the lowest band (VTLP, Jaitly & Hinton 2013): a longer or shorter vocal tract, i.e. another voice
+    freq_warp: float = 0.0
     # "level": keep how loud a word is (a fixed affine map of the dB values: arousal lives in it);
     # "patch": standardise each patch on its own (only the spectral shape is left)
     normalize: str = "level"
@@ -52,6 +55,8 @@ class SpectroCNNConfig:
             raise ValueError(f"normalize must be 'level' or 'patch', not {self.normalize!r}")
         if not 0.0 <= self.spec_augment < 0.5:
             raise ValueError(f"spec_augment must lie in [0, 0.5), not {self.spec_augment}")
+        if not 0.0 <= self.freq_warp < 0.5:
+            raise ValueError(f"freq_warp must lie in [0, 0.5), not {self.freq_warp}")
 
 
 class SpectroCNN(nn.Module):
@@ -82,11 +87,28 @@ class SpectroCNN(nn.Module):
             x = (x - mean) / (std + 1e-3)  # a silent (constant) patch becomes zeros, not NaN
         else:
             x = (x - LEVEL_CENTER_DB) / LEVEL_SCALE_DB
+        if self.training and self.config.freq_warp > 0:
+            x = _freq_warp(x, self.config.freq_warp)
         if self.training and self.config.spec_augment > 0:
             x = _spec_augment(x, self.config.spec_augment)
         h = self.features(x.unsqueeze(1)).mean(dim=2)  # N x C x T'
         pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
         return self.out(self.dropout(pooled))
+
+
+def _freq_warp(x: torch.Tensor, width: float) -> torch.Tensor:
+    """Each N x F x T patch's band axis stretched by alpha ~ U[1 - width, 1 + width] from band 0:
+    output band f reads input band f / alpha (linear interpolation; past the top, the top band)."""
+    n, f, t = x.shape
+    alpha = 1.0 + (torch.rand(n, device=x.device) * 2.0 - 1.0) * width
+    bands = torch.arange(f, device=x.device, dtype=x.dtype)
+    source = (bands[None, :] / alpha[:, None]).clamp(max=f - 1)  # N x F, fractional input band
+    low = source.floor().long().clamp(max=f - 1)
+    high = (low + 1).clamp(max=f - 1)
+    frac = (source - low.to(x.dtype)).unsqueeze(-1)
+    at_low = torch.gather(x, 1, low.unsqueeze(-1).expand(n, f, t))
+    at_high = torch.gather(x, 1, high.unsqueeze(-1).expand(n, f, t))
+    return at_low * (1.0 - frac) + at_high * frac
 
 
 def _spec_augment(x: torch.Tensor, fraction: float) -> torch.Tensor:
