@@ -9,6 +9,7 @@ from emofuse.models import (  # noqa: F401
     mctn,
     mfn,
     mult,
+    pooled,
     raven,
     tfn,
 )
