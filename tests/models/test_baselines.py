@@ -526,3 +526,19 @@ def test_mfn_equals_the_step_by_step_definition() -> None:
         want = model.out(torch.cat([h[m] for m in MODS] + [u], dim=1)).squeeze(-1)
         got = model(batch).prediction
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_pooled_is_mean_and_max_over_real_steps_and_an_empty_modality_pools_to_zero() -> None:
+    spec = ModelSpec(("text", "audio"), {"text": 3, "audio": 2}, {"text": 4, "audio": 5}, "classification", 3)
+    model = create_model("pooled", spec, dropout=0.0).eval()
+    text, audio = torch.randn(2, 4, 3), torch.randn(2, 5, 2)
+    masks = {"text": torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool),
+             "audio": torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)}
+    text[0, 2:] = 1e6  # padding far above the real values: a max that read it would show
+    out = model(Batch({"text": text, "audio": audio}, masks, torch.zeros(2, dtype=torch.long), torch.arange(2))).prediction
+    pooled = torch.stack([
+        torch.cat([text[0, :2].mean(0), text[0, :2].amax(0), audio[0, :3].mean(0), audio[0, :3].amax(0)]),
+        torch.cat([text[1].mean(0), text[1].amax(0), torch.zeros(2), torch.zeros(2)]),  # no audio: zeros
+    ])
+    linear = model.head[1]
+    torch.testing.assert_close(out, pooled @ linear.weight.T + linear.bias)
