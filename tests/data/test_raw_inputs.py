@@ -140,7 +140,19 @@ def test_ravdess_speaker_norm_removes_each_actors_envelope_and_keeps_their_level
             # one shift per band, the same for each of the actor's clips (their differences stay)
             shift = before - after
             np.testing.assert_allclose(shift, np.broadcast_to(shift[:1, :1, :, :1], shift.shape), atol=0.05)
-    with pytest.raises(ValueError, match="speaker_norm must be"):
+    # meanvar: every band of every actor at mean -50 dB and spread 20 dB over their frames
+    standard = load_ravdess(tmp_path, RavdessConfig(speaker_norm="meanvar"), cache=tmp_path / "cache", progress=False)
+    for split in ("train", "valid", "test"):
+        d = getattr(standard, split)
+        for actor in sorted({i.split("$_$")[0] for i in d.ids}):
+            idx = [k for k, i in enumerate(d.ids) if i.startswith(actor)]
+            x = d.extras["raw_audio"].load(idx, int(d.lengths["audio"][idx].max())).astype(np.float64)
+            bands = x.transpose(2, 0, 1, 3).reshape(x.shape[2], -1)
+            np.testing.assert_allclose(bands.mean(axis=1), -50.0, atol=0.05)
+            spread = bands.std(axis=1)
+            assert np.all((np.abs(spread - 20.0) < 0.1) | (spread < 0.1))  # a constant band stays constant
+            assert np.isfinite(x).all()
+    with pytest.raises(ValueError, match="speaker_norm must be one of none, mean, meanvar"):
         RavdessConfig(speaker_norm="z")
 
 

@@ -32,6 +32,9 @@ STATEMENTS = {1: "kids are talking by the door", 2: "dogs are sitting by the doo
 ACTOR_SPLITS = {"train": range(1, 17), "valid": range(17, 21), "test": range(21, 25)}
 FILENAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.wav$")
 SAMPLE_RATE = 16_000
+SPEAKER_NORMS = ("none", "mean", "meanvar")
+# where "meanvar" puts a standardised band: spectro_cnn's level map (audio_cnn.LEVEL_*) undoes it
+NORMALISED_CENTER_DB, NORMALISED_SCALE_DB = -50.0, 20.0
 
 
 @dataclass
@@ -43,14 +46,16 @@ class RavdessConfig:
     hop_ms: float = 10.0
     win_ms: float = 25.0
     top_db: float = 40.0  # silence trimming: frames this far below the peak are silence
-    # "mean": remove each actor's own spectral envelope (the per-band mean of all their speech,
-    # less its overall level, so loudness stays) -- speaker normalisation, which uses the
-    # unlabelled audio of every speaker, test actors included; "none": the patches as computed
+    # speaker normalisation, from the unlabelled audio of every actor (test actors included):
+    # "mean" removes each actor's spectral envelope (the per-band mean of all their speech, less
+    # its overall level, so loudness stays); "meanvar" standardises each band per actor (mean and
+    # spread), then puts it back on the dB scale the encoders expect (-50 +- 20 dB);
+    # "none": the patches as computed
     speaker_norm: str = "none"
 
     def __post_init__(self) -> None:
-        if self.speaker_norm not in ("none", "mean"):
-            raise ValueError(f"speaker_norm must be 'none' or 'mean', not {self.speaker_norm!r}")
+        if self.speaker_norm not in SPEAKER_NORMS:
+            raise ValueError(f"speaker_norm must be one of {', '.join(SPEAKER_NORMS)}, not {self.speaker_norm!r}")
 
 
 def is_ravdess_dir(path: Path) -> bool:
@@ -99,8 +104,8 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
         if not path.exists():
             write_clip(path.parent, wav.stem, window_patches(read_wav(wav), cfg), RAW_DTYPES["raw_audio"])
         files.append(str(path))
-    if cfg.speaker_norm == "mean":
-        files = speaker_normalised(files, [c["actor"] for _, c in items],
+    if cfg.speaker_norm != "none":
+        files = speaker_normalised(files, [c["actor"] for _, c in items], cfg.speaker_norm,
                                    resolve_cache_dir(cache) / "ravdess" / store_key(**dataclasses.asdict(cfg), version=1))
     counts = [int(np.load(f, mmap_mode="r").shape[0]) for f in files]
     steps = window_steps(cfg)
@@ -123,22 +128,29 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
     return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS))
 
 
-def speaker_normalised(files: list[str], actors: list[int], store: Path) -> list[str]:
-    """Copies of the clips with each actor's spectral envelope removed (written once, then reused).
+def speaker_normalised(files: list[str], actors: list[int], mode: str, store: Path) -> list[str]:
+    """Copies of the clips normalised per actor (written once, then reused).
 
-    Per actor: the mean log-mel of each band over all the actor's patches, less that mean's
-    average over bands, is subtracted from every patch of theirs. What stays is how each clip
-    differs from its speaker's usual voice, and the speaker's overall level (loudness).
+    "mean": the mean log-mel of each band over all the actor's patches, less that mean's average
+    over bands, is subtracted from every patch of theirs. What stays is how each clip differs from
+    its speaker's usual voice, and the speaker's overall level (loudness).
+    "meanvar": each band is standardised over the actor's patches (z = (x - mean) / std), then
+    mapped to -50 + 20 z dB, so how loud and how varied a clip is are measured against the actor's own.
     """
     out = [str(store / "audio" / Path(f).name) for f in files]
     todo = sorted({a for a, o in zip(actors, out) if not Path(o).exists()})
     for actor in todo:
         mine = [i for i, a in enumerate(actors) if a == actor]
         clips = [np.load(files[i]).astype(np.float32) for i in mine]  # windows x n_mels x steps
-        band_mean = np.concatenate([c.transpose(1, 0, 2).reshape(c.shape[1], -1) for c in clips], axis=1).mean(axis=1)
-        shift = (band_mean - band_mean.mean())[None, :, None]
+        frames = np.concatenate([c.transpose(1, 0, 2).reshape(c.shape[1], -1) for c in clips], axis=1)
+        band_mean = frames.mean(axis=1)[None, :, None]
         for i, clip in zip(mine, clips):
-            write_clip(Path(out[i]).parent, Path(out[i]).stem, clip - shift, RAW_DTYPES["raw_audio"])
+            if mode == "meanvar":
+                spread = np.maximum(frames.std(axis=1), 1e-3)[None, :, None]  # a constant band: no division by 0
+                normalised = NORMALISED_CENTER_DB + NORMALISED_SCALE_DB * (clip - band_mean) / spread
+            else:
+                normalised = clip - (band_mean - band_mean.mean())
+            write_clip(Path(out[i]).parent, Path(out[i]).stem, normalised, RAW_DTYPES["raw_audio"])
     return out
 
 
