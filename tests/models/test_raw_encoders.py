@@ -57,6 +57,21 @@ def test_spectro_cnn_freq_warp_moves_a_band_like_another_voice_in_training_only(
         create_encoder("spectro_cnn", 8, freq_warp=0.7)
 
 
+def test_spectro_cnn_freq_pool_keep_reads_bands_apart_and_names_a_wrong_band_count() -> None:
+    enc = create_encoder("spectro_cnn", 16, freq_pool="keep", n_mels=24, channels=(4, 8)).eval()
+    assert enc.out.in_features == 2 * 8 * 6  # 24 bands -> 12 -> 6 after two pools
+    assert enc(torch.randn(3, 24, 30)).shape == (3, 16)
+    assert enc(torch.randn(2, 24, 1)).shape == (2, 16)
+    # the same pattern one octave of bands higher gives another vector: position is kept
+    low, high = torch.full((1, 24, 30), -80.0), torch.full((1, 24, 30), -80.0)
+    low[:, 2:6], high[:, 16:20] = -20.0, -20.0
+    assert not torch.allclose(enc(low), enc(high))
+    with pytest.raises(ValueError, match="built for n_mels=24.*these patches have 40 bands"):
+        enc(torch.randn(1, 40, 30))
+    with pytest.raises(ValueError, match="freq_pool must be"):
+        create_encoder("spectro_cnn", 8, freq_pool="max")
+
+
 def test_unknown_encoder_and_option_are_named() -> None:
     with pytest.raises(ValueError, match="spectro_cnn"):
         create_encoder("nope", 8)

@@ -44,6 +44,11 @@ class SpectroCNNConfig:
     # "level": keep how loud a word is (a fixed affine map of the dB values: arousal lives in it);
     # "patch": standardise each patch on its own (only the spectral shape is left)
     normalize: str = "level"
+    # after the blocks: "mean" averages the frequency axis away (any n_mels works); "keep" keeps the
+    # remaining bands apart (where in the spectrum a pattern sits, e.g. pitch and formants), which
+    # needs n_mels given, so the output layer knows its width
+    freq_pool: str = "mean"
+    n_mels: int = 64
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -55,6 +60,8 @@ class SpectroCNNConfig:
             raise ValueError(f"normalize must be 'level' or 'patch', not {self.normalize!r}")
         if not 0.0 <= self.spec_augment < 0.5:
             raise ValueError(f"spec_augment must lie in [0, 0.5), not {self.spec_augment}")
+        if self.freq_pool not in ("mean", "keep"):
+            raise ValueError(f"freq_pool must be 'mean' or 'keep', not {self.freq_pool!r}")
         if not 0.0 <= self.freq_warp < 0.5:
             raise ValueError(f"freq_warp must lie in [0, 0.5), not {self.freq_warp}")
 
@@ -76,7 +83,12 @@ class SpectroCNN(nn.Module):
             in_ch = ch
         self.features = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(config.dropout)
-        self.out = nn.Linear(2 * in_ch, out_dim)
+        bands = 1
+        if config.freq_pool == "keep":
+            bands = config.n_mels
+            for _ in config.channels:
+                bands = -(-bands // 2)  # each ceil-mode pool halves the bands, rounding up
+        self.out = nn.Linear(2 * in_ch * bands, out_dim)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel: N x n_mels x T (any float type) -> N x out_dim."""
@@ -91,7 +103,14 @@ class SpectroCNN(nn.Module):
             x = _freq_warp(x, self.config.freq_warp)
         if self.training and self.config.spec_augment > 0:
             x = _spec_augment(x, self.config.spec_augment)
-        h = self.features(x.unsqueeze(1)).mean(dim=2)  # N x C x T'
+        h = self.features(x.unsqueeze(1))  # N x C x F' x T'
+        if self.config.freq_pool == "keep":
+            if h.shape[2] * h.shape[1] * 2 != self.out.in_features:
+                raise ValueError(f"spectro_cnn was built for n_mels={self.config.n_mels} (freq_pool=keep); "
+                                 f"these patches have {mel.shape[1]} bands")
+            h = h.flatten(1, 2)  # N x (C F') x T'
+        else:
+            h = h.mean(dim=2)  # N x C x T'
         pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
         return self.out(self.dropout(pooled))
 
