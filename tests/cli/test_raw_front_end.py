@@ -74,3 +74,32 @@ def test_ravdess_with_whisper_input_trains_from_the_command_line(tmp_path: Path,
     assert main([*args[:3], "--model", "fusion_matched", "--modalities", "A", "--audio-encoder", "whisper_base",
                  "--epochs", "1", "--out", str(tmp_path / "r2"), "--quiet"]) == 2
     assert "80 mel bands" in capsys.readouterr().err
+
+
+def test_ravdess_recipe_with_speaker_norm_trains_and_predict_warns_it_cannot_normalise_a_new_clip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fake_ravdess import fake_ravdess
+
+    from emofuse.evaluation.evaluate import load_run
+    from emofuse.inference.predict import feature_layout
+
+    fake_ravdess(tmp_path / "rav")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "rav"), "-D", "speaker_norm=meanvar", "-D", "window=1.0", "--model", "pooled",
+            "--modalities", "A", "--audio-encoder", "spectro_cnn", "--encoder-dim", "8", "-E", "audio:channels=[4,8]",
+            "-E", "audio:spec_augment=0.1", "--epochs", "2", "--patience", "0", "--lr-schedule", "cosine",
+            "--weight-decay", "1e-2", "--threads", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert "pooled A" in capsys.readouterr().out
+    config = json.loads((out / "seed_1" / "config.json").read_text())
+    assert config["train"]["data_options"] == {"speaker_norm": "meanvar", "window": 1.0}
+    assert config["train"]["lr_schedule"] == "cosine"
+    with pytest.warns(UserWarning, match="speaker_norm=meanvar.*a new clip is predicted without it"):
+        layout = feature_layout(load_run(out / "seed_1"))
+    assert layout.raw_shapes["audio"] == (64, 100)  # 1 s windows at 10 ms hops
+    # a value the source does not know is one clear line, before any training
+    bad = [("speaker_norm=zscore" if a == "speaker_norm=meanvar" else a) for a in args]
+    bad[bad.index(str(out))] = str(tmp_path / "r2")
+    assert main(bad) == 2
+    assert "speaker_norm must be one of none, mean, meanvar" in capsys.readouterr().err
