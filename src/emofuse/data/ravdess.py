@@ -96,8 +96,9 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
     items = [(w, parse_name(w)) for w in wavs]
     items = [(w, c) for w, c in items if c["channel"] == 1]  # speech; song clips are another task
     # the plain patches' key leaves speaker_norm out, so stores written before it existed still count
+    stores = resolve_cache_dir(cache) / "ravdess"
     plain = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "speaker_norm"}
-    store = resolve_cache_dir(cache) / "ravdess" / store_key(**plain, version=1)
+    store = stores / store_key(**plain, version=1)
     files = []
     for wav, _ in tqdm(items, desc="RAVDESS log-mel", disable=not progress, leave=False):
         path = store / "audio" / f"{wav.stem}.npy"
@@ -106,7 +107,7 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
         files.append(str(path))
     if cfg.speaker_norm != "none":
         files = speaker_normalised(files, [c["actor"] for _, c in items], cfg.speaker_norm,
-                                   resolve_cache_dir(cache) / "ravdess" / store_key(**dataclasses.asdict(cfg), version=1))
+                                   stores / store_key(**dataclasses.asdict(cfg), version=1))
     counts = [int(np.load(f, mmap_mode="r").shape[0]) for f in files]
     steps = window_steps(cfg)
     splits = {}
@@ -144,13 +145,14 @@ def speaker_normalised(files: list[str], actors: list[int], mode: str, store: Pa
         clips = [np.load(files[i]).astype(np.float32) for i in mine]  # windows x n_mels x steps
         frames = np.concatenate([c.transpose(1, 0, 2).reshape(c.shape[1], -1) for c in clips], axis=1)
         band_mean = frames.mean(axis=1)[None, :, None]
+        # one affine map per band for all of the actor's clips: x -> (x - shift) * scale + offset
+        if mode == "meanvar":
+            shift, offset = band_mean, NORMALISED_CENTER_DB
+            scale = NORMALISED_SCALE_DB / np.maximum(frames.std(axis=1), 1e-3)[None, :, None]  # constant band: no 0 division
+        else:
+            shift, scale, offset = band_mean - band_mean.mean(), 1.0, 0.0
         for i, clip in zip(mine, clips):
-            if mode == "meanvar":
-                spread = np.maximum(frames.std(axis=1), 1e-3)[None, :, None]  # a constant band: no division by 0
-                normalised = NORMALISED_CENTER_DB + NORMALISED_SCALE_DB * (clip - band_mean) / spread
-            else:
-                normalised = clip - (band_mean - band_mean.mean())
-            write_clip(Path(out[i]).parent, Path(out[i]).stem, normalised, RAW_DTYPES["raw_audio"])
+            write_clip(Path(out[i]).parent, Path(out[i]).stem, (clip - shift) * scale + offset, RAW_DTYPES["raw_audio"])
     return out
 
 

@@ -121,8 +121,8 @@ def feature_layout(run: LoadedRun) -> FeatureLayout:
         logmel_db = True
         if rav.speaker_norm != "none":
             warnings.warn(
-                f"{source}: the run was trained with speaker_norm={rav.speaker_norm} (each actor's spectral envelope "
-                "removed using all of their clips); a new clip is predicted without it, so expect lower accuracy",
+                f"{source}: the run was trained with speaker_norm={rav.speaker_norm} (each actor's log-mel bands "
+                "normalised using all of their clips); a new clip is predicted without it, so expect lower accuracy",
                 stacklevel=2,
             )
     raw_shapes = {

@@ -107,7 +107,7 @@ class SpectroCNN(nn.Module):
         if self.config.freq_pool == "keep":
             if h.shape[2] * h.shape[1] * 2 != self.out.in_features:
                 raise ValueError(f"spectro_cnn was built for n_mels={self.config.n_mels} (freq_pool=keep); "
-                                 f"these patches have {mel.shape[1]} bands")
+                                 f"these patches have {mel.shape[1]} bands: give -E audio:n_mels={mel.shape[1]}")
             h = h.flatten(1, 2)  # N x (C F') x T'
         else:
             h = h.mean(dim=2)  # N x C x T'
