@@ -76,7 +76,7 @@ def test_ravdess_with_whisper_input_trains_from_the_command_line(tmp_path: Path,
     assert "80 mel bands" in capsys.readouterr().err
 
 
-def test_ravdess_recipe_with_speaker_norm_trains_and_predict_warns_it_cannot_normalise_a_new_clip(
+def test_ravdess_recipe_with_speaker_norm_trains_and_predict_knows_it_normalised(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from fake_ravdess import fake_ravdess
@@ -95,9 +95,9 @@ def test_ravdess_recipe_with_speaker_norm_trains_and_predict_warns_it_cannot_nor
     config = json.loads((out / "seed_1" / "config.json").read_text())
     assert config["train"]["data_options"] == {"speaker_norm": "meanvar", "window": 1.0}
     assert config["train"]["lr_schedule"] == "cosine"
-    with pytest.warns(UserWarning, match="speaker_norm=meanvar.*a new clip is predicted without it"):
-        layout = feature_layout(load_run(out / "seed_1"))
+    layout = feature_layout(load_run(out / "seed_1"))
     assert layout.raw_shapes["audio"] == (64, 100)  # 1 s windows at 10 ms hops
+    assert layout.speaker_norm == "meanvar"  # so `predict` asks for reference clips of the speaker
     # a value the source does not know is one clear line, before any training
     bad = [("speaker_norm=zscore" if a == "speaker_norm=meanvar" else a) for a in args]
     bad[bad.index(str(out))] = str(tmp_path / "r2")

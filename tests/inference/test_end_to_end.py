@@ -157,3 +157,45 @@ def test_an_audio_only_run_loads_no_text_model_nor_face(trained, tmp_path: Path,
     assert result["modalities"] == "A" and set(result["contributions"]) == {"audio"}
     assert not {"text", "face"} & set(result["timings"]) and result["face_fraction"] is None
     assert [w["word"] for w in result["words"]] == NEW.split()
+
+
+def test_speaker_reference_clips_normalise_a_new_speaker_as_training_did(trained, tmp_path: Path, capsys) -> None:
+    import numpy as np
+    from fake_ravdess import fake_ravdess
+
+    from emofuse.inference import Predictor
+
+    fake_ravdess(tmp_path / "rav")
+    run = tmp_path / "rav_run"
+    assert main(["train", "--data", str(tmp_path / "rav"), "-D", "speaker_norm=meanvar", "-D", "window=1.0",
+                 "--model", "pooled", "--modalities", "A", "--audio-encoder", "spectro_cnn", "--encoder-dim", "8",
+                 "-E", "audio:channels=[4,8]", "--epochs", "1", "--threads", "1", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    wav = trained["root"] / "new.wav"
+    with pytest.warns(UserWarning, match="speaker_norm=meanvar.*without reference clips of the speaker"):
+        Predictor(run / "seed_1").close()
+    # the clip as its own reference (both read the same way, words recognised): its patches, as fed
+    # to the model, have each band at -50 dB mean and 20 dB spread, as every actor's clips had in training
+    with Predictor(run / "seed_1", speaker_reference=[wav]) as predictor:
+        features = predictor.extract(wav)
+        data = predictor.dataset(features.record(), {"audio": features.word_logmel})
+        fed = data.extras["raw_audio"].array[0].astype(np.float64)  # words x n_mels x steps
+        frames = fed.transpose(1, 0, 2).reshape(fed.shape[1], -1)
+        assert fed.shape[1:] == (64, 100)
+        np.testing.assert_allclose(frames.mean(axis=1), -50.0, atol=0.1)
+        np.testing.assert_allclose(frames.std(axis=1), 20.0, rtol=0.01)
+    # from the command line: a folder of the speaker's clips, then the prediction
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "a.wav").write_bytes(wav.read_bytes())
+    assert main(["predict", str(wav), "--transcript", NEW, "--run", str(run / "seed_1"), "--speaker-ref", str(refs),
+                 "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["class"] in result["probabilities"]
+    # references for a run trained without speaker normalisation, or a path that is not there: one line each
+    assert main(["predict", str(wav), "--transcript", NEW, "--run", str(trained["ta"]), "--speaker-ref", str(wav)]) == 2
+    err = _errors(capsys.readouterr().err)
+    assert len(err) == 1 and "trained without speaker normalisation" in err[0]
+    assert main(["predict", str(wav), "--run", str(run / "seed_1"), "--speaker-ref", str(tmp_path / "nope")]) == 2
+    err = _errors(capsys.readouterr().err)
+    assert len(err) == 1 and "--speaker-ref" in err[0] and "no such file or folder" in err[0]

@@ -483,6 +483,30 @@ def _print_prediction(p: dict[str, Any]) -> None:
     print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in p["timings"].items()))
 
 
+SPEAKER_REF_HELP = ("a clip of the same speaker, or a folder of them; repeatable. For a run trained with -D "
+                    "speaker_norm (RAVDESS): they fit the speaker's log-mel normalisation, as all of an actor's "
+                    "clips did in training")
+
+
+def _speaker_references(paths: list[str] | None) -> list[Path]:
+    """--speaker-ref values: files as given, folders as their media files (sorted)."""
+    from emofuse.features.extract import MEDIA_EXTENSIONS
+
+    out: list[Path] = []
+    for given in paths or []:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in MEDIA_EXTENSIONS)
+            if not found:
+                raise ValueError(f"--speaker-ref {given}: the folder holds no {'/'.join(MEDIA_EXTENSIONS)} files")
+            out += found
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ValueError(f"--speaker-ref {given}: no such file or folder")
+    return out
+
+
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
@@ -491,7 +515,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     transcripts = _transcripts(args)
-    with Predictor(args.run, args.device, args.cache) as predictor:
+    with Predictor(args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)) as predictor:
         results = predictor.predict_many(args.clips, transcripts)
     failed = [r for r in results if "error" in r]
     if args.json:
@@ -516,7 +540,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out}: give a .png file name")
     _check_writable_parent(out, args.out)
-    with Predictor(args.run, args.device, args.cache) as predictor:
+    with Predictor(args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)) as predictor:
         result = explain(predictor, args.clip, out, args.transcript)
     _print_prediction(result)
     print("  word contributions: " + ", ".join(f"{w['word']} {w['contribution']:+.3f}" for w in result["word_contributions"]))
@@ -686,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcript", action="append", help="the words spoken (force-aligned instead of recognised); "
                                                         "once per clip")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per clip")
+    p.add_argument("--speaker-ref", action="append", metavar="PATH", help=SPEAKER_REF_HELP)
     p.add_argument("--cache", help="extraction stage cache (default: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -696,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="a run folder (one seed_N folder of `emofuse train`)")
     p.add_argument("--out", required=True, help="FILE.png")
     p.add_argument("--transcript", help="the words spoken (force-aligned instead of recognised)")
+    p.add_argument("--speaker-ref", action="append", metavar="PATH", help=SPEAKER_REF_HELP)
     p.add_argument("--cache", help="extraction stage cache (default: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads")

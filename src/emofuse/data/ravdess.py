@@ -143,17 +143,41 @@ def speaker_normalised(files: list[str], actors: list[int], mode: str, store: Pa
     for actor in todo:
         mine = [i for i, a in enumerate(actors) if a == actor]
         clips = [np.load(files[i]).astype(np.float32) for i in mine]  # windows x n_mels x steps
-        frames = np.concatenate([c.transpose(1, 0, 2).reshape(c.shape[1], -1) for c in clips], axis=1)
-        band_mean = frames.mean(axis=1)[None, :, None]
-        # one affine map per band for all of the actor's clips: x -> (x - shift) * scale + offset
-        if mode == "meanvar":
-            shift, offset = band_mean, NORMALISED_CENTER_DB
-            scale = NORMALISED_SCALE_DB / np.maximum(frames.std(axis=1), 1e-3)[None, :, None]  # constant band: no 0 division
-        else:
-            shift, scale, offset = band_mean - band_mean.mean(), 1.0, 0.0
+        normalise = SpeakerMap.fit(clips, mode)
         for i, clip in zip(mine, clips):
-            write_clip(Path(out[i]).parent, Path(out[i]).stem, (clip - shift) * scale + offset, RAW_DTYPES["raw_audio"])
+            write_clip(Path(out[i]).parent, Path(out[i]).stem, normalise(clip), RAW_DTYPES["raw_audio"])
     return out
+
+
+@dataclass(frozen=True)
+class SpeakerMap:
+    """One speaker's normalisation: per band, x -> (x - shift) * scale + offset (see `speaker_normalised`).
+
+    Fitted on all of a speaker's patches at once, so every clip of theirs gets the same map; `predict`
+    fits one on a new speaker's reference clips.
+    """
+
+    shift: np.ndarray  # n_mels
+    scale: np.ndarray  # n_mels
+    offset: float
+
+    @classmethod
+    def fit(cls, patches: list[np.ndarray], mode: str) -> SpeakerMap:
+        """patches: each words x n_mels x steps (dB), all with the same n_mels."""
+        if mode not in SPEAKER_NORMS or mode == "none":
+            raise ValueError(f"speaker normalisation mode must be mean or meanvar, not {mode!r}")
+        frames = np.concatenate([np.asarray(p, np.float32).transpose(1, 0, 2).reshape(p.shape[1], -1)
+                                 for p in patches], axis=1)
+        band_mean = frames.mean(axis=1)
+        if mode == "meanvar":
+            scale = NORMALISED_SCALE_DB / np.maximum(frames.std(axis=1), 1e-3)  # a constant band: no 0 division
+            return cls(band_mean, scale, NORMALISED_CENTER_DB)
+        return cls(band_mean - band_mean.mean(), np.ones_like(band_mean), 0.0)
+
+    def __call__(self, patches: np.ndarray) -> np.ndarray:
+        """words x n_mels x steps -> the same, normalised (float32)."""
+        x = np.asarray(patches, np.float32)
+        return (x - self.shift[None, :, None]) * self.scale[None, :, None] + self.offset
 
 
 def read_wav(path: Path) -> np.ndarray:

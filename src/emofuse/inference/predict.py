@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from emofuse.data.dataset import DataFormatError, MultimodalDataset, modality_code
+from emofuse.data.ravdess import SpeakerMap
 from emofuse.data.raw import RAW_KEY_OF
 from emofuse.errors import UserError
 from emofuse.evaluation.evaluate import LoadedRun, load_run
@@ -65,6 +66,7 @@ class FeatureLayout:
     view: 'aligned' (one row per word) or 'unaligned' (frame-rate audio and video).
     raw_shapes: modality -> per-word item shape a raw encoder was trained on.
     logmel_db: the run's log-mel patches are in dB (RAVDESS), not emofuse extract's natural log.
+    speaker_norm: the run's raw audio was normalised per speaker ("mean" or "meanvar"; "none").
     from_extract: the run's data is an `emofuse extract` output (its report was found).
     """
 
@@ -74,6 +76,9 @@ class FeatureLayout:
     logmel_db: bool = False
     from_extract: bool = False
     source: str = ""
+    # the run's RAVDESS log-mel was normalised per speaker (mean | meanvar): a new clip needs
+    # reference clips of its speaker (`Predictor(speaker_reference=...)`) for the same map
+    speaker_norm: str = "none"
 
 
 def _extract_config_of(report: Path, base: ExtractConfig) -> ExtractConfig:
@@ -102,7 +107,7 @@ def feature_layout(run: LoadedRun) -> FeatureLayout:
             except (ValueError, TypeError, OSError) as err:
                 raise RunMismatch(f"{report}: not a readable `emofuse extract` report ({err})") from None
     raw_shapes: dict[str, tuple[int, ...]] = {}
-    logmel_db = False
+    logmel_db, speaker_norm = False, "none"
     # computed sources: the sizes their config gave at training time (--data-option values included)
     options = dict(getattr(config, "data_options", None) or {})
     if source == "synthetic-raw":
@@ -119,17 +124,13 @@ def feature_layout(run: LoadedRun) -> FeatureLayout:
         # bands are interpolated when n_mels differs: both mel scales span 0-8 kHz
         raw_shapes = {"audio": (rav.n_mels, window_steps(rav))}
         logmel_db = True
-        if rav.speaker_norm != "none":
-            warnings.warn(
-                f"{source}: the run was trained with speaker_norm={rav.speaker_norm} (each actor's log-mel bands "
-                "normalised using all of their clips); a new clip is predicted without it, so expect lower accuracy",
-                stacklevel=2,
-            )
+        speaker_norm = rav.speaker_norm
     raw_shapes = {
         "vision": raw_shapes.get("vision", (base.crop_frames, base.crop_size, base.crop_size)),
         "audio": raw_shapes.get("audio", (base.n_mels, base.logmel_frames)),
     }
-    return FeatureLayout(base, view, {m: raw_shapes[m] for m in run.raw_modalities}, logmel_db, from_extract, source)
+    return FeatureLayout(base, view, {m: raw_shapes[m] for m in run.raw_modalities}, logmel_db, from_extract, source,
+                         speaker_norm if "audio" in run.raw_modalities else "none")
 
 
 def _is_ravdess(path: Path) -> bool:
@@ -223,10 +224,14 @@ class Predictor:
     """A run opened once, mapping clips (or feature records) to prediction dicts.
 
     cache_dir: the extraction stage cache (None: none; clips are then always extracted afresh).
+    speaker_reference: clips of the speaker about to be predicted, for a run trained with RAVDESS's
+    speaker normalisation: their log-mel fits the speaker's map, as all of an actor's clips did in
+    training. Without them such a run warns and predicts on unnormalised patches.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu",
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 speaker_reference: Sequence[str | os.PathLike[str]] = ()) -> None:
         started = time.perf_counter()
         self.run_dir = Path(run_dir)
         self.run = load_run(self.run_dir, device)
@@ -241,7 +246,36 @@ class Predictor:
         config = dataclasses.replace(self.layout.config, require_video=self.needs_video,
                                      video=self.needs_video, text=needs_text)
         self.extractor = ClipExtractor(config, cache_dir)
+        self.speaker_map: SpeakerMap | None = None
+        if speaker_reference:
+            self.fit_speaker([self._reference_patches(p) for p in speaker_reference])
+        elif self.layout.speaker_norm != "none":
+            warnings.warn(
+                f"{self.layout.source}: the run was trained with speaker_norm={self.layout.speaker_norm} (each actor's "
+                "log-mel bands normalised using all of their clips); without reference clips of the speaker "
+                "(--speaker-ref) a new clip is predicted unnormalised, so expect lower accuracy",
+                stacklevel=2,
+            )
         self.load_seconds = time.perf_counter() - started
+
+    def _reference_patches(self, path: str | os.PathLike[str]) -> np.ndarray:
+        patches = self.extract(path).word_logmel
+        if patches is None or len(patches) == 0:
+            raise DataFormatError(f"{path}: a speaker reference clip gave no speech (no word log-mel patches)")
+        return np.asarray(patches)
+
+    def fit_speaker(self, patches: Sequence[np.ndarray]) -> None:
+        """Fit the speaker map from reference clips' per-word log-mel (as `emofuse extract` gives it)."""
+        if self.layout.speaker_norm == "none":
+            raise RunMismatch(f"{self.run_dir}: the run was trained without speaker normalisation, so speaker "
+                              "reference clips have nothing to do; leave them out")
+        self.speaker_map = SpeakerMap.fit([self._run_scale(np.asarray(p)) for p in patches], self.layout.speaker_norm)
+
+    def _run_scale(self, logmel: np.ndarray) -> np.ndarray:
+        """Per-word log-mel from extraction -> the run's scale (dB for RAVDESS) and patch size."""
+        if self.layout.logmel_db:
+            logmel = (logmel.astype(np.float32) * LN_TO_DB).astype(logmel.dtype)
+        return resize_words(logmel, self.layout.raw_shapes["audio"])
 
     def close(self) -> None:
         self.extractor.close()
@@ -329,9 +363,12 @@ class Predictor:
                     raise DataFormatError(f"{clip}: the run reads raw {m} through its encoder and the clip gives no "
                                           f"per-word {what}")
                 array = np.asarray(array)
-                if m == "audio" and self.layout.logmel_db:
-                    array = (array.astype(np.float32) * LN_TO_DB).astype(array.dtype)
-                array = resize_words(array, self.layout.raw_shapes[m])
+                if m == "audio":
+                    array = self._run_scale(array)
+                    if self.speaker_map is not None:
+                        array = self.speaker_map(array).astype(array.dtype)
+                else:
+                    array = resize_words(array, self.layout.raw_shapes[m])
                 extras[RAW_KEY_OF[m]] = InMemoryRaw(array[None])
                 features[m] = torch.zeros(1, len(array), 1)
                 lengths[m] = torch.tensor([len(array)])
