@@ -123,6 +123,7 @@ def _train_config(args: argparse.Namespace, model: str | None = None, modalities
         grad_clip=args.grad_clip,
         lr_schedule=args.lr_schedule,
         patience=args.patience,
+        mixup=args.mixup,
         seed=args.seeds[0],
         device=args.device,
         threads=args.threads,
@@ -169,6 +170,9 @@ def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> Non
     p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
                    help="the model's learning rate: constant, or cosine (warm-up over --warmup of the steps, then decay to 0)")
     p.add_argument("--patience", type=int, default=8, help="early stopping on validation loss, 0 = off")
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup: blend each training batch with a shuffled copy of itself, lam ~ Beta(ALPHA, ALPHA) "
+                        "(e.g. 0.2); 0 = off")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean ± std reported")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")

@@ -46,6 +46,9 @@ class TrainConfig:
     # --warmup of the steps, then a cosine decay to zero at the last of --epochs)
     lr_schedule: str = "constant"
     patience: int = 8  # epochs without a better validation loss before stopping; 0 = never
+    # > 0: mixup's Beta(alpha, alpha) (emofuse.training.mixup): each training batch blended with a
+    # shuffled copy of itself, inputs and loss alike; 0 = off
+    mixup: float = 0.0
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
@@ -81,6 +84,7 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "patience": self.patience >= 0,
+            "mixup": self.mixup >= 0,
             "grad_clip": self.grad_clip >= 0,
             "lr_schedule": self.lr_schedule in LR_SCHEDULES,
             "labels": self.labels in LABEL_KINDS,

@@ -79,6 +79,7 @@ from emofuse.training.checkpoint import (
     save_checkpoint,
 )
 from emofuse.training.config import SPEED_FIELDS, TrainConfig
+from emofuse.training.mixup import Mixup, mixed_loss
 
 LOG_FIELDS = ["epoch", "train_loss", "valid_loss", "best_valid_loss", "seconds"]
 # settings that may change between an interrupted run and its --resume: none of them alters
@@ -264,6 +265,8 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         encoder = None
+        if config.mixup and config.text_encoder:
+            raise UserError("--mixup cannot mix an in-model text encoder's token ids: leave out --mixup or --text-encoder")
         if config.text_encoder:
             tokenizer, encoder = load_tokenizer_and_encoder(config.text_encoder)
             splits = tokenize_splits(splits, tokenizer, text_encoder_config(config))
@@ -437,9 +440,16 @@ class Trainer:
         # summed on the device: a float() per step would wait for the GPU every step
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
+        # its draws are seeded per (seed, epoch) as the shuffle is, so a resume mixes the same way
+        mixup = Mixup(self.config.mixup, self.config.seed * 100_003 + epoch) if self.config.mixup else None
         for (_, weight), batch in zip(parts, self._batches(self.train_data, [idx for idx, _ in parts])):
-            out = self._forward(batch)
-            loss = self.loss_fn(out.prediction.float(), batch.labels)
+            if mixup is None:
+                out = self._forward(batch)
+                loss = self.loss_fn(out.prediction.float(), batch.labels)
+            else:
+                batch, partner, lam = mixup(batch)
+                out = self._forward(batch)
+                loss = mixed_loss(self.loss_fn, out.prediction.float(), batch.labels, partner, lam)
             full = loss + out.aux_loss.float() if out.aux_loss is not None else loss
             if self.dist.active:
                 full = full * weight  # this process's share of the global batch (distributed.shard)
