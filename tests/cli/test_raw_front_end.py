@@ -88,13 +88,13 @@ def test_ravdess_recipe_with_speaker_norm_trains_and_predict_knows_it_normalised
     out = tmp_path / "run"
     args = ["train", "--data", str(tmp_path / "rav"), "-D", "speaker_norm=meanvar", "-D", "window=1.0", "--model", "pooled",
             "--modalities", "A", "--audio-encoder", "spectro_cnn", "--encoder-dim", "8", "-E", "audio:channels=[4,8]",
-            "-E", "audio:spec_augment=0.1", "--epochs", "2", "--patience", "0", "--lr-schedule", "cosine",
+            "-E", "audio:spec_augment=0.1", "--mixup", "0.2", "--epochs", "2", "--patience", "0", "--lr-schedule", "cosine",
             "--weight-decay", "1e-2", "--threads", "1", "--out", str(out), "--quiet"]
     assert main(args) == 0
     assert "pooled A" in capsys.readouterr().out
     config = json.loads((out / "seed_1" / "config.json").read_text())
     assert config["train"]["data_options"] == {"speaker_norm": "meanvar", "window": 1.0}
-    assert config["train"]["lr_schedule"] == "cosine"
+    assert config["train"]["lr_schedule"] == "cosine" and config["train"]["mixup"] == 0.2
     layout = feature_layout(load_run(out / "seed_1"))
     assert layout.raw_shapes["audio"] == (64, 100)  # 1 s windows at 10 ms hops
     assert layout.speaker_norm == "meanvar"  # so `predict` asks for reference clips of the speaker
