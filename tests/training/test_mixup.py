@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from small_runs import config
+from small_runs import config, train_interrupted_then_resumed
 
 from emofuse.cli.main import main
 from emofuse.data.dataset import Batch
@@ -61,17 +61,7 @@ def test_mixup_training_learns_and_resumes_exactly(tmp_path, splits) -> None:
     full = train_run(cfg, splits, tmp_path / "full", progress=False)
     plain = train_run(config(epochs=3), splits, tmp_path / "plain", progress=False)
     assert full.metrics["test"] != plain.metrics["test"]  # the batches were really mixed
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_one(epoch, row):
-        if epoch == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_run(cfg, splits, tmp_path / "cut", progress=False, callbacks=[stop_after_one])
-    train_run(cfg, splits, tmp_path / "cut", resume=True, progress=False)
+    train_interrupted_then_resumed(cfg, splits, tmp_path / "cut", after_epoch=1)
     a, b = (load_checkpoint(tmp_path / r / "last.pt") for r in ("full", "cut"))
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)

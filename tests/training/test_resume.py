@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from small_runs import config
+from small_runs import config, train_interrupted_then_resumed
 
 from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 from emofuse.training.checkpoint import CheckpointError, load_checkpoint
@@ -124,17 +124,7 @@ def test_cosine_lr_schedule_warms_up_decays_to_zero_and_resumes_exactly(tmp_path
     assert lrs[6 + 9] == pytest.approx(0.5e-2, rel=0.1) and lrs[-1] < 1e-4  # cosine to ~0
     # a run stopped after epoch 2 resumes into exactly the uninterrupted run's weights
     full = train_run(cfg, splits, tmp_path / "full", progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(epoch, row):
-        if epoch == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_run(cfg, splits, tmp_path / "cut", progress=False, callbacks=[stop_after_two])
-    resumed = train_run(cfg, splits, tmp_path / "cut", resume=True, progress=False)
+    resumed = train_interrupted_then_resumed(cfg, splits, tmp_path / "cut", after_epoch=2)
     a, b = (load_checkpoint(tmp_path / r / "last.pt") for r in ("full", "cut"))
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
