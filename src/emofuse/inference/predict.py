@@ -248,7 +248,7 @@ class Predictor:
         self.extractor = ClipExtractor(config, cache_dir)
         self.speaker_map: SpeakerMap | None = None
         if speaker_reference:
-            self.fit_speaker([self._reference_patches(p) for p in speaker_reference])
+            self.fit_speaker(speaker_reference)
         elif self.layout.speaker_norm != "none":
             warnings.warn(
                 f"{self.layout.source}: the run was trained with speaker_norm={self.layout.speaker_norm} (each actor's "
@@ -258,18 +258,19 @@ class Predictor:
             )
         self.load_seconds = time.perf_counter() - started
 
-    def _reference_patches(self, path: str | os.PathLike[str]) -> np.ndarray:
-        patches = self.extract(path).word_logmel
-        if patches is None or len(patches) == 0:
-            raise DataFormatError(f"{path}: a speaker reference clip gave no speech (no word log-mel patches)")
-        return np.asarray(patches)
-
-    def fit_speaker(self, patches: Sequence[np.ndarray]) -> None:
-        """Fit the speaker map from reference clips' per-word log-mel (as `emofuse extract` gives it)."""
+    def fit_speaker(self, clips: Sequence[str | os.PathLike[str]]) -> None:
+        """Fit the speaker map on reference clips, extracted as the clips to predict are."""
+        # refused before any extraction: each reference costs a speech recogniser pass
         if self.layout.speaker_norm == "none":
             raise RunMismatch(f"{self.run_dir}: the run was trained without speaker normalisation, so speaker "
                               "reference clips have nothing to do; leave them out")
-        self.speaker_map = SpeakerMap.fit([self._run_scale(np.asarray(p)) for p in patches], self.layout.speaker_norm)
+        patches = []
+        for path in clips:
+            logmel = self.extract(path).word_logmel
+            if logmel is None or len(logmel) == 0:
+                raise DataFormatError(f"{path}: a speaker reference clip gave no speech (no word log-mel patches)")
+            patches.append(self._run_scale(np.asarray(logmel)))
+        self.speaker_map = SpeakerMap.fit(patches, self.layout.speaker_norm)
 
     def _run_scale(self, logmel: np.ndarray) -> np.ndarray:
         """Per-word log-mel from extraction -> the run's scale (dB for RAVDESS) and patch size."""

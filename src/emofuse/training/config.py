@@ -97,6 +97,8 @@ class TrainConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise UserError(f"invalid training config values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        if self.mixup and self.text_encoder:
+            raise UserError("--mixup cannot mix an in-model text encoder's token ids: leave out --mixup or --text-encoder")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -265,8 +265,6 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         encoder = None
-        if config.mixup and config.text_encoder:
-            raise UserError("--mixup cannot mix an in-model text encoder's token ids: leave out --mixup or --text-encoder")
         if config.text_encoder:
             tokenizer, encoder = load_tokenizer_and_encoder(config.text_encoder)
             splits = tokenize_splits(splits, tokenizer, text_encoder_config(config))
@@ -443,12 +441,12 @@ class Trainer:
         # its draws are seeded per (seed, epoch) as the shuffle is, so a resume mixes the same way
         mixup = Mixup(self.config.mixup, self.config.seed * 100_003 + epoch) if self.config.mixup else None
         for (_, weight), batch in zip(parts, self._batches(self.train_data, [idx for idx, _ in parts])):
+            if mixup is not None:
+                batch, partner, lam = mixup(batch)
+            out = self._forward(batch)
             if mixup is None:
-                out = self._forward(batch)
                 loss = self.loss_fn(out.prediction.float(), batch.labels)
             else:
-                batch, partner, lam = mixup(batch)
-                out = self._forward(batch)
                 loss = mixed_loss(self.loss_fn, out.prediction.float(), batch.labels, partner, lam)
             full = loss + out.aux_loss.float() if out.aux_loss is not None else loss
             if self.dist.active:
