@@ -445,10 +445,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
             modality_code(modalities), words="whisper" if args.asr else args.words, fps=args.fps,
             text_model=args.text_model, max_words=args.max_words, landmarks=args.landmarks,
             min_face_fraction=args.min_face_fraction, silence_db=args.silence_db,
+            crop_frames=args.crop_frames, crop_size=args.crop_size, n_mels=args.n_mels,
+            logmel_frames=args.logmel_frames,
         )
         result = extract_dataset(args.dataset_dir, args.out, config=config, workers=args.workers,
                                  on_error=args.on_error, shard=args.shard, cache_dir=args.cache,
-                                 raw_dir=args.raw_dir, progress=not args.quiet, labels=args.labels)
+                                 raw=args.raw, raw_dir=args.raw_dir, progress=not args.quiet, labels=args.labels)
     report = result.report
     print(f"{report['ok']} of {report['clips']} clips extracted, {len(report['failed'])} failed")
     for failure in report["failed"]:
@@ -688,11 +690,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", help="i/n: extract rows i, i+n, ... only (i from 0) into a shard file for --merge")
     p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files (all n of them) into the pickles")
     p.add_argument("--cache", help="per-clip stage cache (default $EMOFUSE_CACHE/extract)")
-    p.add_argument("--raw-dir", help="also write per-word face crops and log-mel patches here (one npz per clip)")
+    p.add_argument("--raw", action="store_true", help="also write the paper's raw inputs, per word grey face crops and a "
+                                                      "log-mel patch, into the raw store OUT_STEM.raw/ beside the pickle "
+                                                      "(read by train --video-encoder/--audio-encoder)")
+    p.add_argument("--raw-dir", help="the raw store's folder instead of OUT_STEM.raw/ (implies --raw)")
+    p.add_argument("--crop-frames", type=int, default=16, help="face-crop frames per word in the raw store")
+    p.add_argument("--crop-size", type=int, default=64, help="face-crop side in pixels")
+    p.add_argument("--n-mels", type=int, default=64, help="mel bands of the log-mel map")
+    p.add_argument("--logmel-frames", type=int, default=32, help="log-mel columns per word in the raw store")
     p.add_argument("--words", default="auto", help="auto (align label.csv text, else recognise), whisper or pocketsphinx")
     p.add_argument("--asr", action="store_true", help="ignore label.csv text: words and times from speech recognition")
     p.add_argument("--fps", type=float, default=25.0, help="video frames per second analysed")
-    p.add_argument("--min-face-fraction", type=float, default=0.2, help="fewer frames with a face fail the clip (no_face)")
+    p.add_argument("--min-face-fraction", type=float, default=0.0,
+                   help="fewer frames with a face fail the clip (no_face); 0: only a clip with no face at all fails, "
+                        "and the words without one have their vision marked missing")
     p.add_argument("--modalities", default="T+A+V", help="features to extract: T+A+V, T+A, A+V or A (audio always; "
                                                          "without T the text model is not loaded, without V no face)")
     p.add_argument("--no-video", action="store_true", help="drop V from --modalities: wavs, or videos whose face is not wanted")

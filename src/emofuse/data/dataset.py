@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -304,6 +305,10 @@ class DatasetSplits:
     name: str = "dataset"
     # For classification: the class names in label-id order; empty for regression.
     class_names: list[str] = field(default_factory=list)
+    # How the inputs were made from media (`emofuse.data.frontend`): the extraction config, the
+    # log-mel map, raw sizes, RAVDESS's windows. A run folder records it, so `predict` can make
+    # the same inputs from a new clip without the training data. Empty for feature-only sources.
+    frontend: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> MultimodalDataset:
         if split not in SPLITS:
@@ -331,6 +336,7 @@ class DatasetSplits:
             *(getattr(self, s).select_modalities(modalities) for s in SPLITS),
             name=self.name,
             class_names=self.class_names,
+            frontend=self.frontend,
         )
 
     def describe(self) -> str:

@@ -186,7 +186,8 @@ def regression_to_classes(splits: DatasetSplits, num_classes: int) -> DatasetSpl
     def one(d: MultimodalDataset) -> MultimodalDataset:
         return MultimodalDataset(d.features, d.lengths, convert(d.labels), d.ids, d.raw_text, d.source, d.extras)
 
-    return DatasetSplits(*(one(d) for _, d in splits.items()), name=splits.name, class_names=names)
+    return DatasetSplits(*(one(d) for _, d in splits.items()), name=splits.name, class_names=names,
+                         frontend=splits.frontend)
 
 
 def fit_lengths(data: MultimodalDataset, max_lengths: dict[str, int]) -> MultimodalDataset:

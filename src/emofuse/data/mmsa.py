@@ -27,18 +27,22 @@ import torch
 
 from emofuse.data.dataset import (
     MODALITIES,
+    RAW_EXTRAS,
     SPLITS,
     DataFormatError,
     DatasetSplits,
     MultimodalDataset,
 )
+from emofuse.data.frontend import frontend_record
 from emofuse.data.labels import check_class_ids, check_score_range
+from emofuse.data.raw import RAW_DTYPES, RAW_KEY_OF, LazyRawArray
 
 TEXT_TOKENS_KEY = "text_bert"
 # Share of a split's clips that must start with zero steps (and none end with one) before the
 # split is read as padded at the front; a few real clips open with a silent/empty frame.
 FRONT_PADDED_SHARE = 0.05
 REGRESSION_KEY = "regression_labels"
+META_KEY = "emofuse"  # top-level: how `emofuse extract` made the file (beside the splits)
 CLASSIFICATION_KEY = "classification_labels"
 
 
@@ -108,6 +112,8 @@ def load_mmsa_pickle(
     }
     _check_splits_agree(datasets, path)
     datasets = _pad_to_common_lengths(datasets, path)
+    meta = raw.get(META_KEY) if isinstance(raw.get(META_KEY), dict) else {}
+    _attach_raw_store(datasets, path, meta)
     classification = _is_classification_key(label_key)
     class_names = _class_names(datasets) if classification else []
     if classification:
@@ -117,7 +123,38 @@ def load_mmsa_pickle(
             [_row_namer(ds.ids) for ds in datasets.values()],
             len(class_names) or None,
         )
-    return DatasetSplits(**datasets, name=path.stem, class_names=class_names)
+    return DatasetSplits(**datasets, name=path.stem, class_names=class_names, frontend=_frontend(meta))
+
+
+def _attach_raw_store(datasets: dict[str, MultimodalDataset], path: Path, meta: dict[str, Any]) -> None:
+    """'raw_<m>_file' paths (relative to the pickle's folder) -> lazily read raw inputs."""
+    shapes = (meta.get("raw") or {}).get("shapes") or {}
+    for split, ds in datasets.items():
+        for m in ("vision", "audio"):
+            key = f"raw_{m}_file"
+            if key not in ds.extras:
+                continue
+            names = [str(x) for x in ds.extras.pop(key).tolist()]
+            if m not in ds.features:
+                continue
+            files = [path.parent / name for name in names]
+            absent = [f for f in files if not f.is_file()]
+            if absent:
+                store = (meta.get("raw") or {}).get("store", "the raw store")
+                raise DataFormatError(
+                    f"{path} [split {split!r}]: {len(absent)} of {len(files)} raw {m} files are missing, e.g. "
+                    f"{absent[0]}; the raw store ({store}, relative to the pickle) must move with the pickle")
+            shape = shapes.get(m) or list(np.load(files[0], mmap_mode="r").shape[1:])
+            ds.extras[RAW_KEY_OF[m]] = LazyRawArray(files, tuple(shape), RAW_DTYPES[RAW_KEY_OF[m]])  # type: ignore[assignment]
+
+
+def _frontend(meta: dict[str, Any]) -> dict[str, Any]:
+    """The front-end record (`emofuse.data.frontend`) of an `emofuse extract` pickle; {} for others."""
+    if meta.get("format") != "emofuse-extract":
+        return {}
+    return frontend_record("extract", segments="words", extract=meta.get("extract_config"),
+                           view=meta.get("view", "aligned"), logmel=meta.get("logmel"),
+                           raw_shapes=(meta.get("raw") or {}).get("shapes") or {})
 
 
 def _row_namer(ids: list[str]) -> Callable[[int], str]:
@@ -631,14 +668,18 @@ def _class_names(datasets: dict[str, MultimodalDataset]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- saving
-def save_mmsa_pickle(splits: DatasetSplits, path: str | os.PathLike[str]) -> None:
+def save_mmsa_pickle(splits: DatasetSplits, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> None:
     """Write `splits` as an MMSA pickle (atomically: temp file beside `path`, then os.replace).
 
     Features are float32 N x L x D under 'text'/'audio'/'vision'; labels go to
     'regression_labels' (float32) or 'classification_labels' (int64); '<modality>_lengths' are
     always written (aligned readers ignore them); extras are written under their own keys.
+    meta: emofuse's own record of how the file was made (`emofuse extract`), under the top-level
+    key 'emofuse', beside the splits (MMSA's readers index the splits only).
     """
-    payload = {split: _split_payload(ds) for split, ds in splits.items()}
+    payload: dict[str, Any] = {split: _split_payload(ds) for split, ds in splits.items()}
+    if meta is not None:
+        payload[META_KEY] = meta
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         pickle.dump(payload, handle, protocol=4)  # protocol 4: readable by every Python 3.8+
 
@@ -654,6 +695,8 @@ def _split_payload(ds: MultimodalDataset) -> dict[str, Any]:
         out[modality] = ds.features[modality].numpy().astype(np.float32)
         out[f"{modality}_lengths"] = ds.lengths[modality].numpy().astype(np.int64)
     for key, value in ds.extras.items():
+        if key in RAW_EXTRAS:  # lazily read raw inputs live in their store, not in a pickle
+            continue
         if key in out:
             warnings.warn(f"{ds.source}: extra {key!r} clashes with a standard key; not written",
                           stacklevel=3)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from emofuse.audio_frontend import SAMPLE_RATE, LogMelConfig, log_mel_db
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.raw import RAW_DTYPES, LazyRawArray, store_key, write_clip
 
@@ -31,7 +32,6 @@ EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "s
 STATEMENTS = {1: "kids are talking by the door", 2: "dogs are sitting by the door"}
 ACTOR_SPLITS = {"train": range(1, 17), "valid": range(17, 21), "test": range(21, 25)}
 FILENAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.wav$")
-SAMPLE_RATE = 16_000
 SPEAKER_NORMS = ("none", "mean", "meanvar")
 # where "meanvar" puts a standardised band: spectro_cnn's level map (audio_cnn.LEVEL_*) undoes it
 NORMALISED_CENTER_DB, NORMALISED_SCALE_DB = -50.0, 20.0
@@ -181,43 +181,28 @@ class SpeakerMap:
 
 
 def read_wav(path: Path) -> np.ndarray:
-    """Mono float32 at 16 kHz."""
-    from emofuse.features.media_models import require_module
-
-    require_module("soundfile", "soundfile")
-    import soundfile
-    from scipy.signal import resample_poly
+    """Mono float32 at 16 kHz, through the one audio front end (`emofuse.audio_frontend`)."""
+    from emofuse.audio_frontend import read_audio
 
     try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError) as err:
-        raise DataFormatError(f"{path}: unreadable audio ({err})") from None
-    if audio.size == 0:
-        raise DataFormatError(f"{path}: the audio holds no samples")
-    mono = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        g = np.gcd(int(rate), SAMPLE_RATE)
-        mono = resample_poly(mono, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
-    return mono
+        return read_audio(path, SAMPLE_RATE)
+    except ValueError as err:
+        raise DataFormatError(str(err) if str(path) in str(err) else f"{path}: unreadable audio ({err})") from None
 
 
 def window_steps(cfg: RavdessConfig) -> int:
     return int(round(cfg.window * 1000 / cfg.hop_ms))
 
 
+def logmel_config(cfg: RavdessConfig) -> LogMelConfig:
+    """The front end's log-mel config for RAVDESS's options."""
+    return LogMelConfig(n_mels=cfg.n_mels, n_fft=cfg.n_fft, win_ms=cfg.win_ms, hop_ms=cfg.hop_ms,
+                        sample_rate=SAMPLE_RATE)
+
+
 def log_mel(audio: np.ndarray, cfg: RavdessConfig) -> np.ndarray:
-    """n_mels x frames log-mel (dB) at `hop_ms` hops."""
-    from emofuse.features.media_models import require_module
-
-    require_module("librosa", "librosa")
-    import librosa
-
-    hop = int(SAMPLE_RATE * cfg.hop_ms / 1000)
-    win = int(SAMPLE_RATE * cfg.win_ms / 1000)
-    power = librosa.feature.melspectrogram(
-        y=audio, sr=SAMPLE_RATE, n_fft=cfg.n_fft, win_length=win, hop_length=hop, n_mels=cfg.n_mels, center=True
-    )
-    return librosa.power_to_db(power, ref=1.0, top_db=None).astype(np.float32)
+    """n_mels x frames log-mel (dB, floor -100) at `hop_ms` hops: the one front end's map."""
+    return log_mel_db(audio, logmel_config(cfg))
 
 
 def window_patches(audio: np.ndarray, cfg: RavdessConfig) -> np.ndarray:

@@ -58,6 +58,21 @@ def word_frame_indices(times: np.ndarray, start: float, end: float,
     return candidates[[int(np.argmin(np.abs(t - 0.5 * (start + end))))]]
 
 
+def words_with_valid_frames(times: np.ndarray, valid: np.ndarray, starts: np.ndarray,
+                            ends: np.ndarray) -> np.ndarray:
+    """W bools: the word's span holds a valid frame (a span holding no frame centre asks its
+    nearest frame). A word without one has no face to show: its vision input is missing."""
+    out = np.zeros(len(starts), dtype=bool)
+    if len(times) == 0:
+        return out
+    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        inside = np.flatnonzero((times >= s) & (times < e))
+        if len(inside) == 0:
+            inside = np.array([int(np.argmin(np.abs(times - 0.5 * (s + e))))])
+        out[i] = bool(np.any(valid[inside]))
+    return out
+
+
 def average_over_words(stream: Stream, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """W x D: each word's mean over its valid frames (zeros where the stream has none)."""
     out = np.zeros((len(starts), stream.dim), dtype=np.float32)

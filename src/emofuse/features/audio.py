@@ -4,7 +4,7 @@
   jitter, shimmer, formants, spectral slopes, ...), computed with `process_signal` on the
   decoded array (no temporary file).
 - ``librosa``: 13 MFCCs, pitch (YIN, log2 of F0 in Hz) and energy (log RMS): 15 per frame.
-- ``logmel``: the log-mel map (n_mels per frame, float16) for the raw audio encoder; it is cut per
+- ``logmel``: the log-mel map in dB (n_mels per frame, float16; `emofuse.audio_frontend`) for the raw audio encoder; it is cut per
   word rather than averaged into the pickle.
 
 Every stream has floor(duration * 100) frames; frame i covers [i/100, (i+1)/100) seconds.
@@ -104,25 +104,28 @@ class LibrosaProsody(AudioExtractor):
 
 @register_extractor
 class LogMel(AudioExtractor):
-    """Log-mel spectrogram (n_mels x frames), 25 ms windows, 10 ms hop; stored as float16."""
+    """Log-mel map (n_mels per frame) in dB, from the one front end (`emofuse.audio_frontend`).
+
+    25 ms windows, 10 ms hop (this module's frame grid), floor -100 dB: the same map the RAVDESS
+    loader uses, so a patch means the same thing whichever path made it. Version 2: version 1
+    was the natural log of power + 1e-6.
+    """
 
     name = "logmel"
-    version = 1
+    version = 2
 
     @dataclass(frozen=True)
     class Config:
         n_mels: int = 64
+        n_fft: int = 512
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> Stream:
-        require_module("librosa", "librosa")
-        import librosa
+        from emofuse.audio_frontend import LogMelConfig, log_mel_db
 
-        hop, win = sample_rate // FRAME_RATE, int(0.025 * sample_rate)
         n = frame_count(len(audio), sample_rate)
-        mel = librosa.feature.melspectrogram(y=np.asarray(audio, dtype=np.float32), sr=sample_rate,
-                                             n_fft=512, win_length=win, hop_length=hop,
-                                             n_mels=self.config.n_mels)
+        config = LogMelConfig(n_mels=self.config.n_mels, n_fft=self.config.n_fft, win_ms=25.0,
+                              hop_ms=1000.0 / FRAME_RATE, sample_rate=sample_rate)
         # round through float16 here, so a fresh result equals one read back from the cache
-        values = np.log(mel.T + 1e-6).astype(np.float16).astype(np.float32)
+        values = log_mel_db(audio, config).T.astype(np.float16).astype(np.float32)
         return Stream(self.name, _fit(values, n), regular_times(n, FRAME_RATE),
                       [f"mel{i}" for i in range(self.config.n_mels)])

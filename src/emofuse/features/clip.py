@@ -30,6 +30,7 @@ from emofuse.features.align import (
     cut_columns_per_word,
     cut_frames_per_word,
     resample_stream,
+    words_with_valid_frames,
 )
 from emofuse.features.face import FaceTrack
 from emofuse.features.registry import (
@@ -52,7 +53,10 @@ class ExtractConfig:
 
     words: 'auto' (align the transcript when given, else recognise), 'whisper' or 'pocketsphinx'.
     audio: the audio extractors whose streams form the pickle's audio vector, in order.
-    min_face_fraction: fewer frames with a face than this fraction is a NoFace failure.
+    min_face_fraction: fewer frames with a face than this fraction is a NoFace failure. 0 (the
+        default) refuses only a clip where no frame has a face: a turned head or a cut-away
+        leaves the words with a face their vision input, and the others are marked missing
+        (`ClipFeatures.vision_missing`), as `emofuse robustness` removes a modality.
     silence_db: a clip whose loudest 10 ms frame is quieter (dB full scale) has no speech. -60 keeps
         RAVDESS's quietest takes (loudest 10 ms at -53.9 dBFS over all 1440; -50 refused 3 of 720)
         and still refuses digital silence (-200) and a quiet room (RAVDESS's noise floor is below
@@ -73,7 +77,7 @@ class ExtractConfig:
     max_side: int = 480
     max_words: int = 50
     min_duration: float = 0.5
-    min_face_fraction: float = 0.2
+    min_face_fraction: float = 0.0
     silence_db: float = -60.0
     landmarks: bool = False
     require_video: bool = True
@@ -117,7 +121,9 @@ class ClipFeatures:
     aligned: 'text' / 'audio' / 'vision' -> W x D float32, one row per word (W <= max_words).
     unaligned: 'audio' (frames at unaligned_audio_rate) / 'vision' (video frames) -> T x D.
     word_crops: W x crop_frames x S x S uint8 grey face crops (None without video).
-    word_logmel: W x n_mels x logmel_frames float16 log-mel patches.
+    word_logmel: W x n_mels x logmel_frames float16 log-mel patches (dB, `emofuse.audio_frontend`).
+    vision_missing: W bools, the words whose span holds no frame with a face (their vision
+        features and crops are zero; None without video).
     timings: seconds spent in each stage (cache hits count as the read time).
     """
 
@@ -133,6 +139,7 @@ class ClipFeatures:
     columns: dict[str, list[str]]
     timings: dict[str, float] = field(default_factory=dict)
     face: FaceTrack | None = None
+    vision_missing: np.ndarray | None = None
 
     @property
     def raw_text(self) -> str:
@@ -153,6 +160,7 @@ class ClipFeatures:
             "ends": self.words.ends.copy(),
             "word_source": self.words.source,
             "face_fraction": self.face_fraction,
+            **({"vision_missing": self.vision_missing.copy()} if self.vision_missing is not None else {}),
         }
 
 
@@ -351,8 +359,10 @@ class ClipExtractor:
                                 lambda: self.face(clip.frames, clip.frame_times, clip.fps),
                                 _track_arrays, _arrays_track)
             lap("face")
+            found = int(track.present.sum())
+            if found == 0:
+                raise NoFace(path, f"no face was found in any of its {len(track.present)} frames")
             if track.face_fraction < cfg.min_face_fraction:
-                found = int(track.present.sum())
                 raise NoFace(path, f"a face was found in {found} of {len(track.present)} frames "
                                    f"(minimum {cfg.min_face_fraction:.0%})")
             for s in track.streams(cfg.landmarks):
@@ -370,16 +380,21 @@ class ClipExtractor:
         kept = Words(words.words[:n_words], words.starts[:n_words], words.ends[:n_words], words.source)
         aligned, unaligned, columns = self._assemble(kept, streams, text_vectors, clip.duration,
                                                      track is not None)
-        crops = None
+        crops = vision_missing = None
         if track is not None:
             crops = cut_frames_per_word(track.crops, track.times, kept.starts, kept.ends,
                                         cfg.crop_frames, track.present)
+            vision_missing = ~words_with_valid_frames(track.times, track.present, kept.starts, kept.ends)
+            # a word without a face gets nothing rather than a neighbour's face
+            crops[vision_missing] = 0
+            aligned["vision"][vision_missing] = 0.0
         logmel = streams["logmel"]
         word_logmel = cut_columns_per_word(logmel.values.astype(np.float16), logmel.times, kept.starts,
                                            kept.ends, cfg.logmel_frames)
         lap("align")
         return ClipFeatures(path, clip.duration, kept, streams, aligned, unaligned, crops, word_logmel,
-                            None if track is None else track.face_fraction, columns, timings, track)
+                            None if track is None else track.face_fraction, columns, timings, track,
+                            vision_missing)
 
     def _text_vectors(self, words: Words) -> np.ndarray:
         from emofuse.features.text import embed_cached

@@ -49,6 +49,7 @@ import torch
 
 from emofuse.data.dataset import SPLITS, DataFormatError, DatasetSplits, MultimodalDataset, parse_modalities
 from emofuse.data.mmsa import atomic_path, save_mmsa_pickle
+from emofuse.data.raw import RAW_DTYPES, RAW_KEY_OF, write_clip
 from emofuse.features.clip import ClipExtractor, ExtractConfig
 from emofuse.features.registry import ClipError, MissingFile, file_hash
 
@@ -74,6 +75,8 @@ class ClipResult:
     record: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     duration: float = 0.0
+    # modality -> absolute path of the clip's raw store file (crops, log-mel), with --raw
+    raw_files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,13 +219,17 @@ def _init_worker(config: ExtractConfig, cache_dir: str | None) -> None:
     _WORKER = ClipExtractor(config, cache_dir)
 
 
-def _run_job(job: ClipJob, raw_dir: str | None = None) -> ClipResult:
+def _run_job(job: ClipJob, raw_store: str | None = None) -> ClipResult:
     assert _WORKER is not None, "worker not initialised"
-    return run_clip(_WORKER, job, raw_dir)
+    return run_clip(_WORKER, job, raw_store)
 
 
-def run_clip(extractor: ClipExtractor, job: ClipJob, raw_dir: str | None = None) -> ClipResult:
-    """One clip; a ClipError becomes a failed result (never an exception)."""
+def run_clip(extractor: ClipExtractor, job: ClipJob, raw_store: str | None = None) -> ClipResult:
+    """One clip; a ClipError becomes a failed result (never an exception).
+
+    raw_store: also write the clip's per-word face crops and log-mel patches there (the worker
+    writes them, so the arrays never travel between processes).
+    """
     try:
         if not Path(job.path).is_file():
             raise MissingFile(job.path, "the clip named in label.csv does not exist")
@@ -230,37 +237,34 @@ def run_clip(extractor: ClipExtractor, job: ClipJob, raw_dir: str | None = None)
         features = extractor.extract(job.path, transcript)
     except ClipError as err:
         return ClipResult(job.clip_id, job.path, err.reason, str(err))
-    if raw_dir is not None:
-        _write_raw(Path(raw_dir), job.clip_id, features)
+    raw_files = write_raw_clip(Path(raw_store), job.clip_id, features) if raw_store is not None else {}
     return ClipResult(job.clip_id, job.path, "ok", "", features.record(), features.timings,
-                      features.duration)
+                      features.duration, raw_files)
 
 
-def _write_raw(raw_dir: Path, clip_id: str, features) -> None:  # features: ClipFeatures
-    """Per-word crops (uint8) and log-mel patches (float16) for the raw encoders, one npz per clip."""
+def write_raw_clip(store: Path, clip_id: str, features) -> dict[str, str]:  # features: ClipFeatures
+    """The clip's raw inputs in the lazy raw store (`emofuse.data.raw`): one .npy per clip and kind,
+    uint8 crops under vision/, float16 log-mel under audio/, at <kind>/<video_id>/<clip_id>.npy."""
     video_id, _, clip = clip_id.partition("$_$")
-    path = raw_dir / video_id / f"{clip}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"logmel": features.word_logmel, "starts": features.words.starts,
-              "ends": features.words.ends, "words": np.array(features.words.words, dtype=str)}
+    arrays = {"audio": features.word_logmel}
     if features.word_crops is not None:
-        arrays["crops"] = features.word_crops
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+        arrays["vision"] = features.word_crops
+    return {m: str(write_clip(store / m / video_id, clip, array, RAW_DTYPES[RAW_KEY_OF[m]]).resolve())
+            for m, array in arrays.items()}
 
 
 def _results(jobs: Sequence[ClipJob], config: ExtractConfig, cache_dir: str | None, workers: int,
-             raw_dir: str | None) -> Iterator[ClipResult]:
+             raw_store: str | None) -> Iterator[ClipResult]:
     if workers <= 1:
         with ClipExtractor(config, cache_dir) as extractor:
             for job in jobs:
-                yield run_clip(extractor, job, raw_dir)
+                yield run_clip(extractor, job, raw_store)
         return
     # spawn, not fork: the model libraries start threads that a forked child would inherit broken
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                              initargs=(config, cache_dir)) as pool:
-        futures = [pool.submit(_run_job, job, raw_dir) for job in jobs]
+        futures = [pool.submit(_run_job, job, raw_store) for job in jobs]
         try:
             for future in futures:  # in submission order: the output order never depends on timing
                 yield future.result()
@@ -279,6 +283,7 @@ def extract_dataset(
     on_error: str = "skip",
     shard: str | tuple[int, int] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    raw: bool = False,
     raw_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     labels: str = "auto",
@@ -287,7 +292,10 @@ def extract_dataset(
 
     cache_dir: the per-clip stage cache (default <emofuse cache>/extract).
     labels: how label.csv's labels are read ('auto', 'regression', 'classification').
-    raw_dir: also write per-word face crops and log-mel patches, one npz per clip.
+    raw: also write every clip's per-word face crops and log-mel patches (the paper's front end,
+        read by `train --video-encoder harris3d_cnn --audio-encoder spectro_cnn`) into the raw
+        store `<out stem>.raw/` beside the pickle, or `raw_dir` when given; the aligned pickle
+        names each clip's files relative to itself, so the folder can be moved as a whole.
     Raises ValueError for bad options, the first clip's ClipError with on_error='stop'.
     """
     from tqdm.auto import tqdm
@@ -306,11 +314,12 @@ def extract_dataset(
     jobs = clip_jobs(table.media_root, df, shard_pair)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    raw_store = raw_store_path(out, raw_dir) if raw or raw_dir is not None else None
 
     started = time.perf_counter()
     results: list[ClipResult] = []
     bar = tqdm(total=len(jobs), desc="extract", unit="clip", disable=not progress)
-    stream = _results(jobs, config, cache, workers, None if raw_dir is None else str(raw_dir))
+    stream = _results(jobs, config, cache, workers, None if raw_store is None else str(raw_store))
     try:
         for result in stream:
             results.append(result)
@@ -337,15 +346,20 @@ def extract_dataset(
             "format": SHARD_FORMAT, "version": SHARD_VERSION, "label_csv": str(label),
             "label_sha256": table.fingerprint, "config": config.to_dict(), "shard": list(shard_pair),
             "clip_ids": [j.clip_id for j in jobs], "results": results, "on_error": on_error,
-            "labels": labels,
+            "labels": labels, "raw_store": None if raw_store is None else str(raw_store.resolve()),
         }
         with atomic_path(out) as tmp, open(tmp, "wb") as handle:
             pickle.dump(payload, handle, protocol=4)
         write_report(report, out)
         return ExtractResult([out, *report_paths(out)], report)
-    outputs = write_pickles(table, results, config, out, on_error)
+    outputs = write_pickles(table, results, config, out, on_error, raw_store)
     write_report(report, out)
     return ExtractResult([*outputs, *report_paths(out)], report)
+
+
+def raw_store_path(out: Path, raw_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where --raw writes: `raw_dir`, or `<out stem>.raw/` beside the pickle."""
+    return Path(raw_dir) if raw_dir is not None else out.with_name(f"{out.stem}.raw")
 
 
 def unaligned_path(out: Path) -> Path:
@@ -384,10 +398,18 @@ def build_report(results: Sequence[ClipResult], config: ExtractConfig, label: Pa
         "stage_real_time_factor": {k: round(v / audio_seconds, 4) for k, v in stage_seconds.items()}
         if audio_seconds else {},
         "asr_wer": asr_word_error_rate(ok, transcripts or {}),
+        # with --raw: the raw store's size, in all and per minute of media
+        "raw_store_bytes": _raw_bytes(ok),
+        "raw_store_mb_per_media_minute": round(_raw_bytes(ok) / 2**20 / (audio_seconds / 60), 3)
+        if audio_seconds and _raw_bytes(ok) else None,
         "config": config.to_dict(),
         "statuses": [{"id": r.clip_id, "path": r.path, "status": r.status, "message": r.message}
                      for r in results],
     }
+
+
+def _raw_bytes(results: Sequence[ClipResult]) -> int:
+    return sum(os.path.getsize(f) for r in results for f in r.raw_files.values() if os.path.isfile(f))
 
 
 def _normal_words(text: str) -> list[str]:
@@ -447,8 +469,14 @@ def write_report(report: dict[str, Any], out: Path) -> None:
 
 # --------------------------------------------------------------------------- pickles
 def write_pickles(table: DatasetTable, results: Sequence[ClipResult], config: ExtractConfig, out: Path,
-                  on_error: str) -> list[Path]:
-    """Build the aligned and unaligned MMSA pickles from clip results (label.csv row order)."""
+                  on_error: str, raw_store: Path | None = None) -> list[Path]:
+    """Build the aligned and unaligned MMSA pickles from clip results (label.csv row order).
+
+    Both carry, under the top-level key 'emofuse' (MMSA's readers look at the splits only), the
+    extraction config and the log-mel map; with a raw store, the aligned pickle also names each
+    clip's raw files relative to its own folder ('raw_vision_file', 'raw_audio_file') and the
+    store's item shapes, which `load_mmsa_pickle` turns into lazily read raw inputs.
+    """
     by_id = {r.clip_id: r for r in results}
     ok = [r for r in results if r.status == "ok" and r.record is not None]
     if not ok:
@@ -457,17 +485,52 @@ def write_pickles(table: DatasetTable, results: Sequence[ClipResult], config: Ex
     dims = {m: x.shape[1] for m, x in ok[0].record["aligned"].items()}
     # one padded length per modality across all splits, as MMSA's files have
     longest = {m: max(len(r.record["unaligned"][m]) for r in ok) for m in dims}
+    raw = _raw_references(ok, config, out, raw_store) if raw_store is not None else None
     aligned = _splits(table, by_id, dims, {m: config.max_words for m in dims}, on_error == "pad",
-                      out.stem, aligned=True)
+                      out.stem, aligned=True, raw=raw)
     unaligned = _splits(table, by_id, dims, longest, on_error == "pad", unaligned_path(out).stem,
                         aligned=False)
-    save_mmsa_pickle(aligned, out)
-    save_mmsa_pickle(unaligned, unaligned_path(out))
+    meta = pickle_meta(config)
+    save_mmsa_pickle(aligned, out, meta={**meta, "view": "aligned", "raw": None if raw is None else raw["meta"]})
+    save_mmsa_pickle(unaligned, unaligned_path(out), meta={**meta, "view": "unaligned", "raw": None})
     return [out, unaligned_path(out)]
 
 
+def pickle_meta(config: ExtractConfig) -> dict[str, Any]:
+    """What an extracted pickle says about how it was made (see `emofuse.data.frontend`)."""
+    from emofuse.audio_frontend import LogMelConfig
+
+    logmel = LogMelConfig(n_mels=config.n_mels, n_fft=512, win_ms=25.0, hop_ms=10.0,
+                          sample_rate=config_sample_rate(config))
+    return {"format": "emofuse-extract", "extract_config": config.to_dict(), "logmel": logmel.describe()}
+
+
+def config_sample_rate(config: ExtractConfig) -> int:
+    """The decoder's audio rate: the log-mel is computed at it."""
+    from emofuse.features.registry import get_extractor
+
+    return int(get_extractor(config.decoder, "decode").Config().sample_rate)
+
+
+def _raw_references(ok: Sequence[ClipResult], config: ExtractConfig, out: Path, store: Path) -> dict[str, Any]:
+    """Per clip id, its raw files relative to the pickle's folder; an empty file for padded clips."""
+    kinds = [m for m in ("vision", "audio") if all(m in r.raw_files for r in ok)]
+    shapes = {"vision": [config.crop_frames, config.crop_size, config.crop_size],
+              "audio": [config.n_mels, config.logmel_frames]}
+    base = out.resolve().parent
+    files = {r.clip_id: {m: os.path.relpath(r.raw_files[m], base) for m in kinds} for r in ok}
+    empty = {}
+    for m in kinds:  # a clip kept by --on-error pad has one all-zero word, as its features do
+        path = write_clip(store / "empty", m, np.zeros((1, *shapes[m])), RAW_DTYPES[RAW_KEY_OF[m]])
+        empty[m] = os.path.relpath(path.resolve(), base)
+    return {"files": files, "empty": empty,
+            "meta": {"store": os.path.relpath(store.resolve(), base), "shapes": {m: shapes[m] for m in kinds},
+                     "dtypes": {m: RAW_DTYPES[RAW_KEY_OF[m]] for m in kinds}}}
+
+
 def _splits(table: DatasetTable, by_id: dict[str, ClipResult], dims: dict[str, int],
-            max_lengths: dict[str, int], pad: bool, name: str, aligned: bool) -> DatasetSplits:
+            max_lengths: dict[str, int], pad: bool, name: str, aligned: bool,
+            raw: dict[str, Any] | None = None) -> DatasetSplits:
     df = table.df
     classification = table.task == "classification"
     labels_all = df["label"].to_numpy(dtype=np.float64)
@@ -488,12 +551,12 @@ def _splits(table: DatasetTable, by_id: dict[str, ClipResult], dims: dict[str, i
                 samples.append((row, result))
         if not samples:
             raise DataFormatError(f"split {split!r} has no extracted clip; see the report")
-        datasets[split] = _dataset(samples, dims, max_lengths, aligned, split, integral, classification)
+        datasets[split] = _dataset(samples, dims, max_lengths, aligned, split, integral, classification, raw)
     return DatasetSplits(**datasets, name=name, class_names=list(table.class_names))
 
 
 def _dataset(samples: list, dims: dict[str, int], max_lengths: dict[str, int], aligned: bool, split: str,
-             integral: bool, classification: bool = False) -> MultimodalDataset:
+             integral: bool, classification: bool = False, raw: dict[str, Any] | None = None) -> MultimodalDataset:
     n = len(samples)
     sequences: dict[str, list[np.ndarray]] = {m: [] for m in dims}
     for _, result in samples:
@@ -526,6 +589,17 @@ def _dataset(samples: list, dims: dict[str, int], max_lengths: dict[str, int], a
     }
     if integral:
         extras["classification_labels"] = labels.astype(np.int64)
+    if aligned and "vision" in dims:
+        # words during which no face was seen: their vision is missing (emofuse.data.normalize)
+        missing = np.zeros((n, max_lengths["vision"]), dtype=bool)
+        for i, r in enumerate(results):
+            flags = np.asarray((r.record or {}).get("vision_missing", []), dtype=bool)[: missing.shape[1]]
+            missing[i, : len(flags)] = flags
+        if missing.any():
+            extras["vision_missing"] = missing
+    for m in raw["empty"] if raw is not None else ():
+        extras[f"raw_{m}_file"] = np.array([raw["files"][r.clip_id][m] if r.clip_id in raw["files"] else raw["empty"][m]
+                                            for r in results], dtype=object)
     return MultimodalDataset(
         features=features,
         lengths=lengths,
@@ -607,7 +681,13 @@ def merge_shards(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     report = build_report(ordered, config, label, None, 0.0, 0, transcripts=texts)
     report["merged_from"] = [str(p) for p, _ in payloads]
     out.parent.mkdir(parents=True, exist_ok=True)
-    outputs = write_pickles(table, ordered, config, out, first["on_error"])
+    # the shards' raw stores stay where they were written; the merged pickle names their files
+    stores = {p.get("raw_store") for _, p in payloads}
+    if len(stores) > 1 and None in stores:
+        raise DataFormatError("some shards were extracted with --raw and others without; extract them alike")
+    store = next(iter(stores)) if stores else None
+    outputs = write_pickles(table, ordered, config, out, first["on_error"],
+                            Path(store) if store is not None else None)
     write_report(report, out)
     return ExtractResult([*outputs, *report_paths(out)], report)
 

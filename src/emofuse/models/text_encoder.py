@@ -195,6 +195,7 @@ def tokenize_splits(splits: DatasetSplits, tokenizer: Any, config: TextEncoderCo
         *(tokenize_dataset(d, tokenizer, config) for _, d in splits.items()),
         name=splits.name,
         class_names=splits.class_names,
+        frontend=splits.frontend,
     )
 
 

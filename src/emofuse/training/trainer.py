@@ -407,6 +407,8 @@ class Trainer:
                 "description": self.splits.describe() if self.score_test else _describe_without_test(self.splits),
                 "class_names": self.splits.class_names,
             },
+            # what predicting needs to make this run's inputs from a clip (emofuse.data.frontend)
+            "frontend": self.splits.frontend,
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
         atomic_write_text(self.run_dir / "config.json", json.dumps(payload, indent=2) + "\n")
