@@ -126,7 +126,15 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
             source=f"{root}:{split}",
             extras={"raw_audio": LazyRawArray([files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"])},  # type: ignore[dict-item]
         )
-    return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS))
+    return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS), frontend=ravdess_frontend(cfg))
+
+
+def ravdess_frontend(cfg: RavdessConfig) -> dict:
+    """How a RAVDESS run's audio is made (`emofuse.data.frontend`): fixed windows of the one log-mel."""
+    from emofuse.data.frontend import frontend_record
+
+    return frontend_record("ravdess", segments="windows", logmel=logmel_config(cfg).describe(),
+                           raw_shapes={"audio": [cfg.n_mels, window_steps(cfg)]}, ravdess=dataclasses.asdict(cfg))
 
 
 def speaker_normalised(files: list[str], actors: list[int], mode: str, store: Path) -> list[str]:

@@ -70,7 +70,11 @@ def make_synthetic_raw(config: SyntheticRawConfig | None = None, cache: str | Pa
         name: _make_split(rng, distractor_rng, n, cfg, name, root / name)
         for name, n in (("train", cfg.n_train), ("valid", cfg.n_valid), ("test", cfg.n_test))
     }
-    return DatasetSplits(**splits, name="synthetic-raw")
+    from emofuse.data.frontend import frontend_record
+
+    # generated arrays, not media: the record keeps the sizes a clip's crops and log-mel are resized to
+    shapes = {"vision": [cfg.frames, cfg.size, cfg.size], "audio": [cfg.n_mels, cfg.mel_steps]}
+    return DatasetSplits(**splits, name="synthetic-raw", frontend=frontend_record("synthetic-raw", raw_shapes=shapes))
 
 
 def _make_split(

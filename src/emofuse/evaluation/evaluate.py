@@ -42,6 +42,8 @@ class LoadedRun:
     scaler: FeatureScaler
     class_names: list[str]
     tokenizer: Any = None  # set when the model carries its own text encoder
+    # how the training inputs were made from media (emofuse.data.frontend); {} for older runs
+    frontend: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def spec(self) -> ModelSpec:
@@ -84,7 +86,9 @@ def load_run(run_dir: Path, device: str = "cpu") -> LoadedRun:
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir}: not a run folder (no config.json)")
     config = TrainConfig.load(config_path)
-    class_names = json.loads(config_path.read_text()).get("data", {}).get("class_names", [])
+    saved = json.loads(config_path.read_text())
+    class_names = saved.get("data", {}).get("class_names", [])
+    frontend = saved.get("frontend") or {}
     best = run_dir / "best.pt"
     ckpt = load_checkpoint(best, device)
     config = _config_of_checkpoint(config, ckpt, best)
@@ -99,7 +103,8 @@ def load_run(run_dir: Path, device: str = "cpu") -> LoadedRun:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"{best}: the weights do not fit a {config.model} model ({first})") from None
     model.to(resolve_device(device)).eval()
-    return LoadedRun(run_dir, config, model, FeatureScaler.from_state_dict(ckpt["scaler"]), class_names, tokenizer)
+    return LoadedRun(run_dir, config, model, FeatureScaler.from_state_dict(ckpt["scaler"]), class_names, tokenizer,
+                     frontend)
 
 
 def _config_of_checkpoint(config: TrainConfig, ckpt: dict[str, Any], path: Path) -> TrainConfig:

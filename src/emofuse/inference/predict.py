@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 import warnings
@@ -39,7 +38,7 @@ import torch
 
 from emofuse.data.dataset import DataFormatError, MultimodalDataset, modality_code
 from emofuse.data.ravdess import SpeakerMap
-from emofuse.data.raw import RAW_KEY_OF
+from emofuse.data.raw import RAW_DTYPES, RAW_KEY_OF
 from emofuse.errors import UserError
 from emofuse.evaluation.evaluate import LoadedRun, load_run
 from emofuse.evaluation.robustness import Corruption, TokenCorruption
@@ -50,8 +49,6 @@ from emofuse.models.raw_encoders import WithRawEncoders
 SEVEN_CLASSES = ("strongly negative", "negative", "weakly negative", "neutral", "weakly positive", "positive",
                  "strongly positive")
 THREE_CLASSES = ("negative", "neutral", "positive")
-# emofuse's log-mel is ln(power + 1e-6); RAVDESS's loader (and runs trained on it) use dB
-LN_TO_DB = 10.0 / math.log(10.0)
 
 
 class RunMismatch(UserError):
@@ -65,31 +62,67 @@ class FeatureLayout:
 
     view: 'aligned' (one row per word) or 'unaligned' (frame-rate audio and video).
     raw_shapes: modality -> per-word item shape a raw encoder was trained on.
-    logmel_db: the run's log-mel patches are in dB (RAVDESS), not emofuse extract's natural log.
+    segments: 'words' (a raw audio step per word) or 'windows' (RAVDESS's fixed windows of the
+        speech, silence trimmed: `ravdess` holds their config).
     speaker_norm: the run's raw audio was normalised per speaker ("mean" or "meanvar"; "none").
-    from_extract: the run's data is an `emofuse extract` output (its report was found).
+    from_extract: the run's data is an `emofuse extract` output.
+    from_run: the layout was read from the run folder (False: a run made before runs recorded
+        it, whose layout is worked out from its training data's path).
     """
 
     config: ExtractConfig
     view: str = "aligned"
     raw_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    logmel_db: bool = False
     from_extract: bool = False
     source: str = ""
     # the run's RAVDESS log-mel was normalised per speaker (mean | meanvar): a new clip needs
     # reference clips of its speaker (`Predictor(speaker_reference=...)`) for the same map
     speaker_norm: str = "none"
+    segments: str = "words"
+    ravdess: dict[str, Any] | None = None
+    from_run: bool = False
+
+
+def _extract_config(values: dict[str, Any], base: ExtractConfig) -> ExtractConfig:
+    known = {f.name for f in dataclasses.fields(ExtractConfig)}
+    return dataclasses.replace(base, **{k: tuple(v) if k == "audio" else v for k, v in values.items() if k in known})
 
 
 def _extract_config_of(report: Path, base: ExtractConfig) -> ExtractConfig:
-    payload = json.loads(report.read_text()).get("config", {})
-    known = {f.name for f in dataclasses.fields(ExtractConfig)}
-    values = {k: tuple(v) if k == "audio" else v for k, v in payload.items() if k in known}
-    return dataclasses.replace(base, **values)
+    return _extract_config(json.loads(report.read_text()).get("config", {}), base)
 
 
 def feature_layout(run: LoadedRun) -> FeatureLayout:
-    """The extraction that gives `run` the features it was trained on (see the module docstring)."""
+    """The extraction that gives `run` the features it was trained on: the front-end record in the
+    run folder (`emofuse.data.frontend`), or for an older run one worked out from its data's path."""
+    if run.frontend:
+        return _layout_of_record(run, run.frontend)
+    return _layout_of_data_path(run)
+
+
+def _layout_of_record(run: LoadedRun, record: dict[str, Any]) -> FeatureLayout:
+    config = run.config
+    base = ExtractConfig(text_model=config.text_model, max_words=config.max_words)
+    try:
+        if record.get("extract"):
+            base = _extract_config(record["extract"], base)
+        shapes = {m: tuple(int(x) for x in s) for m, s in (record.get("raw_shapes") or {}).items()}
+    except (TypeError, ValueError) as err:
+        raise RunMismatch(f"{run.run_dir}/config.json: an unreadable front-end record ({err})") from None
+    ravdess = record.get("ravdess") or None
+    return FeatureLayout(
+        base, record.get("view", "aligned"), _raw_shapes(run, base, shapes), record.get("source") == "extract",
+        str(config.data), (ravdess or {}).get("speaker_norm", "none") if "audio" in run.raw_modalities else "none",
+        record.get("segments", "words"), ravdess, from_run=True)
+
+
+def _raw_shapes(run: LoadedRun, base: ExtractConfig, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    defaults = {"vision": (base.crop_frames, base.crop_size, base.crop_size), "audio": (base.n_mels, base.logmel_frames)}
+    return {m: shapes.get(m, defaults[m]) for m in run.raw_modalities}
+
+
+def _layout_of_data_path(run: LoadedRun) -> FeatureLayout:
+    """A run made before run folders recorded their front end: read it off the training data."""
     config = run.config
     base = ExtractConfig(text_model=config.text_model, max_words=config.max_words)
     source = str(config.data)
@@ -106,31 +139,24 @@ def feature_layout(run: LoadedRun) -> FeatureLayout:
                 from_extract = True
             except (ValueError, TypeError, OSError) as err:
                 raise RunMismatch(f"{report}: not a readable `emofuse extract` report ({err})") from None
-    raw_shapes: dict[str, tuple[int, ...]] = {}
-    logmel_db, speaker_norm = False, "none"
-    # computed sources: the sizes their config gave at training time (--data-option values included)
     options = dict(getattr(config, "data_options", None) or {})
     if source == "synthetic-raw":
         from emofuse.data.loading import _data_config
         from emofuse.data.synthetic_raw import SyntheticRawConfig
 
         syn = _data_config(SyntheticRawConfig, options, source)
-        raw_shapes = {"vision": (syn.frames, syn.size, syn.size), "audio": (syn.n_mels, syn.mel_steps)}
-    elif path.is_dir() and _is_ravdess(path):
+        shapes = {"vision": (syn.frames, syn.size, syn.size), "audio": (syn.n_mels, syn.mel_steps)}
+        return FeatureLayout(base, view, _raw_shapes(run, base, shapes), from_extract, source)
+    if path.is_dir() and _is_ravdess(path):
         from emofuse.data.loading import _data_config
         from emofuse.data.ravdess import RavdessConfig, window_steps
 
         rav = _data_config(RavdessConfig, options, source)
-        # bands are interpolated when n_mels differs: both mel scales span 0-8 kHz
-        raw_shapes = {"audio": (rav.n_mels, window_steps(rav))}
-        logmel_db = True
-        speaker_norm = rav.speaker_norm
-    raw_shapes = {
-        "vision": raw_shapes.get("vision", (base.crop_frames, base.crop_size, base.crop_size)),
-        "audio": raw_shapes.get("audio", (base.n_mels, base.logmel_frames)),
-    }
-    return FeatureLayout(base, view, {m: raw_shapes[m] for m in run.raw_modalities}, logmel_db, from_extract, source,
-                         speaker_norm if "audio" in run.raw_modalities else "none")
+        shapes = {"audio": (rav.n_mels, window_steps(rav))}
+        return FeatureLayout(base, view, _raw_shapes(run, base, shapes), from_extract, source,
+                             rav.speaker_norm if "audio" in run.raw_modalities else "none", "windows",
+                             dataclasses.asdict(rav))
+    return FeatureLayout(base, view, _raw_shapes(run, base, {}), from_extract, source)
 
 
 def _is_ravdess(path: Path) -> bool:
@@ -161,6 +187,13 @@ class InMemoryRaw:
         n = min(words, self.array.shape[1])
         out[:, :n] = self.array[np.asarray(idx), :n]
         return out
+
+
+def run_label(run_dir: Path) -> str:
+    """A run folder's name for people and clients: its last two parts (`fusion_matched_TAV/seed_1`),
+    never the absolute path on this machine."""
+    parts = Path(run_dir).resolve().parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else Path(run_dir).name
 
 
 def resize_words(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -266,17 +299,33 @@ class Predictor:
                               "reference clips have nothing to do; leave them out")
         patches = []
         for path in clips:
-            logmel = self.extract(path).word_logmel
-            if logmel is None or len(logmel) == 0:
-                raise DataFormatError(f"{path}: a speaker reference clip gave no speech (no word log-mel patches)")
-            patches.append(self._run_scale(np.asarray(logmel)))
+            patches.append(self.reference_patches(path))
         self.speaker_map = SpeakerMap.fit(patches, self.layout.speaker_norm)
 
-    def _run_scale(self, logmel: np.ndarray) -> np.ndarray:
-        """Per-word log-mel from extraction -> the run's scale (dB for RAVDESS) and patch size."""
-        if self.layout.logmel_db:
-            logmel = (logmel.astype(np.float32) * LN_TO_DB).astype(logmel.dtype)
-        return resize_words(logmel, self.layout.raw_shapes["audio"])
+    def reference_patches(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """A speaker reference clip's raw audio steps, made as the clips to predict are."""
+        if self.layout.segments == "windows":  # no words are needed: skip speech recognition
+            return self._windows(path)
+        logmel = self.extract(path).word_logmel
+        if logmel is None or len(logmel) == 0:
+            raise DataFormatError(f"{path}: a speaker reference clip gave no speech (no word log-mel patches)")
+        return resize_words(np.asarray(logmel), self.layout.raw_shapes["audio"])
+
+    def raw_audio(self, features: ClipFeatures) -> np.ndarray:
+        """The clip's raw audio steps as the run was trained on them: a log-mel patch per word, or
+        for a RAVDESS run the fixed windows of the clip's speech, both from the one front end
+        (`emofuse.audio_frontend`) and at the run's patch size."""
+        if self.layout.segments == "windows":
+            return self._windows(features.path)
+        return resize_words(np.asarray(features.word_logmel), self.layout.raw_shapes["audio"])
+
+    def _windows(self, path: str | os.PathLike[str]) -> np.ndarray:
+        from emofuse.data.ravdess import RavdessConfig, read_wav, window_patches
+
+        config = RavdessConfig(**(self.layout.ravdess or {}))
+        # through float16, as the loader stores its patches, so a training clip gives its very inputs
+        patches = window_patches(read_wav(Path(path)), config).astype(RAW_DTYPES["raw_audio"])
+        return resize_words(patches, self.layout.raw_shapes["audio"])
 
     def close(self) -> None:
         self.extractor.close()
@@ -296,7 +345,8 @@ class Predictor:
         return self.run.class_names or [str(i) for i in range(self.run.spec.num_classes)]
 
     def describe(self) -> dict[str, Any]:
-        return {"run": str(self.run_dir), "model": self.run.config.model,
+        # the run's own name, never the server's path to it (serve returns this to clients)
+        return {"run": run_label(self.run_dir), "model": self.run.config.model,
                 "modalities": modality_code(self.modalities), "task": self.run.spec.task,
                 "features": self.layout.view, "raw_encoders": {m: n for m, n in (
                     ("vision", self.run.config.video_encoder), ("audio", self.run.config.audio_encoder)) if n}}
@@ -339,7 +389,8 @@ class Predictor:
         return out
 
     def predict_features(self, features: ClipFeatures) -> dict[str, Any]:
-        raw = {"vision": features.word_crops, "audio": features.word_logmel}
+        raw = {"vision": features.word_crops,
+               "audio": self.raw_audio(features) if "audio" in self.run.raw_modalities else features.word_logmel}
         result = self.predict_record(features.record(), raw, clip=features.path)
         result["duration"] = round(float(features.duration), 3)
         result["face_fraction"] = features.face_fraction
@@ -363,15 +414,12 @@ class Predictor:
                     what = "face crops (a video)" if m == "vision" else "log-mel patches"
                     raise DataFormatError(f"{clip}: the run reads raw {m} through its encoder and the clip gives no "
                                           f"per-word {what}")
-                array = np.asarray(array)
-                if m == "audio":
-                    array = self._run_scale(array)
-                    if self.speaker_map is not None:
-                        array = self.speaker_map(array).astype(array.dtype)
-                else:
-                    array = resize_words(array, self.layout.raw_shapes[m])
+                array = resize_words(np.asarray(array), self.layout.raw_shapes[m])
+                if m == "audio" and self.speaker_map is not None:
+                    array = self.speaker_map(array).astype(array.dtype)
                 extras[RAW_KEY_OF[m]] = InMemoryRaw(array[None])
-                features[m] = torch.zeros(1, len(array), 1)
+                # a placeholder the encoder overwrites, as wide as the training data's slot (the scaler checks it)
+                features[m] = torch.zeros(1, len(array), self._slot_width(m))
                 lengths[m] = torch.tensor([len(array)])
                 continue
             if m == "text" and self.run.tokenizer is not None:
@@ -387,10 +435,17 @@ class Predictor:
             self._check_dims(m, x.shape[1])
             features[m] = torch.from_numpy(x).unsqueeze(0)
             lengths[m] = torch.tensor([len(x)])
+        if "vision" in self.modalities and len(record.get("vision_missing", [])):
+            # words without a face: missing vision, zeroed after scaling as in training (data.normalize)
+            extras["vision_missing"] = np.asarray(record["vision_missing"], dtype=bool)[None]
         labels = torch.zeros(1, dtype=torch.long if self.is_classifier else torch.float32)
         data = MultimodalDataset(features, lengths, labels, [clip], [str(record.get("raw_text", ""))],
                                  source=clip, extras=extras)
         return self.run.prepare(data)
+
+    def _slot_width(self, m: str) -> int:
+        mean = self.run.scaler.mean.get(m)
+        return int(mean.shape[0]) if mean is not None else 1
 
     def _check_dims(self, m: str, dim: int) -> None:
         want = self.run.spec.dims[m]
@@ -453,8 +508,16 @@ class Predictor:
                                     "contribution": round(float(pred - alone), 4)}
         words = record.get("words") or []
         starts, ends = record.get("starts", []), record.get("ends", [])
+        notes = []
+        missing = np.asarray(record.get("vision_missing", []), dtype=bool)
+        faceless = [str(w) for w, gone in zip(words, missing, strict=False) if gone]
+        if "vision" in self.modalities and faceless:
+            notes.append(f"no face was seen during {len(faceless)} of {len(words)} words; their vision input is "
+                         "marked missing (as `emofuse robustness` removes a modality)")
         return {
             "clip": clip,
+            "notes": notes,
+            "vision_missing_words": faceless,
             **self.describe(),
             **summary,
             "text": str(record.get("raw_text", "")),
