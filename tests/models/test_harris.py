@@ -20,6 +20,8 @@ from emofuse.models.encoders.harris import (
     harris_attention,
     harris_keypoints,
     harris_response,
+    harris_strength,
+    harris_terms,
     prewitt_gradients,
     select_keypoints,
 )
@@ -71,33 +73,48 @@ def ref_smooth(x: np.ndarray, sigma: float, tau: float) -> np.ndarray:
     return out
 
 
-def ref_response(v: np.ndarray, mode: str, cfg: HarrisConfig) -> np.ndarray:
+def ref_terms(v: np.ndarray, mode: str, cfg: HarrisConfig) -> tuple[np.ndarray, np.ndarray]:
+    """R or R3, and each clip's contrast measure: mean(Ix^2 + Iy^2)^2 [* mean(It^2) for 3D],
+    the means over the clip of M's smoothed diagonal."""
     ix, iy, it = ref_gradients(v)
     if mode == "harris2d":
         m = np.empty(v.shape + (2, 2))
         for (i, gi), (j, gj) in itertools.product(enumerate((ix, iy)), repeat=2):
             m[..., i, j] = ref_smooth(gi * gj, cfg.sigma, 0.0)
-        return np.linalg.det(m) - cfg.k2d * np.trace(m, axis1=-2, axis2=-1) ** 2
+        spatial = (m[..., 0, 0] + m[..., 1, 1]).reshape(len(v), -1).mean(1)
+        return np.linalg.det(m) - cfg.k2d * np.trace(m, axis1=-2, axis2=-1) ** 2, spatial**2
     if v.shape[1] >= 3:  # first/last frames take their inner neighbour's gradient
         for g in (ix, iy, it):
             g[:, 0], g[:, -1] = g[:, 1].copy(), g[:, -2].copy()
     m = np.empty(v.shape + (3, 3))
     for (i, gi), (j, gj) in itertools.product(enumerate((ix, iy, it)), repeat=2):
         m[..., i, j] = ref_smooth(gi * gj, cfg.sigma, cfg.tau)
-    return np.linalg.det(m) - cfg.k3d * np.trace(m, axis1=-2, axis2=-1) ** 3
+    spatial = (m[..., 0, 0] + m[..., 1, 1]).reshape(len(v), -1).mean(1)
+    temporal = m[..., 2, 2].reshape(len(v), -1).mean(1)
+    return np.linalg.det(m) - cfg.k3d * np.trace(m, axis1=-2, axis2=-1) ** 3, spatial**2 * temporal
 
 
-def ref_select(r: np.ndarray, mode: str, cfg: HarrisConfig) -> np.ndarray:
+def ref_response(v: np.ndarray, mode: str, cfg: HarrisConfig) -> np.ndarray:
+    return ref_terms(v, mode, cfg)[0]
+
+
+def ref_select(r: np.ndarray, mode: str, cfg: HarrisConfig, contrast: np.ndarray | None = None) -> np.ndarray:
+    """Loops; `contrast` (one per clip) divides r for the strength floor, None: r is the strength."""
     rt = cfg.nms_radius_t if mode == "harris3d" else 0
     rs = cfg.nms_radius
+    floor = cfg.min_strength3d if mode == "harris3d" else cfg.min_strength2d
     out = np.zeros(r.shape, dtype=bool)
+    _, _, h_, w_ = r.shape
     for b in range(r.shape[0]):
         top = r[b].max()
+        scale = 1.0 if contrast is None else contrast[b]
         found = []
         for t, y, x in itertools.product(*(range(n) for n in r.shape[1:])):
             window = r[b, max(t - rt, 0) : t + rt + 1, max(y - rs, 0) : y + rs + 1, max(x - rs, 0) : x + rs + 1]
             value = r[b, t, y, x]
-            if value == window.max() and value > 0 and value > cfg.min_response and value >= cfg.threshold * top:
+            strength = value / scale if scale > 0 else 0.0
+            inside = cfg.border <= y < h_ - cfg.border and cfg.border <= x < w_ - cfg.border
+            if value == window.max() and value > 0 and strength > floor and value >= cfg.threshold * top and inside:
                 found.append((value, t, y, x))
         for _, t, y, x in sorted(found, reverse=True)[: cfg.max_points]:
             out[b, t, y, x] = True
@@ -158,15 +175,19 @@ def test_response_matches_reference(mode, sigma, tau):
 @pytest.mark.parametrize(
     "cfg",
     [
-        HarrisConfig(threshold=0.3, max_points=5),
-        HarrisConfig(threshold=0.0, max_points=1000, nms_radius=1, nms_radius_t=2),
-        HarrisConfig(threshold=0.5, max_points=3, min_response=0.8, nms_radius=0),
+        HarrisConfig(threshold=0.3, max_points=5, min_strength2d=0.0, min_strength3d=0.0),
+        HarrisConfig(
+            threshold=0.0, max_points=1000, nms_radius=1, nms_radius_t=2, min_strength2d=0.5, min_strength3d=0.5, border=0
+        ),
+        HarrisConfig(threshold=0.5, max_points=3, min_strength2d=0.8, min_strength3d=0.8, nms_radius=0, border=2),
     ],
 )
-def test_keypoint_selection_matches_reference(mode, cfg):
+@pytest.mark.parametrize("contrast", [None, np.array([0.5, 2.0])])
+def test_keypoint_selection_matches_reference(mode, cfg, contrast):
     r = np.random.default_rng(2).normal(size=SHAPE)
-    got = select_keypoints(torch.from_numpy(r), mode, cfg).numpy()
-    want = ref_select(r, mode, cfg)
+    given = None if contrast is None else torch.from_numpy(contrast)
+    got = select_keypoints(torch.from_numpy(r), mode, cfg, given).numpy()
+    want = ref_select(r, mode, cfg, contrast)
     assert want.any()
     np.testing.assert_array_equal(got, want)
     assert got.reshape(SHAPE[0], -1).sum(1).max() <= cfg.max_points
@@ -179,21 +200,30 @@ def test_keypoint_selection_matches_reference(mode, cfg):
 def test_attention_matches_reference(cfg):
     rng = np.random.default_rng(3)
     r = rng.normal(size=SHAPE)
-    keypoints = ref_select(r, "harris3d", HarrisConfig(threshold=0.2, max_points=6))
+    keypoints = ref_select(r, "harris3d", HarrisConfig(threshold=0.2, max_points=6, min_strength3d=0.0))
     keypoints[1] = False  # a clip without key points must come out as exact ones
     got = attention_volume(torch.from_numpy(r), torch.from_numpy(keypoints), cfg)
     _close(got, ref_attention(r, keypoints, cfg))
     assert torch.equal(got[1], torch.ones_like(got[1]))
 
 
-def test_pipeline_matches_reference_end_to_end():
-    v = _rng_video(4)
-    cfg = HarrisConfig(max_points=4)
-    r = ref_response(v, "harris3d", cfg)
-    keypoints = ref_select(r, "harris3d", cfg)
-    result = harris_analysis(torch.from_numpy(v), "harris3d", cfg)
+@pytest.mark.parametrize("mode", ["harris2d", "harris3d"])
+def test_pipeline_matches_reference_end_to_end(mode):
+    # faint noise plus a square that appears in frame 3 of clip 0 and sits still in clip 1
+    v = 0.3 + 0.02 * np.random.default_rng(4).random(SHAPE)
+    v[0, 3:, 3:8, 4:9] += 0.5
+    v[1, :, 4:9, 3:8] -= 0.2
+    cfg = HarrisConfig(max_points=4, min_strength2d=0.5)  # 5 px squares in 12 px frames: dense corners
+    r, contrast = ref_terms(v, mode, cfg)
+    keypoints = ref_select(r, mode, cfg, contrast)
+    assert keypoints[0].any() and (mode == "harris2d") == keypoints[1].any()
+    result = harris_analysis(torch.from_numpy(v), mode, cfg)
     np.testing.assert_array_equal(result.keypoints.numpy(), keypoints)
     _close(result.attention, ref_attention(r, keypoints, cfg))
+    _close(result.strength, r / contrast[:, None, None, None])
+    got_r, got_contrast = harris_terms(torch.from_numpy(v), mode, cfg)
+    _close(got_r, r)
+    _close(got_contrast, contrast)
 
 
 # ---------------------------------------------------------------------------- generated clips
@@ -263,15 +293,15 @@ def test_harris3d_ignores_static_corners():
 def test_harris3d_corner_at_constant_speed_is_weak():
     # At constant speed a corner traces a space-time edge: only discretisation gives it a positive
     # R3, a few % of a turn's. The threshold is relative to the clip's own maximum, so a clip with
-    # nothing but such motion still gets key points; the absolute floor min_response removes them.
+    # nothing but such motion would still get key points; the strength floor removes them.
     turning = _square_clip([4 + (t if t <= 11 else 22 - t) for t in range(T)])
     moving = _square_clip([1 + t for t in range(T)])
     ratio = harris_response(moving, "harris3d").max() / harris_response(turning, "harris3d").max()
     print(f"constant-speed / turn max R3: {ratio:.3f}")
     assert ratio < 0.06
-    floor = HarrisConfig(min_response=1e-5)
-    assert _points(moving, "harris3d", floor) == []
-    assert len(_points(turning, "harris3d", floor)) == 4
+    assert _points(moving, "harris3d") == []
+    assert len(_points(turning, "harris3d")) == 4
+    assert _points(moving, "harris3d", HarrisConfig(min_strength3d=0.0)) != []  # the floor did it
 
 
 def test_harris2d_finds_the_four_corners_in_every_frame():
@@ -336,6 +366,118 @@ def test_bad_input_is_a_clear_error():
         HarrisConfig(spread="disc")
     with pytest.raises(ValueError, match="threshold"):
         HarrisConfig(threshold=2.0)
+
+
+# ---------------------------------------------------------------------------- contrast invariance
+CONTRASTS = (1.0, 0.3, 0.1, 0.05, 0.01)
+
+
+def _scaled(video: torch.Tensor, contrast: float, about_mean: bool) -> torch.Tensor:
+    """The clip with its intensities scaled: all of it, or its deviation from its mean."""
+    if not about_mean:
+        return video * contrast
+    mean = video.mean()
+    return (video - mean) * contrast + mean
+
+
+@pytest.mark.parametrize("about_mean", [False, True], ids=["clip", "clip-minus-mean"])
+@pytest.mark.parametrize(
+    "mode,rows",
+    [
+        ("harris3d", [4 + (t if t <= 11 else 22 - t) for t in range(T)]),  # turns at frame 11
+        ("harris3d", [12 if 8 <= t <= 15 else None for t in range(T)]),  # appears, vanishes
+        ("harris2d", [12]),  # a static square: four 2D corners
+    ],
+    ids=["3d-turn", "3d-appear", "2d-static"],
+)
+def test_same_keypoints_at_every_contrast(mode, rows, about_mean):
+    video = _square_clip(rows)
+    full = harris_analysis(video, mode)
+    assert full.keypoints.sum() >= 4
+    for contrast in CONTRASTS[1:]:
+        faint = harris_analysis(_scaled(video, contrast, about_mean), mode)
+        assert torch.equal(faint.keypoints, full.keypoints), (contrast, faint.keypoint_list())
+        scale = full.strength.abs().max().item()
+        torch.testing.assert_close(faint.strength, full.strength, rtol=1e-3, atol=1e-3 * scale)
+        torch.testing.assert_close(faint.attention, full.attention, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["harris2d", "harris3d"])
+@pytest.mark.parametrize("kind", ["gaussian", "gaussian-static", "uniform"])
+def test_pure_noise_gives_no_keypoints(mode, kind):
+    generator = torch.Generator().manual_seed(5)
+    for amplitude in (0.003, 0.03, 0.3):
+        if kind == "gaussian":
+            noise = torch.randn(4, T, H, W, generator=generator)
+        elif kind == "gaussian-static":
+            noise = torch.randn(4, 1, H, W, generator=generator).expand(4, T, H, W)
+        else:
+            noise = torch.rand(4, T, H, W, generator=generator) - 0.5
+        video = 0.5 + amplitude * noise
+        result = harris_analysis(video, mode)
+        assert not result.keypoints.any(), (amplitude, result.keypoint_list()[:5])
+        assert torch.equal(result.attention, torch.ones_like(video))
+
+
+def test_a_faint_clip_keeps_its_keypoints_beside_a_bright_one():
+    turn = _square_clip([4 + (t if t <= 11 else 22 - t) for t in range(T)])
+    bright = _square_clip([12 if 8 <= t <= 15 else None for t in range(T)])
+    noise = 0.5 + 0.3 * torch.randn(1, T, H, W, generator=torch.Generator().manual_seed(6))
+    batch = torch.cat([turn * 0.05, bright, noise, torch.zeros(1, T, H, W)])
+    result = harris_analysis(batch, "harris3d")
+    alone = harris_analysis(turn, "harris3d")
+    assert alone.keypoints.sum() == 4
+    assert torch.equal(result.keypoints[0], alone.keypoints[0])
+    assert torch.equal(result.keypoints[1], harris_analysis(bright, "harris3d").keypoints[0])
+    assert not result.keypoints[2:].any()
+    torch.testing.assert_close(result.attention[0], alone.attention[0], rtol=1e-4, atol=1e-4)
+
+
+def test_clips_without_contrast_get_zero_strength():
+    strength = harris_strength(torch.ones(3, 1, 2, 2), torch.tensor([0.0, 1e-45, 2.0]))
+    assert torch.equal(strength, torch.tensor([0.0, 0.0, 0.5]).view(3, 1, 1, 1).expand(3, 1, 2, 2))
+    # a square of contrast 1e-12: its contrast measure underflows float32, and nothing breaks
+    whisper = _square_clip([12 if 8 <= t <= 15 else None for t in range(T)]) * 1e-12
+    for mode in ("harris2d", "harris3d"):
+        result = harris_analysis(whisper, mode)
+        assert torch.isfinite(result.strength).all() and not result.keypoints.any()
+        assert torch.equal(result.attention, torch.ones_like(whisper))
+
+
+@pytest.mark.parametrize("contrast", [1.0, 0.05])
+def test_harris3d_ignores_a_static_texture_at_any_contrast(contrast):
+    texture = torch.rand(2, 1, H, W, generator=torch.Generator().manual_seed(7)).expand(2, T, H, W)
+    result = harris_analysis(0.5 + contrast * (texture - 0.5), "harris3d")
+    assert not result.keypoints.any()
+    assert torch.equal(result.strength, torch.zeros_like(result.strength))  # Et = 0 exactly
+
+
+def test_synthetic_raw_cue_is_found_and_the_checkerboard_is_not():
+    """The synthetic-raw clips: a face with a static checkerboard, pixel noise, uint8 frames, and
+    in one word a patch that starts and stops moving. Harris-3D must mark that start or stop (at
+    the patch) and nothing in the words without motion."""
+    from emofuse.data.synthetic_raw import SyntheticRawConfig, draw_clip_frames
+
+    cfg = SyntheticRawConfig()
+    rng, distractors = np.random.default_rng(3), np.random.default_rng([3, 1])
+    moving_words = 0
+    for v in (1.0, -1.0, 0.0, 1.0, -1.0, 0.0):
+        frames = torch.from_numpy(draw_clip_frames(rng, distractors, cfg, 3, v).astype(np.float32) / 255)
+        result = harris_analysis(frames, "harris3d")
+        for w in range(frames.shape[0]):
+            change = (frames[w, 1:] - frames[w, :-1]).abs() > 0.3  # the patch's moves, not the noise
+            points = [p[1:4] for p in result.keypoint_list() if p[0] == w]
+            if not change.any():
+                assert points == [], (v, w, points)
+                continue
+            moving_words += 1
+            moved = change.nonzero()
+            events = (moved[:, 0].min().item() + 0.5, moved[:, 0].max().item() + 0.5)  # start, stop
+            near_patch = [((moved[:, 1:] - torch.tensor([y, x])).abs().amax(1) <= 3).any() for _, y, x in points]
+            near_event = [min(abs(t - e) for e in events) <= 2 for t, _, _ in points]
+            at_cue = [p for p, a, b in zip(points, near_patch, near_event) if a and b]
+            assert at_cue, (v, w, events, points)
+    assert moving_words == 4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

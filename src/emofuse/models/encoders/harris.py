@@ -23,10 +23,46 @@ Conventions (the paper leaves them open; these are the choices, with the reason)
   replication too.
 - Responses: R = det(M) - k trace(M)^2 (eq 5, k = 0.04), R3 = det(M3) - k trace(M3)^3 (eq 7,
   k = 0.005, Laptev's value).
+- Contrast normalisation. R scales with the clip's contrast to the 4th power and R3 to the 6th,
+  so no absolute floor on them serves clips of every contrast (one low enough for a faint face
+  crop's corners lets a bright clip's noise through). Each clip's response is divided by a
+  contrast measure of that same clip, of the same degree: with Es the clip's mean of the smoothed
+  Ix^2 + Iy^2 (the spatial part of trace(M) or trace(M3)) and Et its mean of the smoothed It^2,
+  the strength is S = R / Es^2 (Harris-2D) or S3 = R3 / (Es^2 Et) (Harris-3D). It is
+  scale-free: multiplying a clip, or the clip minus its mean, by any factor leaves it unchanged,
+  and so the key points. A mean over the clip, not a high percentile of the trace: the shape of
+  M cannot tell a corner from noise (noise has isotropic structure tensors, the best "corners"
+  there are); what does is that a corner stands out from the clip's average gradient energy,
+  which noise spreads evenly. Harris-3D divides by Es^2 Et, not (Es + Et)^3: a space-time corner
+  is two spatial eigenvalues times a temporal one, and a static texture (a face, the synthetic
+  checkerboard) adds to Es only, so it should not dilute a small motion by a cube. Measured on
+  the synthetic-raw cue: its weakest start/stop stands 3.2x above the largest S3 of Gaussian
+  noise, 2.1x with (Es + Et)^3. A clip whose measure is not above finfo.tiny / finfo.eps of its
+  dtype (a flat clip; a static one for Harris-3D, Et = 0 exactly) gets S = 0: no division by
+  zero, no NaN, no key points. Every clip of a batch is normalised by its own Es and Et, so a
+  faint clip beside a bright one keeps its key points. R and R3 themselves stay as in eqs 5, 7.
 - Key points: a voxel is a key point when it equals the maximum of its neighbourhood (max-pool
   equality; a (2r_t+1) x (2r+1) x (2r+1) window for Harris-3D, a (2r+1) x (2r+1) window per frame
-  for Harris-2D), its response is positive, above `min_response`, and at least `threshold` times
-  the largest response of its clip; then at most `max_points` per clip, the strongest first.
+  for Harris-2D), its response is positive and at least `threshold` times the largest response
+  of its clip, its strength is above `min_strength2d` / `min_strength3d`, and it is not in the
+  frame's outermost `border` rows and columns; then at most `max_points` per clip, the strongest
+  first. The floors are set so that pixel noise gives no key points at any amplitude. Measured
+  (max strength off the border ring; ~1500 clips of 8 x 32 x 32 to 32 x 96 x 96, amplitudes
+  0.003-0.3): i.i.d. Gaussian noise, static or per frame, reaches S3 = 5.8 and S = 4.6, uniform
+  noise less, noise on a dark ground clipped at 0 (sparse bright pixels) S3 = 8.3 and S = 10.5.
+  The Harris-3D floor, 10, sits between that and the planted cue of the synthetic-raw clips,
+  whose every moving word reaches S3 >= 17 (median 34): its start or stop is found wherever the
+  old absolute floor found it, and no word without motion gets a key point, on the checkerboard
+  or elsewhere. A square turning on a flat ground reaches 110, while a corner moving at constant
+  speed (only discretisation makes its R3 positive) stays at 4.3 and is dropped. The Harris-2D
+  floor, 8, is the tighter trade: noise does look like dense 2D corners, so only corners well
+  above the clip's average gradient energy pass: a square on a flat ground (S = 15) keeps all
+  four, a synthetic face crop rarely any (10% of them). The border
+  ring is excluded because there the windows see replicated pixels (an edge row enters the
+  Prewitt sum twice, the integration window folds half its weight onto it), so the structure
+  tensor rests on few samples: noise's largest strengths sit there (Gaussian noise: S3 up to
+  11.8 and S up to 8.4 on the ring, 5.4 and 4.9 inside, 800 clips of 16 x 48 x 48), and a face
+  crop has no corner worth keeping in its outermost pixels.
 - Attention volume: A = 1 + sum_p (R_p / R_max) * kernel(p), R_max the largest key-point response
   of the clip and kernel a 3D window of peak 1 centred on the key point (Gaussian with
   sigma = radius / 2 per axis, or a box), cut at the clip borders. A clip without key points
@@ -57,11 +93,11 @@ class HarrisConfig:
     nms_radius: int = 2  # spatial half-width of the non-maximum suppression window (pixels)
     nms_radius_t: int = 1  # temporal half-width of that window, Harris-3D only (frames)
     threshold: float = 0.1  # key points need R >= threshold * (largest R of the clip)
-    # and R > min_response, an absolute floor for frames in [0, 1]: without it a clip with no
-    # real event would promote its strongest noise to key points. Measured on the synthetic-raw
-    # clips: R3 of pixel noise (std 0.01) stays below 2e-12, a 1 px/frame start or stop of a
-    # bright patch gives 1e-7..5e-6
-    min_response: float = 1e-10
+    # and a strength (R normalised by the clip's own contrast, see the module docstring) above
+    # these floors, set so that pure pixel noise at any amplitude gives no key points
+    min_strength2d: float = 8.0
+    min_strength3d: float = 10.0
+    border: int = 1  # key points stay out of a frame's outermost `border` rows and columns
     max_points: int = 32  # at most this many key points per clip, the strongest
     spread: str = "gaussian"  # "gaussian" or "box": the window each key point adds to the volume
     spread_radius: int = 3  # its spatial half-width (pixels)
@@ -72,21 +108,28 @@ class HarrisConfig:
             raise ValueError(f"HarrisConfig needs sigma > 0 and tau >= 0, got {self.sigma}, {self.tau}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"HarrisConfig.threshold is relative to the clip's maximum: 0..1, not {self.threshold}")
+        if not (self.min_strength2d >= 0 and self.min_strength3d >= 0):
+            raise ValueError(
+                f"HarrisConfig strength floors must be >= 0, got {self.min_strength2d}, {self.min_strength3d}"
+            )
         if self.max_points < 1:
             raise ValueError(f"HarrisConfig.max_points must be >= 1, got {self.max_points}")
-        if min(self.nms_radius, self.nms_radius_t, self.spread_radius, self.spread_radius_t) < 0:
-            raise ValueError("HarrisConfig radii must be >= 0")
+        if min(self.nms_radius, self.nms_radius_t, self.spread_radius, self.spread_radius_t, self.border) < 0:
+            raise ValueError("HarrisConfig radii and border must be >= 0")
         if self.spread not in SPREADS:
             raise ValueError(f"HarrisConfig.spread must be one of {SPREADS}, not {self.spread!r}")
 
 
 @dataclass
 class HarrisResult:
-    """response: R (harris2d) or R3 (harris3d); keypoints: bool; attention: A. All B x T x H x W."""
+    """response: R (harris2d) or R3 (harris3d); strength: the response divided by the clip's
+    contrast measure (scale-free, 0 for flat clips); keypoints: bool; attention: A.
+    All B x T x H x W."""
 
     response: torch.Tensor
     keypoints: torch.Tensor
     attention: torch.Tensor
+    strength: torch.Tensor
 
     def keypoint_list(self) -> list[tuple[int, int, int, int, float]]:
         """The key points as (clip, frame, y, x, response), strongest first within each clip."""
@@ -180,15 +223,20 @@ def smooth(x: torch.Tensor, sigma: float, tau: float) -> torch.Tensor:
     return y
 
 
-def harris_response(video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> torch.Tensor:
-    """R (eq 5, per frame) or R3 (eq 7, over t, y, x) of a B x T x H x W clip stack."""
+def harris_terms(
+    video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """R (eq 5) or R3 (eq 7), B x T x H x W, and each clip's contrast measure, B values of the
+    same degree: Es^2 (harris2d) or Es^2 Et (harris3d), Es and Et the clip's means of the
+    smoothed Ix^2 + Iy^2 and It^2 (see the module docstring)."""
     config = config or HarrisConfig()
     _check_video(video, mode)
     ix, iy, it = prewitt_gradients(video)
     if mode == "harris2d":
         a, b, d = (smooth(p, config.sigma, 0.0) for p in (ix * ix, iy * iy, ix * iy))
         trace = a + b
-        return (a * b - d * d) - config.k2d * trace * trace
+        spatial = trace.flatten(1).mean(1)
+        return (a * b - d * d) - config.k2d * trace * trace, spatial * spatial
     ix, iy, it = _inner_frame_gradients(ix, iy, it)
     # M3 = [[a, d, e], [d, b, f], [e, f, c]]
     a, b, c, d, e, f = (
@@ -196,7 +244,25 @@ def harris_response(video: torch.Tensor, mode: str = "harris3d", config: HarrisC
     )
     det = a * (b * c - f * f) - d * (d * c - f * e) + e * (d * f - b * e)
     trace = a + b + c
-    return det - config.k3d * trace * trace * trace
+    spatial = (a + b).flatten(1).mean(1)
+    return det - config.k3d * trace * trace * trace, spatial * spatial * c.flatten(1).mean(1)
+
+
+def harris_response(video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> torch.Tensor:
+    """R (eq 5, per frame) or R3 (eq 7, over t, y, x) of a B x T x H x W clip stack."""
+    return harris_terms(video, mode, config)[0]
+
+
+def harris_strength(response: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+    """The response divided by its clip's contrast measure (B values): scale-free.
+
+    A clip whose measure is not above finfo.tiny / finfo.eps (flat, or static for Harris-3D)
+    gets exactly 0: no division by zero, no NaN, and no key points.
+    """
+    info = torch.finfo(response.dtype)
+    contrast = contrast.to(response.dtype).view(-1, *([1] * (response.dim() - 1)))
+    usable = contrast > info.tiny / info.eps
+    return torch.where(usable, response / torch.where(usable, contrast, torch.ones_like(contrast)), 0.0)
 
 
 def _local_max(x: torch.Tensor, radius: int, axis: int) -> torch.Tensor:
@@ -213,19 +279,41 @@ def _local_max(x: torch.Tensor, radius: int, axis: int) -> torch.Tensor:
     return out
 
 
-def select_keypoints(response: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> torch.Tensor:
-    """Bool B x T x H x W: local maxima, positive, above the relative threshold, top-N per clip."""
+def _inside_border(shape: torch.Size, border: int, device: torch.device) -> torch.Tensor:
+    """Bool H x W: False on the frame's outermost `border` rows and columns, True inside."""
+    h, w = shape[-2], shape[-1]
+    ys, xs = torch.arange(h, device=device), torch.arange(w, device=device)
+    inside_y = (ys >= border) & (ys < h - border)
+    inside_x = (xs >= border) & (xs < w - border)
+    return inside_y[:, None] & inside_x[None, :]
+
+
+def select_keypoints(
+    response: torch.Tensor,
+    mode: str = "harris3d",
+    config: HarrisConfig | None = None,
+    contrast: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bool B x T x H x W: local maxima, positive, above the relative threshold and the strength
+    floor, off the border ring, top-N per clip.
+
+    `contrast`: each clip's contrast measure (B values, from `harris_terms`); the strength floor
+    applies to response / contrast. None: `response` is taken as already normalised.
+    """
     config = config or HarrisConfig()
     _check_video(response, mode)
     rt = config.nms_radius_t if mode == "harris3d" else 0
     r = config.nms_radius
+    floor = config.min_strength3d if mode == "harris3d" else config.min_strength2d
+    strength = response if contrast is None else harris_strength(response, contrast)
     pooled = _local_max(_local_max(_local_max(response, r, -1), r, -2), rt, -3)
     clip_max = response.flatten(1).amax(1).view(-1, 1, 1, 1)
     candidate = (
         (response == pooled)
         & (response > 0)
-        & (response > config.min_response)
+        & (strength > floor)
         & (response >= config.threshold * clip_max)
+        & _inside_border(response.shape, config.border, response.device)
     )
     flat = torch.where(candidate, response, torch.full_like(response, -math.inf)).flatten(1)
     n = min(config.max_points, flat.shape[1])
@@ -259,13 +347,15 @@ def attention_volume(
 
 
 def harris_analysis(video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> HarrisResult:
-    """Response, key points and attention volume of a B x T x H x W clip stack (no gradient)."""
+    """Response, strength, key points and attention volume of a B x T x H x W clip stack
+    (no gradient)."""
     config = config or HarrisConfig()
     with torch.no_grad():
-        response = harris_response(video, mode, config)
-        keypoints = select_keypoints(response, mode, config)
+        response, contrast = harris_terms(video, mode, config)
+        strength = harris_strength(response, contrast)
+        keypoints = select_keypoints(response, mode, config, contrast)
         attention = attention_volume(response, keypoints, config)
-    return HarrisResult(response, keypoints, attention)
+    return HarrisResult(response, keypoints, attention, strength)
 
 
 def harris_attention(video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> torch.Tensor:
