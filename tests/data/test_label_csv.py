@@ -149,6 +149,24 @@ def test_at_most_five_rows_are_listed(tmp_path: Path) -> None:
     assert "(v4/4)" in message and "(v5/5)" not in message and "and 3 more" in message
 
 
+def test_empty_text_is_kept_when_the_words_come_from_the_audio(tmp_path: Path) -> None:
+    # `extract --asr` / `--words auto` recognise the words, so a clip without text is legitimate
+    path = write_csv(tmp_path, [*GOOD_ROWS, "vidC,7,,1,Positive,train,0,1", "vidC,8,   ,-1,Negative,test,0,1"])
+    df = read_label_csv(path, allow_empty_text=True)
+    assert len(df) == 5 and df["text"].tolist()[3:] == ["", ""]
+    assert df["text"].tolist()[:3] == ["hello there", "NA", "well, maybe"]  # the others as written
+    assert df["label"].tolist()[3:] == [1.0, -1.0] and df["mode"].tolist()[3:] == ["train", "test"]
+    # the other checks still apply to such rows
+    bad = write_csv(tmp_path, [*GOOD_ROWS, "vidC,7,,1,Positive,training,0,1"], name="bad.csv")
+    with pytest.raises(DataFormatError, match=r"mode other than.*line 5 \(vidC/7\)"):
+        read_label_csv(bad, allow_empty_text=True)
+    # the default (text features from label.csv need the words) still refuses them
+    with pytest.raises(DataFormatError, match=r"2 row\(s\) with empty text: line 5 \(vidC/7\), line 6 \(vidC/8\)"):
+        read_label_csv(path)
+    with pytest.raises(TypeError):
+        read_label_csv(path, False, "regression", True)  # keyword-only: never a positional slip
+
+
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "label.csv"
     path.write_bytes(HEADER.encode() + "v,1,caf\xe9,1,P,train,0,1\n".encode("latin-1"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 from extract_media import broken_inputs, face_frames, missing_for_tests, mux, speaking_clip
 
 from emofuse.features import registry
+from emofuse.features.decode import AUDIO_SUFFIXES, MEDIA_SUFFIXES, VIDEO_SUFFIXES
 from emofuse.features.registry import MissingFile, UnreadableMedia, create_extractor, list_extractors
 
 MISSING = missing_for_tests()
@@ -73,6 +77,44 @@ def test_decode_rejects_broken_files_in_one_line(media, case, error) -> None:
     assert str(path) in message and "\n" not in message and info.value.reason == "unreadable_file"
 
 
+# ffmpeg options that write each container with codecs it usually carries (FLV: Sorenson video and
+# MP3 audio, as CREMA-D's clips; webm: VP8 + Opus; ...); audio-only containers drop the video
+CONTAINERS = {
+    ".mp4": ["-c:v", "mpeg4", "-c:a", "aac"], ".avi": ["-c:v", "mpeg4", "-c:a", "libmp3lame"],
+    ".webm": ["-c:v", "libvpx", "-b:v", "300k", "-c:a", "libopus"], ".mkv": ["-c", "copy"], ".mov": ["-c", "copy"],
+    ".flv": ["-c:v", "flv", "-q:v", "3", "-c:a", "libmp3lame", "-ar", "22050"], ".m4v": ["-c", "copy"],
+    ".wav": ["-vn", "-c:a", "pcm_s16le"], ".mp3": ["-vn", "-c:a", "libmp3lame"], ".flac": ["-vn", "-c:a", "flac"],
+    ".m4a": ["-vn", "-c:a", "copy"], ".aac": ["-vn", "-c:a", "copy"], ".ogg": ["-vn", "-c:a", "libvorbis"],
+    ".opus": ["-vn", "-c:a", "libopus"],
+}
+
+
+def test_every_listed_container_has_a_decode_test() -> None:
+    assert set(CONTAINERS) == set(MEDIA_SUFFIXES) and MEDIA_SUFFIXES[0] == ".mp4"
+    assert set(VIDEO_SUFFIXES).isdisjoint(AUDIO_SUFFIXES)
+
+
+@pytest.mark.parametrize("suffix", list(CONTAINERS))
+def test_decode_reads_every_listed_container(media, tmp_path: Path, suffix: str) -> None:
+    """What `extract` scans for and `serve` accepts (MEDIA_SUFFIXES) really decodes, with the
+    speech and the frames of the original clip."""
+    path = tmp_path / f"clip{suffix}"
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(media["clip"]), *CONTAINERS[suffix], str(path)],
+                   check=True, capture_output=True)
+    decoder = create_extractor("pyav", "decode")
+    original, clip = decoder(media["clip"]), decoder(path)
+    assert clip.has_audio and clip.sample_rate == 16000
+    # lossy codecs pad or trim a frame's worth of samples (MP3, Opus and AAC priming)
+    assert abs(clip.duration - original.duration) < 0.15
+    assert _envelope_match(clip.audio, original.audio) > 0.98  # the same words at the same times (noise: 0.23)
+    if suffix in AUDIO_SUFFIXES:
+        assert not clip.has_video
+    else:
+        assert clip.frames.shape[1:] == original.frames.shape[1:] and abs(len(clip.frames) - len(original.frames)) <= 2
+        # the same picture: the face in the same place (FLV's codec is coarse, so a loose bound)
+        assert np.abs(clip.frames[5].astype(int) - original.frames[5].astype(int)).mean() < 12
+
+
 def test_decode_missing_file(tmp_path: Path) -> None:
     with pytest.raises(MissingFile, match="does not exist"):
         create_extractor("pyav", "decode")(tmp_path / "nope.mp4")
@@ -119,6 +161,46 @@ def test_face_landmarker_finds_the_moving_face(media) -> None:
     assert empty.face_fraction == 0.0 and not empty.crops.any()
 
 
+def test_mediapipe_s_native_log_lines_stay_off_stderr(capfd) -> None:
+    face = create_extractor("mediapipe", "face")
+    # unfiltered, creating the landmarker writes its C++ warnings to fd 2 (so this test would see them)
+    face._load()
+    face.close()
+    raw = capfd.readouterr().err
+    assert "face_landmarker_graph.cc" in raw or "inference_feedback_manager.cc" in raw, raw
+    track = face(face_frames(5), np.arange(5) / 25, 25.0)
+    assert track.face_fraction == 1.0
+    err = capfd.readouterr().err
+    assert ".cc:" not in err and "TensorFlow Lite" not in err and "InitGoogle" not in err, err
+
+
+def test_the_stderr_filter_drops_only_native_noise(capfd) -> None:
+    from emofuse.features.media_models import quiet_native_stderr
+
+    def other_thread() -> None:  # e.g. a serve worker's log line while the face stage runs
+        os.write(2, b"INFO:     127.0.0.1 - POST /v1/predict 200\n")
+
+    with pytest.raises(RuntimeError, match="a real problem"), quiet_native_stderr():
+        os.write(2, b"WARNING: Logging before InitGoogle() is written to STDERR\n")
+        os.write(2, b"W0000 00:00:1796655306.701358    9818 inference_feedback_manager.cc:121] Feedback\n")
+        os.write(2, b"I0000 00:00:1796655306.7 9818 gl_context.cc:357] GL version: 3.2\n")
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"E0000 00:00:1796655306.8 9818 graph.cc:12] a failure mediapipe explains\n")
+        os.write(2, b"emofuse: warning: kept\n")  # (capfd sends print() past fd 2, so os.write)
+        with quiet_native_stderr():  # nested: one redirection
+            os.write(2, b"W1207 14:54:01.123456 77 face_landmarker_graph.cc:181] Sets ...\nhalf a li")
+            os.write(2, b"ne, then the rest\n")
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        raise RuntimeError("a real problem")  # emofuse's own errors pass through untouched
+    os.write(2, b"after\n")  # fd 2 is the real stderr again
+    assert capfd.readouterr().err == (
+        "E0000 00:00:1796655306.8 9818 graph.cc:12] a failure mediapipe explains\n"
+        "emofuse: warning: kept\nhalf a line, then the rest\n"
+        "INFO:     127.0.0.1 - POST /v1/predict 200\nafter\n")
+
+
 def test_model_files_are_checked(tmp_path: Path, monkeypatch) -> None:
     from emofuse.features import media_models
     from emofuse.features.text_models import ModelIntegrityError
@@ -130,6 +212,24 @@ def test_model_files_are_checked(tmp_path: Path, monkeypatch) -> None:
         media_models.whisper_model_dir(tmp_path, force=True)
     assert (path / "model.bin").is_file()  # the verified copy was not damaged by the failed try
     assert registry.file_hash(str(media_models.face_landmarker_path())) == media_models.FACE_LANDMARKER_SHA256
+
+
+def _envelope_match(a: np.ndarray, b: np.ndarray, window: int = 480, hop: int = 80, max_lag: int = 30) -> float:
+    """Best correlation of two loudness envelopes (30 ms windows every 5 ms) over shifts up to
+    150 ms: lossy codecs and containers without an edit list move the samples by their priming
+    delay (AAC's 1024 samples), which a sample-by-sample comparison would call different sound."""
+    def envelope(x: np.ndarray) -> np.ndarray:
+        energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+        starts = np.arange(0, len(x) - window, hop)
+        return np.sqrt((energy[starts + window] - energy[starts]) / window)
+
+    ea, eb = envelope(a), envelope(b)
+    best = -1.0
+    for lag in range(-max_lag, max_lag + 1):
+        x, y = (ea[lag:], eb) if lag >= 0 else (ea, eb[-lag:])
+        n = min(len(x), len(y))
+        best = max(best, float(np.corrcoef(x[:n], y[:n])[0, 1]))
+    return best
 
 
 def _word_errors(ref: list[str], hyp: list[str]) -> int:

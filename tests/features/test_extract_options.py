@@ -87,7 +87,8 @@ def test_ravdess_folder_extracts_audio_only_with_emotion_classes_that_train_read
     assert "14 of 14 clips extracted" in capsys.readouterr().out
     with open(out, "rb") as handle:
         raw = pickle.load(handle)
-    assert {s: len(d["id"]) for s, d in raw.items()} == {"train": 10, "valid": 2, "test": 2}
+    assert {s: len(raw[s]["id"]) for s in ("train", "valid", "test")} == {"train": 10, "valid": 2, "test": 2}
+    assert raw["emofuse"]["format"] == "emofuse-extract"  # how the file was made, beside the splits
     train = raw["train"]
     assert "text" not in train and "vision" not in train and "regression_labels" not in train
     by_id = dict(zip(train["id"], train["classification_labels"], strict=True))

@@ -174,11 +174,11 @@ def test_speaker_reference_clips_normalise_a_new_speaker_as_training_did(trained
     wav = trained["root"] / "new.wav"
     with pytest.warns(UserWarning, match="speaker_norm=meanvar.*without reference clips of the speaker"):
         Predictor(run / "seed_1").close()
-    # the clip as its own reference (both read the same way, words recognised): its patches, as fed
-    # to the model, have each band at -50 dB mean and 20 dB spread, as every actor's clips had in training
+    # the clip as its own reference (both cut into the loader's windows): its patches, as fed to the
+    # model, have each band at -50 dB mean and 20 dB spread, as every actor's clips had in training
     with Predictor(run / "seed_1", speaker_reference=[wav]) as predictor:
         features = predictor.extract(wav)
-        data = predictor.dataset(features.record(), {"audio": features.word_logmel})
+        data = predictor.dataset(features.record(), {"audio": predictor.raw_audio(features)})
         fed = data.extras["raw_audio"].array[0].astype(np.float64)  # words x n_mels x steps
         frames = fed.transpose(1, 0, 2).reshape(fed.shape[1], -1)
         assert fed.shape[1:] == (64, 100)

@@ -3,6 +3,7 @@ feature-record route, the queue and the time limit, and that no upload is left o
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -93,6 +94,63 @@ def test_type_size_and_form_problems(served, api) -> None:
     assert big.status_code == 413 and big.json()["error"]["reason"] == "too_large"
     assert "20000 bytes" in big.json()["error"]["message"] or "limit" in big.json()["error"]["message"]
     assert_no_uploads_left(served)
+
+
+def convert(source: Path, target: Path, *options: str) -> Path:
+    """`source` rewritten by ffmpeg into the container `target`'s suffix names."""
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(source), *options, str(target)], check=True,
+                   capture_output=True)
+    return target
+
+
+@pytest.mark.parametrize("suffix, content_type, options", [
+    # CREMA-D's clips: Sorenson (FLV1) video and MP3 audio in FLV; `predict` reads them, so serve must
+    (".flv", "video/x-flv", ["-c:v", "flv", "-q:v", "3", "-c:a", "libmp3lame", "-ar", "22050"]),
+    (".mkv", "video/x-matroska", ["-c", "copy"]),
+    (".mov", "video/quicktime", ["-c", "copy"])])
+def test_other_video_containers_are_scored(served, api, suffix: str, content_type: str,
+                                           options: list[str]) -> None:
+    path = convert(served["new"], served["root"] / f"new{suffix}", *options)
+    response = post(api, path, content_type=content_type, explain="false")
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["clip"] == f"new{suffix}" and result["modalities"] == "T+A+V"
+    assert [w["word"].strip(".,!?").lower() for w in result["words"]] == served["words"]
+    assert np.isfinite(result["score"])
+    assert_no_uploads_left(served)
+
+
+def test_an_audio_file_for_a_run_that_reads_vision_is_422_with_emofuse_s_reason(served, api) -> None:
+    # an .m4a is accepted (the decoder reads it); what it lacks is the run's problem to explain,
+    # not a 415 that would blame the container
+    path = convert(served["new"], served["root"] / "voice.m4a", "-vn", "-c:a", "copy")
+    response = post(api, path, content_type="audio/mp4", explain="false")
+    body = response.json()
+    assert response.status_code == 422, body
+    assert body["clip"] == "voice.m4a" and body["error"]["reason"] == "no_video_track"
+    message = body["error"]["message"]
+    assert message.startswith("voice.m4a: no video track: ")
+    assert str(served["uploads"]) not in response.text
+    assert_no_uploads_left(served)
+
+
+def test_the_accepted_suffixes_are_the_decoder_s_and_content_types_name_one() -> None:
+    from emofuse.features.decode import MEDIA_SUFFIXES
+    from emofuse.serve.uploads import CONTENT_TYPES, SUFFIXES, UploadError, media_suffix
+
+    assert SUFFIXES == MEDIA_SUFFIXES
+    assert {".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".wav", ".mp3", ".flac", ".m4a", ".ogg"} <= set(SUFFIXES)
+    assert set(CONTENT_TYPES.values()) <= set(SUFFIXES)
+    assert media_suffix("clip.FLV", "application/octet-stream") == ".flv"  # the name decides first
+    # a part without a suffix (the page's recording, curl -F 'file=@-;type=...') by its content type
+    for content_type, suffix in [("video/quicktime", ".mov"), ("video/x-matroska", ".mkv"),
+                                 ("video/x-flv", ".flv"), ("audio/mp4", ".m4a"), ("audio/mpeg", ".mp3"),
+                                 ("audio/ogg; codecs=opus", ".ogg"), ("audio/flac", ".flac"),
+                                 ("video/webm;codecs=vp8,opus", ".webm")]:
+        assert media_suffix("blob", content_type) == suffix, content_type
+    with pytest.raises(UploadError) as info:
+        media_suffix("notes.txt", "video/mp4")  # a named file is what its name says
+    assert info.value.status == 415 and ".txt files are not accepted; send one of .mp4, " in info.value.message
 
 
 def test_a_client_path_is_only_a_name(served, api) -> None:

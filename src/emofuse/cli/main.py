@@ -780,6 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub by surprise
+    from emofuse.messages import install_warning_format
+
+    install_warning_format()  # one line per warning, emofuse's own format, no source lines
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -103,7 +103,7 @@ def label_task(df: pd.DataFrame, labels: str = "auto") -> str:
 
 
 def read_label_csv(path: str | os.PathLike[str], clip_labels: bool = False,
-                   labels: str = "regression") -> pd.DataFrame:
+                   labels: str = "regression", *, allow_empty_text: bool = False) -> pd.DataFrame:
     """Read and validate an MMSA-FET label.csv (a folder holding one is accepted too).
 
     Checks: required columns present (extra columns are kept); mode is train/valid/test or an
@@ -117,6 +117,9 @@ def read_label_csv(path: str | os.PathLike[str], clip_labels: bool = False,
     order; with both, every id must carry one name. A missing 'annotation' becomes the class
     name (or the id), which is how MMSA pickles keep class names ('annotations').
     labels='auto': classification when a 'class'/'emotion' column is present, else regression.
+    allow_empty_text: keep rows whose text is empty or blank (their text becomes ''), for callers
+    that take the words from the audio (`extract --asr`, `--words auto` without a transcript);
+    the default refuses them, because text features computed from label.csv need the text.
     Errors list up to 5 offending rows as 'line N (video_id/clip_id)'.
     Returns ids/text/annotation/mode as str, label as float64 (int64 for classification) and
     start/end as float64.
@@ -146,7 +149,12 @@ def read_label_csv(path: str | os.PathLike[str], clip_labels: bool = False,
     if "annotation" not in df.columns:
         signs = np.sign(df["label"].to_numpy()).astype(int)
         df.insert(df.columns.get_loc("label") + 1, "annotation", [SIGN_ANNOTATIONS[v] for v in signs])
-    _check(df, df["text"].str.strip() == "", "with empty text", path)
+    blank = df["text"].str.strip() == ""
+    if allow_empty_text:
+        # '' rather than the blanks as written: a caller tests `if text` to choose recognition
+        df.loc[blank, "text"] = ""
+    else:
+        _check(df, blank, "with empty text", path)
     if all(c in df.columns for c in OPTIONAL_COLUMNS):
         for column in OPTIONAL_COLUMNS:
             df[column] = _numeric(df, column, path)

@@ -8,6 +8,8 @@ Accepted sources:
     folder of .csd files            CMU-SDK computational sequences (words, text/audio/vision
                                     features, labels) + standard_folds.json, aligned to words
     synthetic-raw                   generated raw clips (face crops + log-mel per word), planted visual cue
+    synthetic-clips                 generated talking-face mp4 files with planted cues, through
+                                    `emofuse extract --raw` (both cached): the paper's system from video
     RAVDESS folder (Actor_NN/*.wav) 8 emotions from speech, raw log-mel per 0.5 s window, split by actor
 """
 
@@ -24,7 +26,7 @@ from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDatas
 from emofuse.data.labels import check_label_kind
 from emofuse.data.ravdess import is_ravdess_dir
 
-SYNTHETIC_SOURCES = ("synthetic", "synthetic-unaligned", "synthetic-classes", "synthetic-raw")
+SYNTHETIC_SOURCES = ("synthetic", "synthetic-unaligned", "synthetic-classes", "synthetic-raw", "synthetic-clips")
 
 
 @dataclass
@@ -76,6 +78,10 @@ def _load(
     source: str, text: TextOptions, labels: str = "auto", clip_labels: bool = False, options: dict[str, Any] | None = None
 ) -> DatasetSplits:
     options = options or {}
+    if source == "synthetic-clips":
+        from emofuse.features.synthetic_clips_source import load_synthetic_clips
+
+        return load_synthetic_clips(options)
     if source == "synthetic-raw":
         from emofuse.data.synthetic_raw import SyntheticRawConfig, make_synthetic_raw
 

@@ -18,6 +18,15 @@ import numpy as np
 from emofuse.features.media_models import require_module
 from emofuse.features.registry import Extractor, MissingFile, UnreadableMedia, register_extractor
 
+# The containers this decoder is known to read (each one is decoded in tests/features/test_decode.py
+# from a file ffmpeg wrote): `extract` looks for clips with these suffixes and `serve` accepts
+# uploads with them, so what one reads the other reads too. PyAV probes the content, not the name,
+# but a list keeps a stray .txt or .json out of a folder scan and gives a clear 415 in serve.
+# .mp4 comes first: the suffix tried first, and the one assumed when no file is found.
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".m4v")
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus")
+MEDIA_SUFFIXES: tuple[str, ...] = VIDEO_SUFFIXES + AUDIO_SUFFIXES
+
 
 @dataclass
 class DecodedClip:
@@ -47,7 +56,7 @@ class DecodedClip:
 
 @register_extractor
 class PyAVDecoder(Extractor):
-    """Decode with PyAV (FFmpeg's libraries): mp4, webm, avi, mkv, wav, ..."""
+    """Decode with PyAV (FFmpeg's libraries): every container in MEDIA_SUFFIXES, and more."""
 
     name = "pyav"
     stage = "decode"

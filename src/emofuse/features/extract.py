@@ -51,10 +51,10 @@ from emofuse.data.dataset import SPLITS, DataFormatError, DatasetSplits, Multimo
 from emofuse.data.mmsa import atomic_path, save_mmsa_pickle
 from emofuse.data.raw import RAW_DTYPES, RAW_KEY_OF, write_clip
 from emofuse.features.clip import ClipExtractor, ExtractConfig
+from emofuse.features.decode import MEDIA_SUFFIXES as MEDIA_EXTENSIONS
 from emofuse.features.registry import ClipError, MissingFile, file_hash
 
 ON_ERROR = ("skip", "pad", "stop")
-MEDIA_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".wav", ".mp3", ".flac")
 SHARD_FORMAT = "emofuse-extract-shard"
 SHARD_VERSION = 1
 
@@ -131,7 +131,7 @@ class DatasetTable:
     class_names: list[str] = field(default_factory=list)
 
 
-def dataset_rows(dataset_dir: str | os.PathLike[str], labels: str = "auto") -> DatasetTable:
+def dataset_rows(dataset_dir: str | os.PathLike[str], labels: str = "auto", allow_empty_text: bool = False) -> DatasetTable:
     """The folder's clips: <dir>/label.csv (or the label.csv given), or a RAVDESS folder's layout.
 
     labels: 'auto', 'regression' or 'classification', how label.csv's labels are read (see
@@ -155,7 +155,8 @@ def dataset_rows(dataset_dir: str | os.PathLike[str], labels: str = "auto") -> D
             raise FileNotFoundError(f"dataset folder {path} does not exist")
         raise FileNotFoundError(f"{path} holds no label.csv (MMSA-FET layout: label.csv + "
                                 "Raw/<video_id>/<clip_id>.mp4) and is no RAVDESS folder (Actor_NN/*.wav)")
-    df = read_label_csv(label, labels=labels)
+    # rows without text are fine where the words come from speech recognition
+    df = read_label_csv(label, labels=labels, allow_empty_text=allow_empty_text)
     task = label_task(df, labels)
     names: list[str] = []
     if task == "classification":
@@ -308,7 +309,7 @@ def extract_dataset(
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     shard_pair = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
-    table = dataset_rows(dataset_dir, labels)
+    table = dataset_rows(dataset_dir, labels, allow_empty_text=recognises_words(config))
     label, df = table.source, table.df
     cache = str(cache_dir) if cache_dir is not None else str(resolve_cache_dir() / "extract")
     jobs = clip_jobs(table.media_root, df, shard_pair)
@@ -355,6 +356,11 @@ def extract_dataset(
     outputs = write_pickles(table, results, config, out, on_error, raw_store)
     write_report(report, out)
     return ExtractResult([*outputs, *report_paths(out)], report)
+
+
+def recognises_words(config: ExtractConfig) -> bool:
+    """Whether a clip without a transcript still gets words (speech recognition, not only alignment)."""
+    return config.words != "pocketsphinx"
 
 
 def raw_store_path(out: Path, raw_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -657,7 +663,7 @@ def merge_shards(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     if missing:
         raise DataFormatError(f"shard(s) {missing} of {n} are missing; got {sorted(seen)}")
     table = dataset_rows(Path(dataset_dir) if dataset_dir is not None else Path(first["label_csv"]),
-                         first.get("labels", "auto"))
+                         first.get("labels", "auto"), allow_empty_text=first["config"].get("words") != "pocketsphinx")
     label, df = table.source, table.df
     if table.fingerprint != first["label_sha256"]:
         raise DataFormatError(f"{label} changed since the shards were extracted")

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from emofuse.features.align import Stream
-from emofuse.features.media_models import face_landmarker_path, require_module
+from emofuse.features.media_models import (
+    face_landmarker_path,
+    quiet_native_logging_env,
+    quiet_native_stderr,
+    require_module,
+)
 from emofuse.features.registry import Extractor, register_extractor
 
 N_LANDMARKS = 478
@@ -93,7 +98,8 @@ class MediapipeFace(Extractor):
     """mediapipe FaceLandmarker in image mode (every frame on its own: deterministic).
 
     The landmarker is created per clip and closed after it (about 20 ms): one left open until
-    interpreter exit makes mediapipe's finaliser fail noisily.
+    interpreter exit makes mediapipe's finaliser fail noisily. Its C++ log lines are filtered out
+    of stderr while the stage runs (`quiet_native_stderr`).
     """
 
     name = "mediapipe"
@@ -115,6 +121,7 @@ class MediapipeFace(Extractor):
         if self._landmarker is None:
             require_module("mediapipe", "mediapipe")
             require_module("cv2", "opencv-python-headless")
+            quiet_native_logging_env()  # before the first import of mediapipe loads its C++ library
             from mediapipe.tasks.python import vision
             from mediapipe.tasks.python.core.base_options import BaseOptions
 
@@ -136,10 +143,13 @@ class MediapipeFace(Extractor):
             self._landmarker = None
 
     def __call__(self, frames: np.ndarray, frame_times: np.ndarray, fps: float) -> FaceTrack:
-        try:
-            return self._track(self._load(), frames, frame_times, fps)
-        finally:
-            self.close()
+        # mediapipe's C++ logs a few warnings on every landmarker it creates (and may on detect
+        # and close); one filter around the whole stage, not per frame: it costs a pipe and a thread
+        with quiet_native_stderr():
+            try:
+                return self._track(self._load(), frames, frame_times, fps)
+            finally:
+                self.close()
 
     def _track(self, landmarker, frames: np.ndarray, frame_times: np.ndarray, fps: float) -> FaceTrack:
         import mediapipe as mp

@@ -10,6 +10,9 @@ Extraction never downloads a model. Two carriers are pinned exactly:
 
 The hashes below were computed from the installed 1.0.0 / 0.1.1 wheels; a tampered, truncated or
 re-released carrier fails with `ModelIntegrityError` instead of becoming a model we load.
+
+Also here: `quiet_native_stderr`, which keeps mediapipe's C++ log lines (absl/glog `W0000 ...cc:121]`
+warnings, TF-lite's "INFO: Created TensorFlow Lite XNNPACK delegate") off the terminal.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from emofuse.errors import UserError
@@ -142,3 +149,135 @@ def face_landmarker_path() -> Path:
                                    f"with {INSTALL_HINT}")
     _check(path, FACE_LANDMARKER_SHA256, "face_landmarker.task")
     return path
+
+
+# --------------------------------------------------------------------------- native log noise
+# What mediapipe's C++ side prints on every clip and nobody can act on: absl/glog INFO and WARNING
+# lines ('W0000 00:00:1796655306.70 9818 inference_feedback_manager.cc:121] Feedback manager ...';
+# before absl is initialised the date is 0000 and the seconds are epoch seconds), absl's note that
+# it logs before InitGoogle, and TF-lite's delegate notices. ERROR (E) and FATAL (F) lines are
+# kept: they explain a failure or a crash.
+NATIVE_NOISE = re.compile(
+    rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\s\]]+:\d+\] "
+    rb"|WARNING: Logging before InitGoogle\(\) is written to STDERR"
+    rb"|INFO: (?:Created|Initialized) TensorFlow Lite\b)")
+# glog/TF's own level switches: read once, when the native library loads, so they must be in the
+# environment before mediapipe is imported. 2 keeps ERROR and FATAL. The mediapipe wheel
+# installed today logs through absl and ignores both, which is why quiet_native_stderr exists;
+# they are set anyway for builds that do read them (setdefault: a user's own setting wins).
+NATIVE_LOG_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def quiet_native_logging_env() -> None:
+    """Put NATIVE_LOG_ENV into os.environ (unless set); call it before importing mediapipe."""
+    for key, value in NATIVE_LOG_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+class _StderrFilter:
+    """fd 2 pointed into a pipe, read by a thread that drops NATIVE_NOISE lines and passes the rest
+    on to the real stderr as they come.
+
+    Filtering instead of pointing fd 2 at /dev/null matters: fd 2 belongs to the whole process,
+    and while the face stage runs, other threads (serve's workers and its access log, a warning,
+    a traceback printed by logging) write there too; their lines must arrive, and at once, not
+    after the stage (a FATAL line before an abort would be lost otherwise). Nested and concurrent
+    users share one redirection: the first in starts it, the last out ends it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved_fd = -1
+        self.thread: threading.Thread | None = None
+
+    def enter(self) -> bool:
+        with self.lock:
+            if self.depth == 0:
+                try:
+                    self._start()
+                except OSError:  # fd 2 closed (a daemon) or no fds left: then nothing is filtered
+                    return False
+            self.depth += 1
+            return True
+
+    def exit(self) -> None:
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                self._stop()
+
+    def _start(self) -> None:
+        _flush_python_stderr()  # what Python already buffered belongs to the real stderr
+        saved = os.dup(2)
+        try:
+            out = os.dup(saved)  # the thread's own copy: it closes it when the pipe is drained
+            read_fd, write_fd = os.pipe()
+        except OSError:
+            os.close(saved)
+            raise
+        self.thread = threading.Thread(target=_forward, args=(read_fd, out), name="emofuse-stderr-filter",
+                                       daemon=True)
+        self.thread.start()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)  # fd 2 is now the pipe's only write end: restoring fd 2 ends the pipe
+        self.saved_fd = saved
+
+    def _stop(self) -> None:
+        _flush_python_stderr()
+        os.dup2(self.saved_fd, 2)
+        os.close(self.saved_fd)
+        self.saved_fd = -1
+        if self.thread is not None:
+            # EOF comes at once unless a child process started meanwhile holds the pipe; then the
+            # daemon thread keeps forwarding that child's lines until it exits
+            self.thread.join(timeout=2.0)
+            self.thread = None
+
+
+def _flush_python_stderr() -> None:
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+
+
+def _forward(read_fd: int, out_fd: int) -> None:
+    """Copy the pipe to `out_fd` line by line (a carriage return ends a line too: progress bars),
+    leaving out NATIVE_NOISE lines; an unfinished last line is passed on at the end."""
+    pending = b""
+    try:
+        with open(read_fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(1 << 16):
+                pieces = re.split(rb"(?<=[\r\n])", pending + chunk)
+                pending = pieces.pop()
+                _write_all(out_fd, b"".join(p for p in pieces if not NATIVE_NOISE.match(p)))
+        if pending and not NATIVE_NOISE.match(pending):
+            _write_all(out_fd, pending)
+    finally:
+        os.close(out_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except OSError:  # the real stderr is gone (a closed pipe): nothing else can be done
+            return
+
+
+_STDERR_FILTER = _StderrFilter()
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Drop mediapipe's C++ log noise (NATIVE_NOISE) from fd 2 while the block runs.
+
+    Python exceptions are untouched (they propagate; nothing here catches them) and every other
+    line written to stderr meanwhile, by this thread or another, is passed on immediately.
+    """
+    active = _STDERR_FILTER.enter()
+    try:
+        yield
+    finally:
+        if active:
+            _STDERR_FILTER.exit()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -189,11 +190,15 @@ class InMemoryRaw:
         return out
 
 
-def run_label(run_dir: Path) -> str:
-    """A run folder's name for people and clients: its last two parts (`fusion_matched_TAV/seed_1`),
-    never the absolute path on this machine."""
-    parts = Path(run_dir).resolve().parts
-    return "/".join(parts[-2:]) if len(parts) >= 2 else Path(run_dir).name
+def run_label(run_dir: str | os.PathLike[str]) -> str:
+    """A run as people and clients see it: its folder's name, with its parent's for a seed_N folder
+    (`fusion_matched_TAV/seed_1`), never the path above it on this machine."""
+    parts = Path(os.path.abspath(os.fspath(run_dir))).parts[1:]  # without the root
+    if not parts:
+        return "run"
+    if len(parts) >= 2 and re.fullmatch(r"seed_\d+", parts[-1]):
+        return f"{parts[-2]}/{parts[-1]}"
+    return parts[-1]
 
 
 def resize_words(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -10,8 +10,9 @@ Routes (OpenAPI docs at /docs):
 
 Errors answer {"clip", "error": {"reason", "message"}}, the shape `predict --json` gives a broken
 clip, with the message of emofuse's own error (the server's temporary path replaced by the
-client's file name): 413 too large, 415 a type not accepted or a file that cannot be decoded,
-422 a readable clip without what the run needs (audio track, face, speech) or a bad record, 503
+client's file name): 413 too large, 415 a type not accepted (uploads.SUFFIXES: every container
+`extract` reads) or a file that cannot be decoded, 422 a readable clip without what the run needs
+(audio track, video for a run that reads vision, face, speech) or a bad record, 503
 queue full (with Retry-After), 504 not finished within the time limit.
 """
 
@@ -40,7 +41,7 @@ from emofuse.errors import UserError
 from emofuse.features.registry import ClipError
 from emofuse.inference.explain import explain
 from emofuse.inference.predict import Predictor, RunMismatch
-from emofuse.serve.uploads import UploadError, receive_clip
+from emofuse.serve.uploads import SUFFIXES, UploadError, receive_clip
 from emofuse.serve.workers import PngStore, PredictorPool, QueueFull, as_dict
 
 log = logging.getLogger("emofuse.serve")
@@ -165,7 +166,8 @@ def create_app(pool: PredictorPool, limits: Limits | None = None) -> FastAPI:
 
     @app.post("/v1/predict", openapi_extra={"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary", "description": "mp4, webm, avi or wav"},
+            "file": {"type": "string", "format": "binary", "description": "a clip in any container the "
+                     "decoder reads: " + ", ".join(s.lstrip(".") for s in SUFFIXES)},
             "transcript": {"type": "string", "description": "the words spoken (force-aligned instead of "
                            "recognised)"}}}}}}})
     async def predict(request: Request, with_explain: bool = Query(True, alias="explain")) -> JSONResponse:

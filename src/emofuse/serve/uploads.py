@@ -16,12 +16,30 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-# what the extraction stack decodes (PyAV) and the page records (MediaRecorder gives webm)
-SUFFIXES = (".mp4", ".webm", ".avi", ".wav")
-CONTENT_TYPES = {
-    "video/mp4": ".mp4", "audio/mp4": ".mp4", "video/webm": ".webm", "audio/webm": ".webm",
+from emofuse.features.decode import MEDIA_SUFFIXES
+
+# Every container the decoder reads (the list `extract` scans folders with), so a clip that
+# `emofuse predict` scores is never refused here for its name: CREMA-D's .flv, a phone's .mov,
+# an .mkv, an audio-only .m4a (a run that needs vision then answers 422 no_video_track, which
+# says why, instead of a 415 that blames the container). The page records webm (MediaRecorder).
+SUFFIXES: tuple[str, ...] = MEDIA_SUFFIXES
+# A part without a file-name suffix (a blob from the page, curl -F 'file=@-;type=...') is named
+# from its content type. PyAV probes the content, so the suffix only has to be one it accepts:
+# audio/mp4 becomes .m4a and video/ogg .ogg; a Theora or Opus stream in it decodes the same.
+CONTENT_TYPES: dict[str, str] = {
+    "video/mp4": ".mp4", "application/mp4": ".mp4", "video/x-m4v": ".m4v",
+    "video/webm": ".webm", "audio/webm": ".webm",
     "video/x-msvideo": ".avi", "video/avi": ".avi", "video/msvideo": ".avi",
+    "video/x-matroska": ".mkv", "audio/x-matroska": ".mkv", "video/matroska": ".mkv",
+    "video/quicktime": ".mov",
+    "video/x-flv": ".flv", "video/flv": ".flv",
     "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/vnd.wave": ".wav",
+    "audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/x-mp3": ".mp3", "audio/mpeg3": ".mp3",
+    "audio/flac": ".flac", "audio/x-flac": ".flac",
+    "audio/mp4": ".m4a", "audio/x-m4a": ".m4a", "audio/m4a": ".m4a",
+    "audio/aac": ".aac", "audio/x-aac": ".aac", "audio/aacp": ".aac",
+    "audio/ogg": ".ogg", "application/ogg": ".ogg", "video/ogg": ".ogg", "audio/vorbis": ".ogg",
+    "audio/opus": ".opus",
 }
 MAX_FIELD_BYTES = 64 * 1024  # the transcript: plenty for a clip's words
 
