@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from extract_media import missing_for_tests, write_sample_folder  # noqa: E402
+from extract_media import face_frames, missing_for_tests, mux, speech, write_sample_folder  # noqa: E402
 from fake_ravdess import fake_ravdess  # noqa: E402
 
 from emofuse.cli.main import main  # noqa: E402
@@ -128,6 +128,55 @@ def test_predict_on_a_training_clip_feeds_what_training_fed(raw_run) -> None:
         trained = train.extras[key].load([i], words)[0]
         given = fed.extras[key].load([0], words)[0]
         np.testing.assert_allclose(given.astype(np.float32), trained.astype(np.float32), atol=1e-2)
+
+
+@needs_stack
+def test_a_face_in_part_of_the_clip_predicts_and_marks_the_other_words(raw_run, tmp_path: Path, capsys) -> None:
+    words = "what a wonderful film this was".split()
+    audio, times = speech(words)
+    n = int(np.ceil(len(audio) / 16_000 * 25))
+    frames = face_frames(n)
+    cut = int(times[2][1] * 25) + 1  # the face turns away after the third word
+    frames[cut:] = face_frames(n - cut, face=False)
+    clip = mux(tmp_path / "turned.mp4", frames, audio)
+    assert main(["predict", str(clip), "--run", str(raw_run["run"]), "--transcript", " ".join(words), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert "score" in result and 0 < result["face_fraction"] < 1
+    assert result["vision_missing_words"] and "wonderful" not in result["vision_missing_words"]
+    assert set(result["vision_missing_words"]) <= set(words[3:])
+    assert any("no face was seen" in note for note in result["notes"])
+    # a clip without any face is still one clear line
+    mux(tmp_path / "noface.mp4", face_frames(n, face=False), audio)
+    assert main(["predict", str(tmp_path / "noface.mp4"), "--run", str(raw_run["run"])]) == 2
+    err = capsys.readouterr().err
+    assert "no face was found in any of its" in err and "Traceback" not in err
+
+
+@needs_stack
+def test_empty_text_rows_and_other_containers_extract_by_recognition(tmp_path: Path, capsys) -> None:
+    import pandas as pd
+
+    audio, _ = speech("i love this movie".split())
+    n = int(np.ceil(len(audio) / 16_000 * 25))
+    clip = mux(tmp_path / "fet" / "Raw" / "v1" / "1.mp4", face_frames(n), audio)
+    mux(tmp_path / "fet" / "Raw" / "v3" / "1.mkv", face_frames(n), audio)
+    flv = tmp_path / "fet" / "Raw" / "v2" / "1.flv"
+    flv.parent.mkdir(parents=True)
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(clip), "-c:v", "flv", "-c:a", "libmp3lame",
+                    "-ar", "22050", str(flv)], check=True)
+    rows = [("v1", "1", "", 1.0, "pos", "train"), ("v2", "1", "", 1.0, "pos", "valid"),
+            ("v3", "1", "", 1.0, "pos", "test")]
+    pd.DataFrame(rows, columns=["video_id", "clip_id", "text", "label", "annotation", "mode"]).to_csv(
+        tmp_path / "fet" / "label.csv", index=False)
+    assert main(["extract", str(tmp_path / "fet"), "--out", str(tmp_path / "f.pkl"), "--modalities", "A+V",
+                 "--quiet", "--cache", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 3 clips extracted" in out
+    payload = pickle.loads((tmp_path / "f.pkl").read_bytes())
+    assert payload["valid"]["word_source"][0].startswith("asr")
+    assert "love" in payload["valid"]["raw_text"][0].lower()
 
 
 @needs_stack

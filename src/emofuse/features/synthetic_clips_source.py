@@ -28,10 +28,12 @@ from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDatas
 class ClipExtraction:
     """How the generated clips are extracted (part of the cache key, but for `workers`)."""
 
-    crop_frames: int = 16
-    crop_size: int = 48
+    # small crops: the planted events are large, and a 3D CNN over 8 x 32 x 32 trains about ten
+    # times faster on a CPU than over 16 x 48 x 48 (measured: 32 vs 3-10 words a second)
+    crop_frames: int = 8
+    crop_size: int = 32
     n_mels: int = 64
-    logmel_frames: int = 24
+    logmel_frames: int = 16
     max_words: int = 12
     workers: int = 0  # 0: one per core, at most 2 (the machines this runs on have 2)
 
