@@ -34,3 +34,13 @@ if ! "$py" scripts/pins_installed.py $pins $nodeps; then
     # shellcheck disable=SC2086
     "$py" -m pip install --quiet --disable-pip-version-check -c scripts/constraints.txt --no-deps $nodeps
 fi
+# compile librosa's numba kernels (YIN pitch, ...) once, here: extract workers that start together
+# on a fresh install would otherwise all write numba's shared cache at once, and a cache torn that
+# way crashes later processes (seen: a segfault in librosa.yin until the cache files were removed)
+"$py" - <<'PY' || echo "install_extract: warming librosa's compiled cache failed (it compiles on first use instead)" >&2
+import numpy as np
+import librosa
+y = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+librosa.yin(y, fmin=60, fmax=500, sr=16000, frame_length=2048, hop_length=160)
+librosa.feature.mfcc(y=y, sr=16000, n_mfcc=13, n_fft=512, hop_length=160)
+PY

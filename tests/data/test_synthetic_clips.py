@@ -236,3 +236,31 @@ def test_face_event_survives_the_crop_and_stays_in_its_word(tiny) -> None:
         span = (track.times >= clip["event_span"][0]) & (track.times <= clip["event_span"][1])
         rise = scores[span].max(axis=0) - scores[~span].max(axis=0)
         assert rise.max() > 0.2, (kind, dict(zip(names, rise)))
+
+
+@needs_tools
+@pytest.mark.skipif(bool(FACE_STACK), reason=f"the pipeline needs {', '.join(FACE_STACK)} (bash scripts/install_extract.sh)")
+def test_the_paper_system_runs_on_the_clips_extract_train_evaluate_predict_explain(tmp_path, monkeypatch, capsys) -> None:
+    """--data synthetic-clips: generated mp4s -> extract --raw -> Harris-3D CNN + 2D CNN + fusion-matched."""
+    import json
+
+    from emofuse.cli.main import main
+
+    monkeypatch.setenv("EMOFUSE_CACHE", str(tmp_path / "cache"))
+    small = ["-D", "n_train=4", "-D", "n_valid=2", "-D", "n_test=2", "-D", "workers=1"]
+    assert main(["train", "--data", "synthetic-clips", *small, "--model", "fusion_matched", "--modalities", "T+A+V",
+                 "--video-encoder", "harris3d_cnn", "--audio-encoder", "spectro_cnn", "--encoder-dim", "8",
+                 "--epochs", "1", "--threads", "1", "--batch-size", "2", "--quiet", "-o", "hidden=8",
+                 "--out", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "seed_1"
+    record = json.loads((run / "config.json").read_text())["frontend"]
+    assert record["source"] == "extract" and record["raw_shapes"]["vision"] == [8, 32, 32]
+    assert main(["evaluate", str(run)]) == 0
+    clips = sorted((tmp_path / "cache" / "synthetic_clips").rglob("*.mp4"))
+    assert clips
+    capsys.readouterr()
+    assert main(["predict", str(clips[0]), "--run", str(run), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert "score" in result and result["raw_encoders"] == {"vision": "harris3d_cnn", "audio": "spectro_cnn"}
+    assert main(["explain", str(clips[0]), "--run", str(run), "--out", str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "x.png").stat().st_size > 10_000

@@ -22,20 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.data.dataset import DatasetSplits, parse_modalities
-from emofuse.metrics import regression_metrics
 from emofuse.reports.compare import BOOTSTRAP_METRICS, paired_bootstrap, seed_averaged_test_predictions
-from emofuse.reports.tables import markdown_table, summary_row
+from emofuse.reports.tables import ceiling_rows, markdown_table, summary_row
 from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig
 from emofuse.training.multiseed import train_seeds
 
 MODES = ("harris3d", "harris2d", "none")
-# reference predictions a planted dataset carries, and how a table names them
-CEILINGS = {
-    "oracle_full": "ceiling: noiseless label (Bayes)",
-    "oracle_no_video": "ceiling without the visual cue",
-    "oracle_video": "ceiling from the video alone (V-only models)",
-}
 COLUMNS = ["acc2_has0", "acc2_non0", "f1_non0", "acc7", "mae", "corr"]
 
 
@@ -44,17 +37,6 @@ def mode_config(base: TrainConfig, mode: str) -> TrainConfig:
     options = {m: dict(v) for m, v in base.encoder_options.items()}
     options.setdefault("vision", {})["attention"] = mode
     return dataclasses.replace(base, video_encoder=base.video_encoder or "harris3d_cnn", encoder_options=options)
-
-
-def ceiling_rows(splits: DatasetSplits) -> list[dict[str, Any]]:
-    """Rows for the planted reference predictions the test split carries (none for real data)."""
-    test = splits.test
-    rows = []
-    for key, name in CEILINGS.items():
-        if key in test.extras and splits.task == "regression":
-            m = regression_metrics(test.extras[key], test.labels.numpy())
-            rows.append({"model": name, **{k: m[k] for k in COLUMNS}})
-    return rows
 
 
 def attention_ablation(
@@ -83,7 +65,7 @@ def attention_ablation(
         for metric in BOOTSTRAP_METRICS[splits.task]:
             result = paired_bootstrap(pred_a, pred_b, labels, metric, n_boot=n_boot)
             boot_rows.append({"mode_a": a, "mode_b": b, "metric": metric, **result})
-    rows = [summary_row(f"attention={m}", summaries[m]) for m in modes] + ceiling_rows(splits)
+    rows = [summary_row(f"attention={m}", summaries[m]) for m in modes] + ceiling_rows(splits, COLUMNS)
     columns = COLUMNS if not classification else ["accuracy", "f1_weighted", "f1_macro"]
     table = markdown_table(rows, columns)
     boot_table = markdown_table(

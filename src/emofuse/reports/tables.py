@@ -51,3 +51,26 @@ def summary_row(name: str, summary: dict[str, dict[str, float]], **extra: Any) -
         # a single seed has no spread: print the value alone rather than a misleading "± 0"
         row[k] = (v["mean"], v["std"] if v.get("n", 1) > 1 else None)
     return row
+
+
+# reference predictions a planted dataset carries (synthetic-raw, synthetic-clips), and how a table
+# names them
+CEILINGS = {
+    "oracle_full": "ceiling: noiseless label (Bayes)",
+    "oracle_no_interaction": "ceiling without the interaction",
+    "oracle_no_video": "ceiling without the visual cue",
+    "oracle_video": "ceiling from the video alone (V-only models)",
+}
+
+
+def ceiling_rows(splits: Any, columns: list[str]) -> list[dict[str, Any]]:
+    """Table rows for the planted reference predictions the test split carries (none for real data)."""
+    from emofuse.metrics import regression_metrics
+
+    test = splits.test
+    rows = []
+    for key, name in CEILINGS.items():
+        if key in test.extras and splits.task == "regression":
+            m = regression_metrics(test.extras[key], test.labels.numpy())
+            rows.append({"model": name, **{k: m[k] for k in columns if k in m}})
+    return rows
