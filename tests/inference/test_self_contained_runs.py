@@ -236,3 +236,19 @@ def test_a_ravdess_run_predicts_on_the_windows_its_loader_made(tmp_path: Path, m
     predictor = Predictor.__new__(Predictor)  # the windows need no extraction models
     predictor.layout = layout
     np.testing.assert_array_equal(predictor._windows(wav), trained)
+
+
+@needs_stack
+def test_whisper_base_trains_on_an_extracted_store_with_whispers_own_map(tmp_path: Path, capsys) -> None:
+    write_sample_folder(tmp_path / "fet")
+    assert main(["extract", str(tmp_path / "fet"), "--out", str(tmp_path / "w.pkl"), "--raw", "--modalities", "A",
+                 "--no-video", "--n-mels", "80", "--n-fft", "400", "--logmel-frames", "16", "--quiet",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    meta = pickle.loads((tmp_path / "w.pkl").read_bytes())["emofuse"]
+    assert meta["logmel"]["n_mels"] == 80 and meta["logmel"]["n_fft"] == 400 and "vision" not in meta["raw"]["shapes"]
+    assert main(["train", "--data", str(tmp_path / "w.pkl"), "--model", "pooled", "--modalities", "A",
+                 "--audio-encoder", "whisper_base", "--encoder-dim", "8", "--epochs", "1", "--threads", "1",
+                 "--batch-size", "2", "--quiet", "--out", str(tmp_path / "runs")]) == 0
+    assert main(["predict", str(tmp_path / "fet" / "Raw" / "v1" / "1.mp4"), "--run", str(tmp_path / "runs" / "seed_1"),
+                 "--json"]) == 0
+    capsys.readouterr()

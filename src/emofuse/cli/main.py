@@ -445,7 +445,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
             modality_code(modalities), words="whisper" if args.asr else args.words, fps=args.fps,
             text_model=args.text_model, max_words=args.max_words, landmarks=args.landmarks,
             min_face_fraction=args.min_face_fraction, silence_db=args.silence_db,
-            crop_frames=args.crop_frames, crop_size=args.crop_size, n_mels=args.n_mels,
+            crop_frames=args.crop_frames, crop_size=args.crop_size, n_mels=args.n_mels, n_fft=args.n_fft,
             logmel_frames=args.logmel_frames,
         )
         result = extract_dataset(args.dataset_dir, args.out, config=config, workers=args.workers,
@@ -697,6 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-frames", type=int, default=16, help="face-crop frames per word in the raw store")
     p.add_argument("--crop-size", type=int, default=64, help="face-crop side in pixels")
     p.add_argument("--n-mels", type=int, default=64, help="mel bands of the log-mel map")
+    p.add_argument("--n-fft", type=int, default=512, help="FFT size of the log-mel map (Whisper's own input: "
+                                                          "--n-mels 80 --n-fft 400)")
     p.add_argument("--logmel-frames", type=int, default=32, help="log-mel columns per word in the raw store")
     p.add_argument("--words", default="auto", help="auto (align label.csv text, else recognise), whisper or pocketsphinx")
     p.add_argument("--asr", action="store_true", help="ignore label.csv text: words and times from speech recognition")

@@ -88,13 +88,14 @@ class ExtractConfig:
     crop_frames: int = 16
     crop_size: int = 64
     n_mels: int = 64
+    n_fft: int = 512  # 400 with n_mels=80 is Whisper's own input (--audio-encoder whisper_base)
     logmel_frames: int = 32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "audio", tuple(self.audio))
         if not self.audio:
             raise ValueError("at least one audio extractor is needed")
-        for name in ("fps", "max_words", "min_duration", "crop_frames", "crop_size", "n_mels",
+        for name in ("fps", "max_words", "min_duration", "crop_frames", "crop_size", "n_mels", "n_fft",
                      "logmel_frames", "unaligned_audio_rate", "max_side"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -275,7 +276,7 @@ class ClipExtractor:
             self.decoder = WithoutVideo(self.decoder)
         self.words = self._words_extractor(cfg)
         self.audio = [create_extractor(name, "audio") for name in cfg.audio]
-        self.logmel = create_extractor("logmel", "audio", n_mels=cfg.n_mels)
+        self.logmel = create_extractor("logmel", "audio", n_mels=cfg.n_mels, n_fft=cfg.n_fft)
         self.face = create_extractor(cfg.face, "face", crop_size=cfg.crop_size) if cfg.video else None
         self._embedder = None
 

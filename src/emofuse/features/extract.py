@@ -506,7 +506,7 @@ def pickle_meta(config: ExtractConfig) -> dict[str, Any]:
     """What an extracted pickle says about how it was made (see `emofuse.data.frontend`)."""
     from emofuse.audio_frontend import LogMelConfig
 
-    logmel = LogMelConfig(n_mels=config.n_mels, n_fft=512, win_ms=25.0, hop_ms=10.0,
+    logmel = LogMelConfig(n_mels=config.n_mels, n_fft=config.n_fft, win_ms=25.0, hop_ms=10.0,
                           sample_rate=config_sample_rate(config))
     return {"format": "emofuse-extract", "extract_config": config.to_dict(), "logmel": logmel.describe()}
 
