@@ -487,6 +487,8 @@ def _print_prediction(p: dict[str, Any]) -> None:
     print("  without each modality: " + ", ".join(
         f"{m} {c[key]:+.3f} (contribution {c['contribution']:+.3f})" for m, c in p["contributions"].items()))
     print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in p["timings"].items()))
+    for note in p.get("notes", []):
+        print(f"  note: {note}")
 
 
 SPEAKER_REF_HELP = ("a clip of the same speaker, or a folder of them; repeatable. For a run trained with -D "

@@ -215,6 +215,18 @@ def _plot(summary: dict[str, dict], metrics: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _ceilings(base: TrainConfig, splits: DatasetSplits | None, keys: list[str]) -> list[dict[str, Any]]:
+    """The planted set's ceilings; with workers > 1 the parent holds no data, so a planted (generated,
+    cached) source is loaded here for them, and real data, which has none, is never loaded."""
+    from emofuse.data.loading import SYNTHETIC_SOURCES
+
+    if splits is None and base.data in SYNTHETIC_SOURCES:
+        from emofuse.evaluation.evaluate import load_data
+
+        splits = load_data(base.data, base)
+    return ceiling_rows(splits, keys) if splits is not None else []
+
+
 def compare_models(
     base: TrainConfig,
     models: list[str],
@@ -269,7 +281,7 @@ def compare_models(
              "bootstrap_csv": out / "bootstrap.csv", "plot": out / "compare.png", "settings_md": out / "settings.md"}
     atomic_write_text(paths["compare_csv"], _csv_text(["model", "metric", "mean", "std"], csv_rows))
     # planted sets carry their ceilings: printed under the models, for scale
-    table = markdown_table([summary_row(m, summary[m]) for m in models] + ceiling_rows(splits, keys), keys)
+    table = markdown_table([summary_row(m, summary[m]) for m in models] + _ceilings(base, splits, keys), keys)
     atomic_write_text(paths["compare_md"], table + "\n")
     settings = settings_table(summaries, same_recipe)
     atomic_write_text(paths["settings_md"], settings + "\n")
