@@ -1,4 +1,8 @@
-"""The paper-faithful fusion-matched network (eq 14 exact, linear memory) and its extension."""
+"""The paper-faithful fusion-matched network (eq 14 exact, linear memory) and its extension.
+
+`fusion_matched` computes eqs 8-16 on the encoders' outputs alone by default; emofuse's three
+matching aids (time_code, same_time_prior, encoder_skip) are options, on by default only in
+`fusion_matched_xattn`."""
 
 from __future__ import annotations
 
@@ -9,11 +13,19 @@ import torch
 
 from emofuse.data.dataset import MODALITIES, Batch
 from emofuse.models import ModelSpec, create_model
-from emofuse.models.fusion_matched import TensorAttention, tensor_hidden, tensor_hidden_materialised
+from emofuse.models.base import relative_time_encoding
+from emofuse.models.fusion_matched import (
+    FusionMatchedConfig,
+    TensorAttention,
+    tensor_hidden,
+    tensor_hidden_materialised,
+)
+from emofuse.models.fusion_matched_xattn import FusionMatchedXAttnConfig
 from emofuse.models.registry import get_recipe, list_models
 
 DIMS = {"text": 5, "audio": 3, "vision": 4}
-SMALL = {"hidden": 8, "time_code": 8, "attention_hidden": 4}
+SMALL = {"hidden": 8, "attention_hidden": 4}  # each model's own defaults otherwise
+AIDS = {"time_code": 8, "same_time_prior": 0.5, "encoder_skip": True}  # emofuse's three, all on
 SUBSETS = [c for r in (1, 2, 3) for c in itertools.combinations(MODALITIES, r)]
 
 
@@ -112,11 +124,13 @@ def test_unimodal_option_lets_the_head_read_a_modality_the_pivot_hides(mods):
         create_model("fusion_matched_xattn", spec, unimodal=True, **SMALL)
 
 
-@pytest.mark.parametrize("name", ["fusion_matched", "fusion_matched_xattn"])
+@pytest.mark.parametrize(("name", "options"), [("fusion_matched", {}), ("fusion_matched", AIDS), ("fusion_matched_xattn", {})],
+                         ids=["fusion_matched", "fusion_matched+aids", "fusion_matched_xattn"])
 @pytest.mark.parametrize("mods", SUBSETS, ids=lambda m: "+".join(x[0].upper() for x in m))
-def test_both_models_train_on_every_subset_unaligned(name, mods):
+def test_both_models_train_on_every_subset_unaligned(name, options, mods):
     lengths = {"text": 6, "audio": 11, "vision": 8}
-    model = create_model(name, ModelSpec(mods, {m: DIMS[m] for m in mods}, {m: lengths[m] for m in mods}), **SMALL)
+    spec = ModelSpec(mods, {m: DIMS[m] for m in mods}, {m: lengths[m] for m in mods})
+    model = create_model(name, spec, **SMALL, **options)
     out = model(make_batch({m: lengths[m] for m in mods}))
     assert out.prediction.shape == (3,) and torch.isfinite(out.prediction).all()
     out.prediction.sum().backward()
@@ -189,3 +203,129 @@ def test_unimodal_with_a_dropped_pivot_still_predicts_from_audio():
     enc["text"] = torch.zeros_like(enc["text"])
     weighted, _ = model.weighted_matches(enc, batch, {})
     assert torch.all(model.profiles(weighted, batch, {}) == 0)
+
+
+# ------------------------------------------------------------- emofuse's matching aids: options
+def _spec(lengths=None):
+    lengths = lengths or {"text": 6, "audio": 9, "vision": 7}
+    return ModelSpec(MODALITIES, DIMS, lengths)
+
+
+def test_default_fusion_matched_is_eqs_8_to_16_on_the_encoders_alone():
+    """No time code in E (nor so in M), no identity in W, no skip around the BiLSTM."""
+    cfg = FusionMatchedConfig()
+    assert (cfg.time_code, cfg.same_time_prior, cfg.encoder_skip) == (0, 0.0, False)
+    torch.manual_seed(0)
+    model = create_model("fusion_matched", _spec(), **SMALL).eval()
+    batch = make_batch(_spec().max_lengths)
+    enc = model.encode(batch)
+    d = SMALL["hidden"]
+    for m in MODALITIES:
+        # E is exactly the encoder's output, hidden wide
+        torch.testing.assert_close(enc[m], model.encoders[m](batch.features[m], batch.masks[m]))
+        assert enc[m].shape[-1] == d
+        assert model.encoders[m].local is None
+    assert not any(".local." in n for n, _ in model.named_parameters())
+    for w in model.coupling.values():
+        assert w.shape == (d, d)
+        # small random start, no same-time (identity) block anywhere
+        assert w.abs().max() < 0.1
+        assert not torch.allclose(w, w.diag().diag(), atol=1e-3)
+    # eq 8 on the encoders' outputs alone: M = E_x W E_y^T, zero on padded steps
+    x, y = "audio", model.pivot
+    mat = model.match(enc[x], enc[y], x, batch.masks[x], batch.masks[y])
+    valid = batch.masks[x].unsqueeze(-1) & batch.masks[y].unsqueeze(1)
+    expected = enc[x] @ model.coupling[x] @ enc[y].transpose(1, 2)
+    torch.testing.assert_close(mat, expected * valid)
+
+
+def test_time_code_option_appends_the_relative_time_code_to_every_e():
+    torch.manual_seed(0)
+    lengths = {"text": 6, "audio": 9, "vision": 7}
+    model = create_model("fusion_matched", _spec(lengths), time_code=6, **SMALL).eval()
+    batch = make_batch(lengths)
+    enc = model.encode(batch)
+    d = SMALL["hidden"]
+    for m in MODALITIES:
+        assert enc[m].shape[-1] == d + 6
+        torch.testing.assert_close(enc[m][..., :d], model.encoders[m](batch.features[m], batch.masks[m]))
+        torch.testing.assert_close(enc[m][..., d:], relative_time_encoding(batch.masks[m], 6))
+    assert all(w.shape == (d + 6, d + 6) for w in model.coupling.values())
+    # the code enters M (eq 8): with the feature blocks of W zeroed, M is the time-code match alone
+    with torch.no_grad():
+        for w in model.coupling.values():
+            w.zero_()
+            w[d:, d:] = torch.eye(6)
+    x, y = "audio", "text"
+    mat = model.match(enc[x], enc[y], x, batch.masks[x], batch.masks[y])
+    code_x, code_y = relative_time_encoding(batch.masks[x], 6), relative_time_encoding(batch.masks[y], 6)
+    torch.testing.assert_close(mat, code_x @ code_y.transpose(1, 2))
+    assert mat.abs().sum() > 0
+    # no identity prior unless asked for
+    assert create_model("fusion_matched", _spec(), time_code=6, **SMALL).coupling["audio"][d:, d:].abs().max() < 0.1
+
+
+def test_same_time_prior_starts_w_at_a_scaled_identity_on_the_time_block():
+    torch.manual_seed(0)
+    d, n = SMALL["hidden"], 8
+    model = create_model("fusion_matched", _spec(), time_code=n, same_time_prior=0.7, **SMALL)
+    for w in model.coupling.values():
+        w = w.detach()
+        assert (w[d:, d:] - 0.7 * torch.eye(n)).abs().max() < 0.1  # the prior plus the small random start
+        assert w[:d].abs().max() < 0.1 and w[:, :d].abs().max() < 0.1  # feature blocks: small random only
+    with pytest.raises(ValueError, match="needs time_code > 0"):
+        create_model("fusion_matched", _spec(), same_time_prior=0.5, **SMALL)
+    with pytest.raises(ValueError, match="is a weight"):
+        create_model("fusion_matched", _spec(), time_code=n, same_time_prior=True, **SMALL)
+    with pytest.raises(ValueError, match="time_code must be"):
+        create_model("fusion_matched", _spec(), time_code=-1, **SMALL)
+
+
+def test_encoder_skip_adds_a_per_step_linear_projection_of_the_input():
+    torch.manual_seed(0)
+    spec = _spec()
+    skip = create_model("fusion_matched", spec, encoder_skip=True, **SMALL).eval()
+    plain = create_model("fusion_matched", spec, **SMALL).eval()
+    missing, unexpected = plain.load_state_dict(skip.state_dict(), strict=False)
+    assert not missing and unexpected and all(".local." in k for k in unexpected)
+    batch = make_batch(spec.max_lengths)
+    for m in MODALITIES:
+        x, mask = batch.features[m], batch.masks[m]
+        local = skip.encoders[m].local
+        assert isinstance(local, torch.nn.Linear) and local.in_features == DIMS[m]
+        expected = plain.encoders[m](x, mask) + local(x) * mask.unsqueeze(-1)
+        torch.testing.assert_close(skip.encoders[m](x, mask), expected)
+    with pytest.raises(ValueError, match="encoder_skip must be"):
+        create_model("fusion_matched", spec, encoder_skip="yes", **SMALL)
+
+
+def test_aids_are_set_from_the_command_line():
+    from emofuse.cli.main import _model_options, _parse_option
+
+    parsed = [_parse_option(t) for t in ("time_code=16", "same_time_prior=0.5", "encoder_skip=true")]
+    options = _model_options(parsed, ["fusion_matched"])["fusion_matched"]
+    model = create_model("fusion_matched", _spec(), **options, **SMALL)
+    assert (model.config.time_code, model.config.same_time_prior, model.config.encoder_skip) == (16, 0.5, True)
+
+
+def test_extension_keeps_the_three_aids_on_by_default():
+    """fusion_matched_xattn was developed with the aids; its defaults keep them (its behaviour unchanged)."""
+    cfg = FusionMatchedXAttnConfig()
+    assert (cfg.time_code, cfg.same_time_prior, cfg.encoder_skip) == (32, 0.5, True)
+    spec = _spec()
+    torch.manual_seed(5)
+    ext = create_model("fusion_matched_xattn", spec, **SMALL)
+    torch.manual_seed(5)
+    faithful = create_model("fusion_matched", spec, time_code=32, same_time_prior=0.5, encoder_skip=True, **SMALL)
+    d = SMALL["hidden"]
+    # the shared part (encoders, W, eqs 10-15) is built identically: same shapes, same initial values
+    shared = {k: v for k, v in faithful.state_dict().items() if not k.startswith("head")}
+    ext_state = ext.state_dict()
+    for k, v in shared.items():
+        torch.testing.assert_close(ext_state[k], v, msg=k)
+    assert all(ext.encoders[m].local is not None for m in MODALITIES)
+    assert ext.encode(make_batch(spec.max_lengths))["text"].shape[-1] == d + 32
+    assert (ext.coupling["audio"].detach()[d:, d:] - 0.5 * torch.eye(32)).abs().max() < 0.1
+    # and each can be turned off there too
+    off = create_model("fusion_matched_xattn", spec, time_code=0, same_time_prior=0, encoder_skip=False, **SMALL)
+    assert off.coupling["audio"].shape == (d, d) and off.encoders["audio"].local is None

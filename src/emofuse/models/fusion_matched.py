@@ -13,44 +13,69 @@ the two others:
     P'[i, j, k] = a_P[k] P[i, j, k]          (eq 16)
 
 This is the model registered as `fusion_matched`. `fusion_matched_xattn`
-(fusion_matched_xattn.py) is an extension that adds cross-modal attention contexts the paper
-does not have; it is a separate model so that results under the paper's name are the paper's.
+(fusion_matched_xattn.py) is the extension: it adds cross-modal attention contexts the paper does
+not have and turns on the three matching aids below by default. It is a separate model so that
+results under the paper's name are the paper's.
 
-Choices the paper leaves open, made here and documented:
+What is the paper's and what is emofuse's
+-----------------------------------------
+The paper's (eqs 8-16, computed exactly): the bilinear matching M = E_x W E_y^T with one
+coupling matrix per (other, pivot) pair, the row attention of eqs 10-12, the three-way tensor P
+of eq 13, its attention of eqs 14-15 and P' of eq 16; E is the intra-modal encoder's output and
+nothing else.
+
+emofuse's, because the paper leaves them open (each documented where it is made):
+- The pivot Y (the modality in both pairs; the paper does not name it): text by default
+  (`pivot`), after the paper's remark that "the text is relatively stable, which can pull other
+  modes"; vision, then audio, when text is absent.
+- The intra-modal encoder: the paper's E is a "single mode feature matrix" with "single-mode
+  dynamic correlation information" and no architecture; here it is a BiLSTM (Linear -> BiLSTM ->
+  Linear, base.SequenceEncoder), d = `hidden` wide.
+- The initialisation of W1, W2 (not given): small random, N(0, 0.01^2) per entry.
 - Eq 10's W_x has a fixed input size t_y, so the pivot's padded length is part of the model
   (ModelSpec.max_lengths), as in the paper's fixed-length MOSI setup; eq 14's W likewise has
   the fixed size t_x x t_y.
 - Eq 14 exactly, in linear memory. P is a broadcast sum, so for each hidden unit h
       <W_h, P[:, :, k]> = <W_h, M'_xy> + sum_j (sum_i W_h[i, j]) M'_zy[k, j],
   one t_x x t_y inner product shared by every k plus a length-t_y dot product per k: the
-  t_x x t_y x t_z tensor is never built (memory O(t_x t_y + t_y t_z)). `tensor_scores_materialised`
+  t_x x t_y x t_z tensor is never built (memory O(t_x t_y + t_y t_z)). `tensor_hidden_materialised`
   builds P literally and is the tests' reference.
 - Padding: P is zero wherever i, j or k is a padded step (as M is), so sum_i runs over x's
   real steps only and a prediction does not depend on how much padding its batch has.
-- How P' reaches the output is not said. P' is pooled over its two non-pivot axes into two
-  profiles along the pivot's time, mean over i of sum over k (the attention-weighted read-out:
-  P' carries a_P along k) and max over (i, k), both computed without building P'
-  (`pool_three_way`). The profiles, one pair per pivot step, are flattened (the pivot's padded
-  length is already part of the model) and an MLP maps them to the output. Nothing but P'
-  reaches the head.
-- The intra-modal encoders add a per-step projection of their input to the BiLSTM output:
-  matching needs each step's own features, not only a recurrent summary smeared over time.
-- The coupling matrices start as a same-time prior (identity on the time-code block), the
-  word-alignment assumption of the paper's Section 1, which training may then move away from.
-- Encoder outputs get a relative-time code (step / length), so that matching can find the same
-  moment in sequences of different frame rates (unaligned data).
+- The head that reads P' (the paper does not say how P' reaches the output). P' is pooled over
+  its two non-pivot axes into two profiles along the pivot's time, mean over i of sum over k (the
+  attention-weighted read-out: P' carries a_P along k) and max over (i, k), both computed without
+  building P' (`pool_three_way`). The profiles, one pair per pivot step, are flattened (the
+  pivot's padded length is already part of the model) and an MLP maps them to the output.
+  Nothing but P' reaches the head.
 - Bimodal subsets use one matching matrix (P = M'_xy, pooled the same way over i); unimodal
-  ones the encoder alone (attention pooling and the mean over time, then the MLP).
+  ones the encoder alone (attention pooling and the mean over time, then the MLP). The paper
+  runs these ablations without saying how.
+
+Matching aids (emofuse's, not the paper's; all off in `fusion_matched`, all on by default in
+`fusion_matched_xattn`; set with `-o KEY=VALUE`):
+- time_code=N (int, 0 = off): append an N-wide sinusoidal code of each step's relative time
+  (step / length, base.relative_time_encoding) to every E, so the code enters M (eq 8) and
+  matching can find the same moment in sequences of different frame rates (unaligned data).
+  E is then hidden + N wide and W1, W2 are (hidden + N) square.
+- same_time_prior=w (float, 0 = off; needs time_code > 0): start W1, W2 with w times the
+  identity on their time-code block, so M starts peaked on equal relative times (the paper's
+  feature extraction aligns audio and video to the words, so words and frames of the same moment
+  are assumed to belong together); training may move away from it.
+- encoder_skip=true: each intra-modal encoder adds a per-step linear projection of its input to
+  the BiLSTM's output, so matching sees each step's own features and not only a recurrent
+  summary smeared over time.
 
 Regularisers (opt-in, `-o KEY=VALUE`; none is in the paper, all are off by default):
 - unimodal=true: the head also reads each modality's pooled encoding, so a modality that the
   pivot's products hide still reaches the output.
-- modality_dropout=p: in training, each sample's encoding of each modality (features and time
-  code) is zeroed with probability p, independently per modality; a sample that would lose
-  every modality keeps one chosen at random. No rescaling (as in ModDrop, Neverova et al. 2016):
-  a dropped modality looks like an absent one, not like a louder copy of the others. A zeroed
-  pivot zeroes every M, so the head must learn to predict from what remains (with unimodal=true:
-  the other modalities' summaries) instead of leaning on products with an uninformative pivot.
+- modality_dropout=p: in training, each sample's encoding of each modality (features and, with
+  time_code, the time code) is zeroed with probability p, independently per modality; a sample
+  that would lose every modality keeps one chosen at random. No rescaling (as in ModDrop,
+  Neverova et al. 2016): a dropped modality looks like an absent one, not like a louder copy of
+  the others. A zeroed pivot zeroes every M, so the head must learn to predict from what remains
+  (with unimodal=true: the other modalities' summaries) instead of leaning on products with an
+  uninformative pivot.
 - text_dropout=p: element dropout on the text features before their encoder (the text path
   alone), for a text that carries little and is easy to memorise.
 """
@@ -87,8 +112,6 @@ NEG_INF = float("-inf")
 @dataclass
 class FusionMatchedConfig:
     hidden: int = 64  # encoder width d
-    time_code: int = 32  # size of the relative-time code appended to each encoder output
-    time_prior: float = 0.5  # initial weight of same-time matching in W (see coupling init)
     attention_hidden: int = 32  # rows of W_x in eq 10 and of W in eq 14
     dropout: float = 0.2
     pivot: str = "text"  # the modality Y shared by both matching pairs
@@ -101,10 +124,33 @@ class FusionMatchedConfig:
     # module docstring's "Regularisers". Training only: evaluation always sees every modality.
     modality_dropout: float = 0.0  # per sample, zero each modality's whole encoding with this probability
     text_dropout: float = 0.0  # element dropout on the text features before their encoder
+    # Matching aids, emofuse's and not the paper's (module docstring, "Matching aids"); all off
+    # here, so that `fusion_matched` computes eqs 8-16 on the encoders' outputs alone.
+    # time_code: width of a sinusoidal relative-time code (step / length) appended to every
+    # encoder output E, so that it enters the bilinear matching M (eq 8); 0 = off (E is the
+    # encoder's `hidden` features only).
+    time_code: int = 0
+    # same_time_prior: W1, W2 start with this weight times the identity on their time-code block
+    # (M starts peaked on equal relative times); 0 = off (small random init). Needs time_code > 0.
+    same_time_prior: float = 0.0
+    # encoder_skip: the intra-modal encoders add a per-step linear projection of their input to
+    # the BiLSTM output (each step keeps its own features); False = the BiLSTM encoder alone.
+    encoder_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.pivot not in MODALITIES:
             raise ValueError(f"pivot must be one of {MODALITIES}, not {self.pivot!r}")
+        if isinstance(self.time_code, bool) or not isinstance(self.time_code, int) or self.time_code < 0:
+            raise ValueError(f"time_code must be a width >= 0 (0 = off), not {self.time_code!r}")
+        if not isinstance(self.encoder_skip, bool):
+            raise ValueError(f"encoder_skip must be true or false, not {self.encoder_skip!r}")
+        if isinstance(self.same_time_prior, bool):
+            raise ValueError("same_time_prior is a weight (0 = off), e.g. -o same_time_prior=0.5, not true/false")
+        if self.same_time_prior < 0:
+            raise ValueError(f"same_time_prior must be >= 0 (0 = off), not {self.same_time_prior}")
+        if self.same_time_prior > 0 and self.time_code == 0:
+            raise ValueError("same_time_prior acts on the time-code block of W: it needs time_code > 0 "
+                             "(with time_code=0 give same_time_prior=0 as well)")
         for name in ("modality_dropout", "text_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -238,16 +284,19 @@ class FusionMatched(MultimodalModel):
         self.others = tuple(m for m in mods if m != self.pivot)
         d = config.hidden
         width = d + config.time_code
+        # encoder_skip (emofuse's, off by default): a per-step linear skip around the BiLSTM
         self.encoders = nn.ModuleDict(
-            {m: SequenceEncoder(spec.dims[m], d, d, config.dropout, local=True) for m in mods}
+            {m: SequenceEncoder(spec.dims[m], d, d, config.dropout, local=config.encoder_skip) for m in mods}
         )
         self.text_dropout = nn.Dropout(config.text_dropout)
         self.pivot_len = spec.max_lengths[self.pivot]
-        # eq 8-9: one coupling matrix per (other, pivot) pair. Initialised as a prior that
-        # words match the frames spoken at the same time: identity on the time-code block
-        # (so M starts peaked on equal relative times), small random on the feature block.
+        # eqs 8-9: one coupling matrix per (other, pivot) pair, (d + time_code) square. The paper
+        # gives no initialisation: small random. With same_time_prior (emofuse's, off by default)
+        # the time-code block starts as that weight times the identity, a prior that words match
+        # the frames spoken at the same time (M starts peaked on equal relative times).
         init = 0.01 * torch.randn(width, width)
-        init[d:, d:] += config.time_prior * torch.eye(config.time_code)
+        if config.same_time_prior:
+            init[d:, d:] += config.same_time_prior * torch.eye(config.time_code)
         self.coupling = nn.ParameterDict({m: nn.Parameter(init.clone()) for m in self.others})
         self.row_attention = nn.ModuleDict(
             {m: TemporalAttention(self.pivot_len, config.attention_hidden) for m in self.others}
@@ -278,7 +327,9 @@ class FusionMatched(MultimodalModel):
             if m == "text":
                 x = self.text_dropout(x)  # identity unless text_dropout > 0 and training
             e = self.encoders[m](x, mask)
-            out[m] = torch.cat([e, relative_time_encoding(mask, self.config.time_code)], dim=-1)
+            if self.config.time_code:  # emofuse's relative-time code (off by default)
+                e = torch.cat([e, relative_time_encoding(mask, self.config.time_code)], dim=-1)
+            out[m] = e
         if self.training and self.config.modality_dropout > 0 and len(out) > 1:
             keep = modality_keep_mask(len(out), next(iter(out.values())).shape[0],
                                       self.config.modality_dropout, next(iter(out.values())).device)

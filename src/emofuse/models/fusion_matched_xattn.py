@@ -2,9 +2,13 @@
 
 Not the paper's model (that is `fusion_matched`, fusion_matched.py, eqs 8-16 as written). It
 keeps everything of it (encoders, eqs 8-12, the exact eq 14 attention and the pooled P'
-profiles) and adds what the paper does not have: the matching matrices also act as
-cross-modal attention. For each pivot step j, a softmax over x's steps of M_xy[:, j] pulls x's
-encoder features onto j (context_x[j]). Each pivot step becomes one token
+profiles) and is where emofuse's additions live. By default it turns on the three matching aids
+that `fusion_matched` leaves off (FusionMatchedXAttnConfig): a relative-time code appended to
+every E (time_code=32, so it enters M), W1 and W2 started at a same-time prior
+(same_time_prior=0.5), and a per-step linear skip in the encoders (encoder_skip=true). And it
+adds what the paper does not have: the matching matrices also act as cross-modal attention.
+For each pivot step j, a softmax over x's steps of M_xy[:, j] pulls x's encoder features onto j
+(context_x[j]). Each pivot step becomes one token
 
     [E_y[j]; context_x[j]; E_y[j] * U_x context_x[j]; (the same for z); profiles of P'[j]]
 
@@ -41,7 +45,17 @@ from emofuse.models.registry import Recipe, register_model
 
 @dataclass
 class FusionMatchedXAttnConfig(FusionMatchedConfig):
-    """The faithful model's options; the extension adds none of its own."""
+    """The faithful model's options, with emofuse's three matching aids on by default.
+
+    `fusion_matched` leaves them off (eqs 8-16 on the encoders' outputs alone); this extension
+    was developed with them and keeps them: a 32-wide relative-time code on every E, W1 and W2
+    started at 0.5 x identity on that code's block, and a per-step linear skip in each encoder.
+    Each can still be turned off, e.g. `-o time_code=0 -o same_time_prior=0`, `-o encoder_skip=false`.
+    """
+
+    time_code: int = 32
+    same_time_prior: float = 0.5
+    encoder_skip: bool = True
 
 
 class FusionMatchedXAttn(FusionMatched):

@@ -1,10 +1,22 @@
-"""`spectro_cnn`: a 2D CNN over the log-mel patch of each word span (the paper's audio path).
+"""`spectro_cnn`: a 2D CNN over the log-mel patch of each word span (emofuse's reading of the
+paper's audio path).
 
-Section 1a of the paper: audio is "a 2D CNN over a time-frequency representation per word span".
+What the paper says (the method's part 1, "Spatial and Temporal Feature-Enhanced Network Based on
+the Three-Dimensional Dynamic Expansion", on feature extraction): audio and video are divided by
+"the duration of the sound effect of each word", and "for the audio data, a basic
+two-dimensional network was used to extract the acoustic features". Nothing more: not what the network's 2D input is, nor its
+layers. emofuse's design notes (shared/DESIGN.md Section 1a, not the paper) read this as "a 2D CNN
+over a time-frequency representation (spectrogram / LLD map) per word span".
+
+The paper's: one vector per word, from that word's span of audio, by a two-dimensional network.
+emofuse's (every other choice in this file): the log-mel spectrogram as the 2D input; the blocks
+of conv3x3 -> BatchNorm -> ReLU -> max-pool (one conv per block and channels doubling while the
+map shrinks 4x, so every block costs about the same); the mean over frequency and the mean and max
+over time, so a patch of any T gives the same width; the output Linear; the dB normalisation; and
+the opt-in options (GroupNorm, SpecAugment, frequency warping, freq_pool="keep").
+
 Input: N x n_mels x T log-mel patches (one per word; N = words of a batch, padding removed);
-output: N x out_dim. Blocks of conv3x3 -> BatchNorm -> ReLU -> max-pool (one conv per block and
-channels doubling while the map shrinks 4x, so every block costs about the same); then a mean over
-frequency and the mean and max over time, so a patch of any T gives the same width.
+output: N x out_dim.
 
 BatchNorm by default (`norm="batch"`): in evaluation it uses its running statistics, so a word's
 vector does not depend on the other words and clips in its batch (the batch-mate invariance every
