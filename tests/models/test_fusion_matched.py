@@ -329,3 +329,33 @@ def test_extension_keeps_the_three_aids_on_by_default():
     # and each can be turned off there too
     off = create_model("fusion_matched_xattn", spec, time_code=0, same_time_prior=0, encoder_skip=False, **SMALL)
     assert off.coupling["audio"].shape == (d, d) and off.encoders["audio"].local is None
+
+
+def test_a_run_saved_before_the_matching_aids_were_options_still_loads(tmp_path, capsys) -> None:
+    """Runs trained when fusion_matched always had its time code, prior and skip keep working."""
+    import json
+
+    from emofuse.cli.main import main
+    from emofuse.evaluation.evaluate import load_run
+    from emofuse.models.fusion_matched import MATCHING_AIDS_BEFORE_OPTIONS
+
+    aids = [x for k, v in MATCHING_AIDS_BEFORE_OPTIONS.items() for x in ("-o", f"{k}={json.dumps(v)}")]
+    assert main(["train", "--data", "synthetic", "-D", "n_train=64", "-D", "n_valid=16", "-D", "n_test=16",
+                 "--model", "fusion_matched", "--modalities", "T+A+V", "--epochs", "1", "--threads", "1", "--quiet",
+                 "-o", "hidden=8", *aids, "--out", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "seed_1"
+    before = load_run(run).model.state_dict()
+    # what such a run recorded then: only the options the user typed (here: hidden)
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run / name, weights_only=False)
+        ckpt["model_options"] = {"hidden": 8}
+        torch.save(ckpt, run / name)
+    saved = json.loads((run / "config.json").read_text())
+    saved["train"]["model_options"] = {"hidden": 8}
+    (run / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    loaded = load_run(run)
+    assert "matching aids" in capsys.readouterr().err
+    assert loaded.config.model_options["encoder_skip"] is True
+    for key, value in before.items():
+        assert torch.equal(loaded.model.state_dict()[key], value)

@@ -17,6 +17,7 @@ from emofuse.data.normalize import FeatureScaler
 from emofuse.data.raw import RAW_KEY_OF
 from emofuse.evaluation.predict import predict, score
 from emofuse.models.base import ModelSpec, MultimodalModel
+from emofuse.models.fusion_matched import MATCHING_AIDS_BEFORE_OPTIONS
 from emofuse.models.text_encoder import load_tokenizer_and_encoder, tokenize_dataset
 from emofuse.training.checkpoint import CheckpointError, load_checkpoint
 from emofuse.training.config import TrainConfig
@@ -100,11 +101,29 @@ def load_run(run_dir: Path, device: str = "cpu") -> LoadedRun:
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:  # shapes or names that do not fit: not this model's weights
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{best}: the weights do not fit a {config.model} model ({first})") from None
+        older = _with_matching_aids(config, spec, encoder, ckpt["model"])
+        if older is None:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{best}: the weights do not fit a {config.model} model ({first})") from None
+        config, model = older
+        print(f"emofuse: {run_dir} was trained when fusion_matched always used its matching aids; loaded with "
+              f"{', '.join(f'{k}={v}' for k, v in MATCHING_AIDS_BEFORE_OPTIONS.items())}", file=sys.stderr)
     model.to(resolve_device(device)).eval()
     return LoadedRun(run_dir, config, model, FeatureScaler.from_state_dict(ckpt["scaler"]), class_names, tokenizer,
                      frontend)
+
+
+def _with_matching_aids(config: TrainConfig, spec: ModelSpec, encoder: Any, state: dict[str, Any]) -> Any:
+    """(config, model) for a fusion_matched run saved before its matching aids became options, or None."""
+    if config.model != "fusion_matched" or set(MATCHING_AIDS_BEFORE_OPTIONS) & set(config.model_options):
+        return None
+    older = dataclasses.replace(config, model_options={**config.model_options, **MATCHING_AIDS_BEFORE_OPTIONS})
+    model = build_model(older, spec, encoder)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        return None
+    return older, model
 
 
 def _config_of_checkpoint(config: TrainConfig, ckpt: dict[str, Any], path: Path) -> TrainConfig:

@@ -109,6 +109,11 @@ from emofuse.models.registry import Recipe, register_model
 NEG_INF = float("-inf")
 
 
+# what `fusion_matched` computed before the matching aids became options (all on): runs saved
+# then carry these in their weights, and `evaluate`/`predict` rebuild them with it
+MATCHING_AIDS_BEFORE_OPTIONS = {"time_code": 32, "same_time_prior": 0.5, "encoder_skip": True}
+
+
 @dataclass
 class FusionMatchedConfig:
     hidden: int = 64  # encoder width d
