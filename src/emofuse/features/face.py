@@ -75,6 +75,16 @@ def euler_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
     return pitch, yaw, roll
 
 
+def zoom_windows(width: int, height: int, zoom: int) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, w, h) of windows 1/zoom of the frame, overlapping by half, covering it; centre first."""
+    w, h = max(1, width // zoom), max(1, height // zoom)
+    xs = np.linspace(0, width - w, 2 * zoom - 1).round().astype(int)
+    ys = np.linspace(0, height - h, 2 * zoom - 1).round().astype(int)
+    places = sorted(((int(x), int(y)) for y in ys for x in xs),
+                    key=lambda p: abs(p[0] + w / 2 - width / 2) + abs(p[1] + h / 2 - height / 2))
+    return [(x, y, w, h) for x, y in places]
+
+
 def face_crop(frame: np.ndarray, points: np.ndarray, size: int, margin: float) -> np.ndarray:
     """Grey size x size crop of the landmarks' box grown by `margin` on every side (edge-padded)."""
     import cv2
@@ -100,11 +110,23 @@ class MediapipeFace(Extractor):
     The landmarker is created per clip and closed after it (about 20 ms): one left open until
     interpreter exit makes mediapipe's finaliser fail noisily. Its C++ log lines are filtered out
     of stderr while the stage runs (`quiet_native_stderr`).
+
+    Small faces: the landmarker's detector misses a face smaller than about a third of the frame's
+    height (measured: a 64 px face in a 320 x 240 frame, or 128 px in 640 x 480, is not found; 80 px
+    in 240 is). When the whole frames find a face in fewer than half of a clip's frames, its
+    faceless frames are searched again in zoomed windows (1/2 and 1/3 of the frame, on grids of
+    places overlapping by half), which the landmarker sees at 2 and 3 times the scale: a face of
+    about a ninth of the frame's height is then found. The window that found the face is tried
+    first on the next frame (one extra detection per frame while the face stays put), and a clip
+    where a sample of 5 frames finds no face in any window is not searched further. A clip whose
+    whole frames mostly find the face (a big face that turns away now and then) is not zoomed
+    into. Landmarks are mapped back to the whole frame; the pose's translation is the window's
+    (its rotation is unchanged).
     """
 
     name = "mediapipe"
     stage = "face"
-    version = 1
+    version = 2  # 2: zoomed windows for small faces
 
     @dataclass(frozen=True)
     class Config:
@@ -161,14 +183,41 @@ class MediapipeFace(Extractor):
         pose = np.zeros((n, len(POSE_COLUMNS)), dtype=np.float32)
         crops = np.zeros((n, size, size), dtype=np.uint8)
         names = [f"blendshape{i}" for i in range(N_BLENDSHAPES)]
-        for i, frame in enumerate(frames):
-            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
-            result = landmarker.detect(image)
-            if not result.face_landmarks:
-                continue
+
+        def detect(frame: np.ndarray, window: tuple[int, int, int, int] | None):
+            """(result, landmarks on the whole frame) for the frame or one window of it; None: no face."""
+            x0, y0, w, h = window or (0, 0, frame.shape[1], frame.shape[0])
+            view = np.ascontiguousarray(frame[y0 : y0 + h, x0 : x0 + w])
+            result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=view))
+            if not result.face_landmarks or len(result.face_landmarks[0]) != N_LANDMARKS:
+                return None
             pts = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float32)
-            if len(pts) != N_LANDMARKS:
+            if window is not None:  # window fractions -> whole-frame fractions
+                pts[:, 0] = (x0 + pts[:, 0] * w) / frame.shape[1]
+                pts[:, 1] = (y0 + pts[:, 1] * h) / frame.shape[0]
+                pts[:, 2] *= w / frame.shape[1]
+            return result, pts
+
+        found = [detect(frame, None) for frame in frames]
+        missing = [i for i, f in enumerate(found) if f is None]
+        # a face missing from most frames may be a small one: look closer
+        if len(missing) > len(frames) / 2:
+            windows = [w for zoom in (2, 3) for w in zoom_windows(frames.shape[2], frames.shape[1], zoom)]
+            # a sample of the faceless frames first: a clip with no face anywhere stops here
+            sample = missing[:: max(1, len(missing) // 5)][:5]
+            hit = next((w for i in sample for w in windows if detect(frames[i], w) is not None), None)
+            if hit is not None:
+                last = hit
+                for i in missing:
+                    for window in [last, *[w for w in windows if w != last]]:
+                        found[i] = detect(frames[i], window)
+                        if found[i] is not None:
+                            last = window
+                            break
+        for i, frame in enumerate(frames):
+            if found[i] is None:
                 continue
+            result, pts = found[i]
             present[i] = True
             landmarks[i] = pts
             if result.face_blendshapes:
