@@ -93,7 +93,7 @@ def test_a_moved_run_with_its_data_deleted_predicts_the_same(raw_run, tmp_path: 
     clip = str(raw_run["clips"] / "v1" / "1.mp4")
     assert main(["predict", clip, "--run", str(raw_run["run"]), "--json"]) == 0
     (before,) = json.loads(capsys.readouterr().out)
-    run_copy = tmp_path / "another_machine" / "myrun"
+    run_copy = tmp_path / "another_machine" / "seed_1"
     shutil.copytree(raw_run["run"], run_copy)
     hidden = raw_run["root"] / "data_hidden"
     raw_run["data"].rename(hidden)  # the training data is gone
@@ -106,7 +106,7 @@ def test_a_moved_run_with_its_data_deleted_predicts_the_same(raw_run, tmp_path: 
     assert after["contributions"] == before["contributions"]
     assert after["raw_encoders"] == {"vision": "harris3d_cnn", "audio": "spectro_cnn"}
     # the answer names the run, never this machine's path to it
-    assert after["run"] == "another_machine/myrun" and str(tmp_path) not in json.dumps(after["run"])
+    assert after["run"] == "another_machine/seed_1" and str(tmp_path) not in json.dumps(after["run"])
 
 
 @needs_stack
