@@ -116,7 +116,9 @@ def explain_figure(predictor: Predictor, path: str | os.PathLike[str],
     contrib = word_contributions(predictor, data)
     _, extras = predictor.forward(data)
     n = len(contrib)
-    result["word_contributions"] = [{"word": w["word"], "contribution": round(float(c), 4)}
+    # four significant digits, not four decimals: a small model's word contributions are often
+    # below 1e-4 and must not all round to zero (the page colours words by them)
+    result["word_contributions"] = [{"word": w["word"], "contribution": float(f"{float(c):.4g}")}
                                     for w, c in zip(result["words"][:n], contrib, strict=False)]
     fig, panels = build_figure(predictor, result, data, contrib, extras)
     result["panels"] = panels
