@@ -216,7 +216,11 @@ def fill_empty_words(tokenizer: Any, words: list[list[str]]) -> tuple[list[list[
 def load_encoder(name: str, path: str) -> tuple[Any, Any]:
     """Load a fast tokenizer and the bare encoder (no head) from `path`."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    # its "Loading weights" progress bar would print on every clip that `predict` or `serve` loads
+    # a run for; emofuse shows its own progress where work is long
+    transformers_logging.disable_progress_bar()
     local = local_files_only()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
