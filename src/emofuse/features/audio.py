@@ -120,12 +120,19 @@ class LogMel(AudioExtractor):
         n_fft: int = 512
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> Stream:
-        from emofuse.audio_frontend import LogMelConfig, log_mel_db
+        from emofuse.audio_frontend import log_mel_db
 
         n = frame_count(len(audio), sample_rate)
-        config = LogMelConfig(n_mels=self.config.n_mels, n_fft=self.config.n_fft, win_ms=25.0,
-                              hop_ms=1000.0 / FRAME_RATE, sample_rate=sample_rate)
+        config = logmel_config(self.config.n_mels, self.config.n_fft, sample_rate)
         # round through float16 here, so a fresh result equals one read back from the cache
         values = log_mel_db(audio, config).T.astype(np.float16).astype(np.float32)
         return Stream(self.name, _fit(values, n), regular_times(n, FRAME_RATE),
                       [f"mel{i}" for i in range(self.config.n_mels)])
+
+
+def logmel_config(n_mels: int, n_fft: int, sample_rate: int):  # -> emofuse.audio_frontend.LogMelConfig
+    """The log-mel map of the `logmel` stream: 25 ms windows on this module's 10 ms frame grid.
+    Extracted pickles record it (`emofuse.features.extract.pickle_meta`), so it is defined once."""
+    from emofuse.audio_frontend import LogMelConfig
+
+    return LogMelConfig(n_mels=n_mels, n_fft=n_fft, win_ms=25.0, hop_ms=1000.0 / FRAME_RATE, sample_rate=sample_rate)

@@ -114,6 +114,11 @@ class ExtractConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def raw_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-word item shapes of the raw inputs: face-crop stacks and log-mel patches."""
+        return {"vision": (self.crop_frames, self.crop_size, self.crop_size), "audio": (self.n_mels, self.logmel_frames)}
+
 
 @dataclass
 class ClipFeatures:

@@ -504,10 +504,9 @@ def write_pickles(table: DatasetTable, results: Sequence[ClipResult], config: Ex
 
 def pickle_meta(config: ExtractConfig) -> dict[str, Any]:
     """What an extracted pickle says about how it was made (see `emofuse.data.frontend`)."""
-    from emofuse.audio_frontend import LogMelConfig
+    from emofuse.features.audio import logmel_config
 
-    logmel = LogMelConfig(n_mels=config.n_mels, n_fft=config.n_fft, win_ms=25.0, hop_ms=10.0,
-                          sample_rate=config_sample_rate(config))
+    logmel = logmel_config(config.n_mels, config.n_fft, config_sample_rate(config))
     return {"format": "emofuse-extract", "extract_config": config.to_dict(), "logmel": logmel.describe()}
 
 
@@ -521,8 +520,7 @@ def config_sample_rate(config: ExtractConfig) -> int:
 def _raw_references(ok: Sequence[ClipResult], config: ExtractConfig, out: Path, store: Path) -> dict[str, Any]:
     """Per clip id, its raw files relative to the pickle's folder; an empty file for padded clips."""
     kinds = [m for m in ("vision", "audio") if all(m in r.raw_files for r in ok)]
-    shapes = {"vision": [config.crop_frames, config.crop_size, config.crop_size],
-              "audio": [config.n_mels, config.logmel_frames]}
+    shapes = {m: list(shape) for m, shape in config.raw_shapes.items()}
     base = out.resolve().parent
     files = {r.clip_id: {m: os.path.relpath(r.raw_files[m], base) for m in kinds} for r in ok}
     empty = {}
@@ -662,8 +660,9 @@ def merge_shards(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     missing = sorted(set(range(n)) - set(seen))
     if missing:
         raise DataFormatError(f"shard(s) {missing} of {n} are missing; got {sorted(seen)}")
+    config = ExtractConfig(**{k: tuple(v) if k == "audio" else v for k, v in first["config"].items()})
     table = dataset_rows(Path(dataset_dir) if dataset_dir is not None else Path(first["label_csv"]),
-                         first.get("labels", "auto"), allow_empty_text=first["config"].get("words") != "pocketsphinx")
+                         first.get("labels", "auto"), allow_empty_text=recognises_words(config))
     label, df = table.source, table.df
     if table.fingerprint != first["label_sha256"]:
         raise DataFormatError(f"{label} changed since the shards were extracted")
@@ -682,7 +681,6 @@ def merge_shards(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     if extra:
         raise DataFormatError(f"shards hold clips that {label} does not list: {extra[:5]}")
     ordered = [results[c] for c in expected]
-    config = ExtractConfig(**{k: tuple(v) if k == "audio" else v for k, v in first["config"].items()})
     texts = {f"{v}$_${c}": t for v, c, t in zip(df["video_id"], df["clip_id"], df["text"], strict=True)}
     report = build_report(ordered, config, label, None, 0.0, 0, transcripts=texts)
     report["merged_from"] = [str(p) for p, _ in payloads]

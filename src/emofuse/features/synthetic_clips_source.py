@@ -39,22 +39,24 @@ class ClipExtraction:
 
 
 def load_synthetic_clips(options: dict[str, Any], progress: bool = True) -> DatasetSplits:
+    from emofuse.data.loading import _data_config
     from emofuse.data.mmsa import load_mmsa_pickle
     from emofuse.data.raw import store_key
     from emofuse.data.synthetic_clips import SyntheticClipsConfig, make_synthetic_clips, planted_extras
     from emofuse.features.extract import extract_config, extract_dataset
 
+    # the options of both configs share one namespace: unknown keys are named with the known ones
+    # of both, then each config takes its own
     extraction_keys = {f.name for f in dataclasses.fields(ClipExtraction)}
     generator_keys = {f.name for f in dataclasses.fields(SyntheticClipsConfig)}
     unknown = sorted(set(options) - extraction_keys - generator_keys)
     if unknown:
         raise DataFormatError(f"synthetic-clips: unknown data option(s) {unknown}; known: "
                               f"{sorted(extraction_keys | generator_keys)}")
-    try:
-        generator = SyntheticClipsConfig(**{k: v for k, v in options.items() if k in generator_keys})
-        extraction = ClipExtraction(**{k: v for k, v in options.items() if k in extraction_keys})
-    except (TypeError, ValueError) as err:
-        raise DataFormatError(f"synthetic-clips: bad data option: {err}") from None
+    extraction = _data_config(ClipExtraction, {k: v for k, v in options.items() if k in extraction_keys},
+                              "synthetic-clips")
+    generator = _data_config(SyntheticClipsConfig, {k: v for k, v in options.items() if k in generator_keys},
+                             "synthetic-clips")
     folder = Path(make_synthetic_clips(generator, progress=progress))
     settings = {k: v for k, v in dataclasses.asdict(extraction).items() if k != "workers"}
     config = extract_config("T+A+V", **settings)

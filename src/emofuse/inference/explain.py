@@ -109,10 +109,7 @@ def explain_figure(predictor: Predictor, path: str | os.PathLike[str],
     'word_contributions' and 'panels' added, the matplotlib Figure)."""
     features = predictor.extract(path, transcript)
     result = predictor.predict_features(features)
-    # the raw inputs as `predict_features` gives them to the model (RAVDESS runs read windows)
-    raw = {"vision": features.word_crops,
-           "audio": predictor.raw_audio(features) if "audio" in predictor.run.raw_modalities else features.word_logmel}
-    data = predictor.dataset(features.record(), raw, clip=str(path))
+    data = predictor.dataset(features.record(), predictor.raw_inputs(features), clip=str(path))
     contrib = word_contributions(predictor, data)
     _, extras = predictor.forward(data)
     n = len(contrib)

@@ -118,8 +118,7 @@ def _layout_of_record(run: LoadedRun, record: dict[str, Any]) -> FeatureLayout:
 
 
 def _raw_shapes(run: LoadedRun, base: ExtractConfig, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    defaults = {"vision": (base.crop_frames, base.crop_size, base.crop_size), "audio": (base.n_mels, base.logmel_frames)}
-    return {m: shapes.get(m, defaults[m]) for m in run.raw_modalities}
+    return {m: shapes.get(m, base.raw_shapes[m]) for m in run.raw_modalities}
 
 
 def _layout_of_data_path(run: LoadedRun) -> FeatureLayout:
@@ -393,10 +392,13 @@ class Predictor:
                 out.append({"clip": str(path), "error": {"reason": "bad_features", "message": str(err)}})
         return out
 
+    def raw_inputs(self, features: ClipFeatures) -> dict[str, np.ndarray | None]:
+        """The clip's raw inputs as the model reads them (a RAVDESS run's audio is its windows)."""
+        return {"vision": features.word_crops,
+                "audio": self.raw_audio(features) if "audio" in self.run.raw_modalities else features.word_logmel}
+
     def predict_features(self, features: ClipFeatures) -> dict[str, Any]:
-        raw = {"vision": features.word_crops,
-               "audio": self.raw_audio(features) if "audio" in self.run.raw_modalities else features.word_logmel}
-        result = self.predict_record(features.record(), raw, clip=features.path)
+        result = self.predict_record(features.record(), self.raw_inputs(features), clip=features.path)
         result["duration"] = round(float(features.duration), 3)
         result["face_fraction"] = features.face_fraction
         timings = {k: round(v, 4) for k, v in features.timings.items()}
