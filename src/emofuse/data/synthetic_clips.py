@@ -78,6 +78,8 @@ from typing import Any
 
 import numpy as np
 
+from emofuse.errors import UserError
+
 # part of the default folder's name: bump it whenever the generated clips change
 GENERATOR_VERSION = 1
 MARKER = "COMPLETE"
@@ -176,8 +178,9 @@ class SyntheticClipsConfig:
         return {"t": self.w_text, "a": self.w_audio, "v": self.w_video, "i": self.w_interaction}
 
 
-class MissingTool(RuntimeError):
-    """A command-line tool the generator needs is not installed; the message says how to get it."""
+class MissingTool(UserError):
+    """A command-line tool the generator needs is not installed; the message says how to get it
+    (a UserError, so the command line prints it as one line, not as a traceback)."""
 
 
 def missing_tools() -> list[str]:
