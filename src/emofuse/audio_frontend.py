@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from emofuse.runtime import EXTRACT_INSTALL_HINT, require_module
+
 SAMPLE_RATE = 16_000
 # 10 log10 of librosa's amin (1e-10): where silence lands
 FLOOR_DB = -100.0
@@ -48,9 +50,7 @@ class LogMelConfig:
 
 def log_mel_db(audio: np.ndarray, config: LogMelConfig | None = None) -> np.ndarray:
     """n_mels x frames log-mel in dB (float32) of mono audio at `config.sample_rate`."""
-    from emofuse.features.media_models import require_module
-
-    require_module("librosa", "librosa")
+    require_module("librosa", "librosa", EXTRACT_INSTALL_HINT)
     import librosa
 
     cfg = config or LogMelConfig()
@@ -70,9 +70,7 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     RAVDESS, so a training clip given to predict yields the very samples training saw.
     Raises ValueError naming the file when neither can read it.
     """
-    from emofuse.features.media_models import require_module
-
-    require_module("soundfile", "soundfile")
+    require_module("soundfile", "soundfile", EXTRACT_INSTALL_HINT)
     import soundfile
     from scipy.signal import resample_poly
 
@@ -91,9 +89,7 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
 
 def _read_with_pyav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """All audio of a container PyAV reads (mp4, flv, mkv, m4a, ...), mono at its own rate."""
-    from emofuse.features.media_models import require_module
-
-    require_module("av", "av")
+    require_module("av", "av", EXTRACT_INSTALL_HINT)
     import av
 
     try:

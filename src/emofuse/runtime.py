@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # torch is imported when a device is asked for, not when this
 
 CACHE_ENV = "EMOFUSE_CACHE"
 ALLOW_DOWNLOAD_ENV = "EMOFUSE_ALLOW_DOWNLOAD"
+# how to get the extraction stack (PyAV, librosa, openSMILE, faster-whisper, mediapipe, ...)
+EXTRACT_INSTALL_HINT = "bash scripts/install_extract.sh (or pip install 'emofuse[extract]')"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,7 +63,8 @@ def allow_download() -> bool:
 
 
 def require_module(module: str, package: str, install_hint: str, *,
-                   error: type[MissingDependency] = MissingDependency, purpose: str = "this step") -> None:
+                   error: type[MissingDependency] = MissingDependency,
+                   purpose: str = "the extraction stage") -> None:
     """Raise `error` naming the package and how to install it when `module` cannot be imported.
 
     Checked before the work starts, so a missing optional package is one line, not an
