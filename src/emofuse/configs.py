@@ -10,6 +10,7 @@ setting is written once: its type, its default and its help sit on the field.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -29,20 +30,35 @@ def option(
     choices: tuple[Any, ...] | None = None,
     metavar: str | None = None,
     parse: Callable[[str], Any] | None = None,
+    collect: Callable[[list[Any]], Any] | None = None,
+    const: Any = None,
     cli: bool = True,
 ) -> Any:
     """A dataclass field with what the command line needs to offer it.
 
     flag: the long flag (default --the-field-name); short: e.g. "-o"; choices/metavar: as in
     argparse; parse: for a dict field, how one `KEY=VALUE` argument is read (the flag may then be
-    given several times); cli=False keeps the field off the command line (set by a config file or
-    by code).
+    given several times) and collect: how the list of parsed arguments becomes the field's value
+    (default: dict of the (key, value) pairs); const: the value of the bare flag (`--compile`
+    alone); cli=False keeps the field off the command line (set by a config file or by code).
     """
     metadata = {"help": help, "flag": flag, "short": short, "choices": choices, "metavar": metavar,
-                "parse": parse, "cli": cli}
+                "parse": parse, "collect": collect, "const": const, "cli": cli}
     if default_factory is not _NO_DEFAULT:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """'hidden=32' -> ('hidden', 32): values are read as JSON where they parse, else as strings."""
+    if "=" not in text:
+        raise OptionError(f"option {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
 
 
 def field_names(cls: type) -> tuple[str, ...]:

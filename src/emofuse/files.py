@@ -23,19 +23,20 @@ _CHUNK = 1 << 20
 # the errors a full, read-only or mis-pointed output location gives: the user can fix them
 OUTPUT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR,
                            errno.ENOTDIR, errno.EEXIST})
-TEMP_GLOB = ".*.tmp"  # the names atomic_path gives its temp files: hidden, ending in .tmp
+TEMP_GLOB = ".*.tmp*"  # the names atomic_path gives its temp files: hidden, .tmp before any extension
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success move it over `path` in one step.
 
     Writing beside the target (same file system) is what makes os.replace atomic, so readers see
-    the old file or the new one, never a mix. `suffix` lets a writer that picks its format from
-    the name (numpy's .npy, matplotlib's .png) see the right one; it still ends the temp name.
+    the old file or the new one, never a mix. The temp file is `.<name>.<random>.tmp<suffix>`:
+    `suffix` lets a writer that picks its format from the name (numpy's ".npy", matplotlib's
+    ".png") see the right one.
     """
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -27,188 +27,96 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
     return deco
 
 
-# --------------------------------------------------------------------------- helpers
-def _parse_option(text: str) -> tuple[str, Any]:
-    """'hidden=32' -> ('hidden', 32): values are read as JSON where they parse, else strings.
+# --------------------------------------------------------------------------- settings
+# The training flags are made from the config tree (emofuse.training.config.CONFIG_GROUPS) by
+# emofuse.cli.options: a field's type, default, help and flag are written once, on the field.
 
-    A key may be scoped to one model, 'tfn:hidden=32' -> ('tfn:hidden', 32) (see _model_options).
-    """
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"model option {text!r} must look like key=value or model:key=value")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+def _parse_option(text: str) -> tuple[str, Any]:
+    """'hidden=32' -> ('hidden', 32); 'tfn:hidden=32' -> ('tfn:hidden', 32) (see _model_options)."""
+    from emofuse.models.config import parse_model_option
+
+    return parse_model_option(text)
 
 
 def _model_options(parsed: list[tuple[str, Any]] | None, models: list[str]) -> dict[str, dict[str, Any]]:
-    """{model: options} from -o options: 'model:key=value' reaches that model only; an unscoped
-    'key=value' reaches the one model of a single-model command (with several models it would
-    break every model that lacks the key, so it must be scoped)."""
-    from emofuse.errors import UserError
+    """{model: options} from parsed -o options (emofuse.models.config.scoped_model_options)."""
+    from emofuse.models.config import scoped_model_options
 
-    options: dict[str, dict[str, Any]] = {m: {} for m in models}
-    for key, value in parsed or []:
-        model, sep, name = key.rpartition(":")
-        if not sep:
-            if len(models) > 1:
-                raise UserError(f"-o {key}=...: with several models ({', '.join(models)}) scope the option "
-                                f"to one of them, e.g. -o {models[0]}:{key}=...")
-            model = models[0]
-        if model not in options:
-            raise UserError(f"-o {key}=...: {model!r} is not among the models of this command ({', '.join(models)})")
-        if not name:
-            raise UserError(f"-o {key}=...: the option has no name")
-        options[model][name] = value
-    return options
+    return scoped_model_options(dict(parsed or []), models)
 
 
-# the TrainConfig fields a model's recipe sets (emofuse.models.registry.Recipe): left None by
-# compare/ablate's parsers, so that only what the user typed overrides each model's recipe
-_RECIPE_ARGS = ("lr", "batch_size", "weight_decay", "grad_clip", "patience")
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What the user chose for the training config: --config FILE, then the flags over it."""
+    from emofuse.cli.options import resolve
+    from emofuse.training.config import CONFIG_GROUPS
+
+    return resolve(args, (cls for _, cls in CONFIG_GROUPS))
+
+
+def _train_config(args: argparse.Namespace, model: str | None = None, modalities: str | None = None,
+                  per_model_options: bool = False):
+    """The run config of a command: defaults < --config < flags; `model`/`modalities` pin those.
+
+    The seed is the first of --seeds. Model options (-o) reach `model` (scoped, see
+    _model_options). per_model_options (compare, ablate): the model options are left empty, as
+    those commands resolve them per model.
+    """
+    from emofuse.models.config import scoped_model_options
+    from emofuse.training.config import TrainConfig
+
+    settings = _settings(args)
+    name = model or settings.get("model", "fusion_matched")
+    options = settings.pop("model_options", {})
+    settings.update(model=name, seed=args.seeds[0])
+    if modalities:
+        settings["modalities"] = modalities
+    if not per_model_options:
+        settings["model_options"] = scoped_model_options(options, [name])[name]
+    config = TrainConfig(**settings)
+    if getattr(args, "print_config", False):
+        from emofuse.cli.options import config_yaml
+        from emofuse.training.config import CONFIG_GROUPS
+
+        print(config_yaml(config, CONFIG_GROUPS), end="")
+        raise SystemExit(0)
+    return config
 
 
 def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in _RECIPE_ARGS if getattr(args, k) is not None}
+    """The recipe fields (emofuse.models.registry.Recipe) the user set: they win over every
+    model's own recipe in compare/ablate."""
+    from emofuse.models.registry import RECIPE_FIELDS
+
+    settings = _settings(args)
+    return {k: settings[k] for k in RECIPE_FIELDS if k in settings}
 
 
-def _with_train_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """args for a shared base TrainConfig: the recipe fields the user did not give set to
-    TrainConfig's defaults, and no model options (compare/ablate resolve those per model)."""
-    from emofuse.training.config import TrainConfig
+def _given_model_options(args: argparse.Namespace, models: list[str]) -> dict[str, dict[str, Any]]:
+    from emofuse.models.config import scoped_model_options
 
-    defaults = TrainConfig()
-    filled = {k: getattr(defaults, k) for k in _RECIPE_ARGS if getattr(args, k) is None}
-    return argparse.Namespace(**{**vars(args), **filled, "model_option": None})
+    return scoped_model_options(_settings(args).get("model_options"), models)
 
 
-def _parse_encoder_option(text: str) -> tuple[str, str, Any]:
-    """'vision:attention=none' -> ('vision', 'attention', 'none')."""
-    modality, sep, rest = text.partition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"encoder option {text!r} must look like MODALITY:KEY=VALUE")
-    from emofuse.data.dataset import parse_modalities
+def _add_training_arguments(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """The config tree's flags, one group each, then --seeds, --resume and --quiet."""
+    from emofuse.cli.options import add_config_arguments, add_config_file_arguments
+    from emofuse.training.config import CONFIG_GROUPS
 
-    try:
-        (name,) = parse_modalities(modality)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    key, value = _parse_option(rest)
-    return name, key, value
-
-
-def _encoder_options(parsed: list[tuple[str, str, Any]]) -> dict[str, dict[str, Any]]:
-    options: dict[str, dict[str, Any]] = {}
-    for modality, key, value in parsed:
-        options.setdefault(modality, {})[key] = value
-    return options
-
-
-def _train_config(args: argparse.Namespace, model: str | None = None, modalities: str | None = None):
-    from emofuse.training.config import TrainConfig
-
-    return TrainConfig(
-        model=model or args.model,
-        modalities=modalities or args.modalities,
-        data=args.data,
-        data_options=dict(args.data_option or []),
-        labels=args.labels,
-        clip_labels=args.clip_labels,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        lr_schedule=args.lr_schedule,
-        patience=args.patience,
-        mixup=args.mixup,
-        seed=args.seeds[0],
-        device=args.device,
-        threads=args.threads,
-        class_weights=args.class_weights,
-        classes=args.classes,
-        text_model=args.text_model,
-        max_words=args.max_words,
-        text_encoder=args.text_encoder,
-        text_finetune=args.text_finetune,
-        text_lr=args.text_lr,
-        warmup=args.warmup,
-        layer_decay=args.layer_decay,
-        max_tokens=args.max_tokens,
-        video_encoder=args.video_encoder,
-        audio_encoder=args.audio_encoder,
-        encoder_dim=args.encoder_dim,
-        encoder_options=_encoder_options(args.encoder_option or []),
-        model_options=_model_options(args.model_option, [model or args.model])[model or args.model],
-        compile=args.compile,
-        amp=args.amp,
-        adam=args.adam,
-        bucket=args.bucket,
-        eval_batch_size=args.eval_batch_size,
-        loader_workers=args.loader_workers,
-        data_on_device=args.data_on_device,
-    )
-
-
-def _add_training_arguments(p: argparse.ArgumentParser, epochs: int = 30) -> None:
-    p.add_argument("--data", default="synthetic", help="synthetic[-unaligned|-classes], an MMSA .pkl, a label.csv (or its folder), or a MELD folder")
-    p.add_argument("--labels", default="auto", choices=["auto", "regression", "classification"],
-                   help="the source's own labels (auto), sentiment scores, or the class labels a source names "
-                        "(an MMSA pickle's classification_labels)")
-    p.add_argument("--data-option", "-D", type=_parse_option, action="append", metavar="KEY=VALUE",
-                   help="config of a computed source: a synthetic source (e.g. n_train=8000) or a RAVDESS folder "
-                        "(e.g. -D n_mels=80 -D n_fft=400, Whisper's input for --audio-encoder whisper_base)")
-    p.add_argument("--clip-labels", action="store_true",
-                   help="clip sentiment scores outside [-3, 3] with a warning (default: refuse the file)")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 0.15 diverges with Adam)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 = off")
-    p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
-                   help="the model's learning rate: constant, or cosine (warm-up over --warmup of the steps, then decay to 0)")
-    p.add_argument("--patience", type=int, default=8, help="early stopping on validation loss, 0 = off")
-    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
-                   help="mixup: blend each training batch with a shuffled copy of itself, lam ~ Beta(ALPHA, ALPHA) "
-                        "(e.g. 0.2); 0 = off")
+    add_config_file_arguments(p)
+    for name, cls in CONFIG_GROUPS:
+        add_config_arguments(p, cls, exclude=exclude, title=f"{name}: {(cls.__doc__ or '').splitlines()[0].rstrip('.')}")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean ± std reported")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--classes", type=int, default=0, choices=[0, 2, 3, 5, 7], help="train a classifier on sentiment scores binned into this many classes")
-    p.add_argument("--class-weights", action="store_true", help="classification: inverse-frequency loss weights")
-    p.add_argument("--text-model", default="minilm", help="word features for raw text: minilm, mpnet, a HF model name or a local folder")
-    p.add_argument("--max-words", type=int, default=50)
-    p.add_argument("--text-encoder", default="", help="a text encoder inside the model (minilm, mpnet, HF name, folder); default: pre-extracted features")
-    p.add_argument("--text-finetune", default="all", help="none, all or top:K layers of the text encoder train")
-    p.add_argument("--text-lr", type=float, default=5e-5, help="the text encoder's learning rate")
-    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming the lr up: the text encoder's (then linear decay), and the model's with --lr-schedule cosine")
-    p.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay of the encoder (< 1: lower layers slower)")
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--video-encoder", default="", help="raw per-word face crops through this encoder (harris3d_cnn); default: pre-extracted features")
-    p.add_argument("--audio-encoder", default="", help="raw per-word log-mel through this encoder (spectro_cnn, whisper_base); default: pre-extracted features")
-    p.add_argument("--encoder-dim", type=int, default=64, help="width of the raw encoders' word vectors")
-    p.add_argument("--encoder-option", "-E", type=_parse_encoder_option, action="append", metavar="MODALITY:KEY=VALUE",
-                   help="raw encoder config, e.g. -E vision:attention=none -E audio:spec_augment=0.1")
-    p.add_argument("--model-option", "-o", type=_parse_option, action="append", metavar="[MODEL:]KEY=VALUE", help="model config, e.g. -o hidden=32; in compare/ablate scope it to one model: -o tfn:hidden=32")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs in --out, to the result an uninterrupted run gives (same settings; "
-                   "--epochs may grow, except for a fine-tuned --text-encoder, whose lr schedule spans the run)")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs in --out, to the result an "
+                   "uninterrupted run gives (same settings; --epochs may grow, except for a fine-tuned "
+                   "--text-encoder, whose lr schedule spans the run)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    speed = p.add_argument_group("speed (results stay the same unless noted)")
-    speed.add_argument("--compile", nargs="?", const="inductor", default="", metavar="BACKEND",
-                       help="torch.compile the model (backend inductor unless named); falls back to eager with a warning")
-    speed.add_argument("--amp", default="", choices=["", "bf16"], help="bf16 autocast on CUDA (rounds differently; "
-                       "ignored with a warning on CPU)")
-    speed.add_argument("--adam", default="default", choices=["default", "foreach", "fused"],
-                       help="AdamW implementation (fused rounds differently in the last bits)")
-    speed.add_argument("--bucket", action="store_true", help="length-bucketed training batches: less padding, "
-                       "a different (still seeded) batch order")
-    speed.add_argument("--eval-batch-size", type=int, default=0, help="validation/test batch (default 2 x --batch-size)")
-    speed.add_argument("--loader-workers", type=int, default=-1,
-                       help="DataLoader processes feeding the GPU (default 4 on CUDA when the data stays on the host, 0 on CPU)")
-    speed.add_argument("--data-on-device", default="auto", choices=["auto", "never"],
-                       help="keep the dataset on the GPU when it fits (auto)")
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """The shared group of the commands that use a trained run: --run, --device, --threads, --cache."""
+    from emofuse.cli.options import RunOptions, add_config_arguments
+
+    add_config_arguments(p, RunOptions, only=only, with_defaults=True)
 
 
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
@@ -218,12 +126,13 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                         "explicitly always apply to every model")
 
 
-def _load(args: argparse.Namespace):
+def _load(config):
+    """The data of a run config, read as the config says."""
     from emofuse.data.loading import TextOptions, load_splits
 
-    model = None if args.text_encoder else args.text_model  # an in-model encoder reads raw text
-    return load_splits(args.data, TextOptions(model, args.max_words), args.classes, labels=args.labels,
-                       clip_labels=args.clip_labels, data_options=dict(args.data_option or []))
+    model = None if config.text_encoder else config.text_model  # an in-model encoder reads raw text
+    return load_splits(config.data, TextOptions(model, config.max_words), config.classes, labels=config.labels,
+                       clip_labels=config.clip_labels, data_options=dict(config.data_options))
 
 
 # --------------------------------------------------------------------------- commands
@@ -239,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _train_config(args)  # bad options fail before the data is read
     code = modality_code(parse_modalities(config.modalities))
-    splits = _load(args)
+    splits = _load(config)
     out = Path(args.out or f"runs/{config.model}_{code.replace('+', '')}")
     with process_group(config.device) as ctx:  # torchrun: one process of several (DDP)
         if not ctx.is_main:  # rank 0 writes the run folders and prints; the others train alongside
@@ -274,10 +183,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     models = list(args.models)
     if args.attention:
         return _ablate_attention(args, models)
-    options = _model_options(args.model_option, models)  # bad options fail before data loading
-    splits = _load(args)
+    options = _given_model_options(args, models)  # bad options fail before data loading
+    base = _train_config(args, model=models[0], modalities="T+A+V", per_model_options=True)
+    splits = _load(base)
     out = Path(args.out or f"runs/ablate_{'_'.join(models) if len(models) < 3 else 'models'}")
-    base = _train_config(_with_train_defaults(args), model=models[0], modalities="T+A+V")
     run_ablation(base, splits, args.seeds, out, progress=not args.quiet, models=models, same_recipe=args.same_recipe,
                  overrides=_recipe_overrides(args), model_options=options, resume=args.resume)
     print((out / "ablation.md").read_text())
@@ -287,17 +196,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def _ablate_attention(args: argparse.Namespace, models: list[str]) -> int:
     """`ablate --attention`: the video encoder's harris3d / harris2d / none on one model."""
-    import dataclasses
-
     from emofuse.errors import UserError
     from emofuse.reports.attention import attention_ablation
 
     if len(models) != 1:
         raise UserError(f"ablate --attention takes one model (--model NAME), not {models}")
     modalities = args.attention_modalities
-    base = _train_config(_with_train_defaults(args), model=models[0], modalities=modalities)
-    base = dataclasses.replace(base, model_options=dict(args.model_option or []))
-    splits = _load(args)
+    base = _train_config(args, model=models[0], modalities=modalities)
+    splits = _load(base)
     out = Path(args.out or f"runs/ablate_attention_{models[0]}")
     result = attention_ablation(base, splits, args.seeds, out, progress=not args.quiet, resume=args.resume)
     print(result["table"])
@@ -327,13 +233,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 @command("compare")
 def cmd_compare(args: argparse.Namespace) -> int:
     from emofuse.reports.compare import compare_models
-    from emofuse.reports.recipes import parse_search
+    from emofuse.reports.search import parse_search
 
     out = Path(args.out or "runs/compare")
-    options = _model_options(args.model_option, list(args.models))  # bad options fail before data loading
+    options = _given_model_options(args, list(args.models))  # bad options fail before data loading
     search = parse_search(args.search)
-    splits = _load(args) if args.workers == 1 else None
-    result = compare_models(_train_config(_with_train_defaults(args), model=args.models[0]), args.models, args.seeds, out,
+    base = _train_config(args, model=args.models[0], per_model_options=True)
+    splits = _load(base) if args.workers == 1 else None
+    result = compare_models(base, args.models, args.seeds, out,
                             workers=args.workers, progress=not args.quiet, splits=splits, same_recipe=args.same_recipe,
                             overrides=_recipe_overrides(args), model_options=options, search=search, resume=args.resume)
     print(result["table"])
@@ -595,7 +502,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.space_file:
         space += load_space(Path(args.space_file))
     out = Path(args.out or f"runs/tune_{config.model}")
-    splits = _load(args)
+    splits = _load(config)
     print(f"data: {splits.describe()}", file=sys.stderr)
     result = tune(config, splits, space, out, trials=args.trials, timeout=args.timeout, storage=args.storage,
                   study_name=args.study_name, prune_startup=args.prune_startup, progress=not args.quiet)
@@ -634,8 +541,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("train", help="train a model (one run folder per seed)")
-    p.add_argument("--model", default="fusion_matched", help="see `emofuse list-models`")
-    p.add_argument("--modalities", default="T+A+V", help="any of T, A, V joined by +")
     p.add_argument("--out", help="output folder (default runs/<model>_<modalities>)")
     _add_training_arguments(p)
 
@@ -648,34 +553,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "(--video-encoder, default harris3d_cnn), with a paired bootstrap")
     p.add_argument("--attention-modalities", default="V", help="modalities of the --attention runs (default V)")
     _add_recipe_arguments(p)
-    _add_training_arguments(p)
-    p.set_defaults(modalities="T+A+V", **dict.fromkeys(_RECIPE_ARGS))
+    _add_training_arguments(p, exclude=("model", "modalities"))
 
     p = sub.add_parser("evaluate", help="score a run's best checkpoint, on its data or another dataset")
     p.add_argument("run_dir")
     p.add_argument("--data", help="another dataset (same formats as train --data)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
-    p.add_argument("--device", default="cpu")
+    _add_run_arguments(p, only=("device",))
     p.add_argument("--json", help="also write the report to this JSON file")
 
     p = sub.add_parser("compare", help="several models on one dataset: mean ± std, paired bootstrap, plots")
     p.add_argument("--models", nargs="+", default=["fusion_matched", "fusion_matched_xattn", "ef_lstm", "late_fusion"])
-    p.add_argument("--modalities", default="T+A+V")
     p.add_argument("--workers", type=int, default=1, help="parallel training processes (one thread each)")
     p.add_argument("--out", help="output folder (default runs/compare)")
     p.add_argument("--search", action="append", metavar="KEY=V1,V2[,KEY=...]",
                    help="per-model grid scored on validation only, e.g. lr=x0.3,x1,x3 (xF: F times the model's recipe "
                         "value), batch_size=32,64; keys: lr, batch_size, weight_decay, grad_clip")
     _add_recipe_arguments(p)
-    _add_training_arguments(p)
-    p.set_defaults(**dict.fromkeys(_RECIPE_ARGS))
+    _add_training_arguments(p, exclude=("model",))
 
     p = sub.add_parser("robustness", help="a run's test score with one modality missing or noised at levels 0-0.9")
     p.add_argument("run_dir")
     p.add_argument("--data", help="another dataset (default: the run's)")
     p.add_argument("--out", help="output folder (default RUN_DIR/robustness)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    _add_run_arguments(p, only=("device",))
 
     p = sub.add_parser("prepare-text", help="label.csv -> MMSA pickle of word-level text embeddings")
     p.add_argument("label_csv")
@@ -725,29 +627,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score clips (mp4, or wav + --transcript) with a trained run: labels, words, "
                                        "per-modality contributions, time per stage")
     p.add_argument("clips", nargs="+", metavar="CLIP")
-    p.add_argument("--run", required=True, help="a run folder (one seed_N folder of `emofuse train`)")
+    _add_run_arguments(p)
     p.add_argument("--transcript", action="append", help="the words spoken (force-aligned instead of recognised); "
                                                         "once per clip")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per clip")
     p.add_argument("--speaker-ref", action="append", metavar="PATH", help=SPEAKER_REF_HELP)
-    p.add_argument("--cache", help="extraction stage cache (default: none)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
 
     p = sub.add_parser("explain", help="one clip's prediction as a picture: words by contribution, matching matrices, "
                                        "attention, Harris-3D frames")
     p.add_argument("clip")
-    p.add_argument("--run", required=True, help="a run folder (one seed_N folder of `emofuse train`)")
+    _add_run_arguments(p)
     p.add_argument("--out", required=True, help="FILE.png")
     p.add_argument("--transcript", help="the words spoken (force-aligned instead of recognised)")
     p.add_argument("--speaker-ref", action="append", metavar="PATH", help=SPEAKER_REF_HELP)
-    p.add_argument("--cache", help="extraction stage cache (default: none)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
 
     p = sub.add_parser("serve", help="an HTTP API and a page for trying a run on clips (pip install "
                                      "'emofuse[serve]'); docs at /docs")
-    p.add_argument("--run", required=True, help="a run folder (one seed_N folder of `emofuse train`)")
+    _add_run_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--workers", type=int, default=1, help="clips scored at once (each loads its own models)")
@@ -755,14 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="larger uploads are answered 413")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request, queue included (504 past it)")
     p.add_argument("--explain-cache", type=int, default=64, help="explain pictures kept in memory")
-    p.add_argument("--cache", help="extraction stage cache (default: none)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
 
     p = sub.add_parser("tune", help="Optuna search over training settings and model options, on validation loss; "
                                     "the best trial becomes OUT/best, a normal run folder")
-    p.add_argument("--model", default="fusion_matched", help="see `emofuse list-models`")
-    p.add_argument("--modalities", default="T+A+V", help="any of T, A, V joined by +")
     p.add_argument("--out", help="output folder (default runs/tune_<model>)")
     p.add_argument("--space", action="append", metavar="KEY=KIND:...",
                    help="a search dimension: lr=log:1e-4:1e-2, hidden=int:32:128, dropout=float:0:0.5, "

@@ -25,11 +25,13 @@ ModelBuilder = Callable[..., "MultimodalModel"]
 
 @dataclass(frozen=True)
 class Recipe:
-    """A model's reference training setting: the TrainConfig fields it overrides.
+    """A model's reference training setting: a partial OptimConfig (emofuse.training.config).
 
-    The defaults are emofuse's own TrainConfig defaults (Adam(W) lr 1e-3, batch 32, no weight
-    decay, gradient norm clipped at 1.0, early stopping after 8 epochs without a better
-    validation loss). `grad_clip=0` means no clipping (MMSA clips only where its config says).
+    Its fields are the optimisation settings a model's paper or reference code fixes; they are
+    OptimConfig's field names, and these defaults are emofuse's own (OptimConfig takes its
+    defaults from here): Adam(W) lr 1e-3, batch 32, no weight decay, gradient norm clipped at
+    1.0, early stopping after 8 epochs without a better validation loss. `grad_clip=0` means no
+    clipping (MMSA clips only where its config says). `TrainConfig.with_recipe` applies one.
     """
 
     lr: float = 1e-3
@@ -41,7 +43,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.batch_size < 1 or self.weight_decay < 0 or self.grad_clip < 0 or self.patience < 0:
-            raise ValueError(f"invalid recipe {self}")
+            raise ValueError(f"invalid recipe {self}")  # a bug in a model file, not the user's input
 
     def settings(self) -> dict[str, Any]:
         """The TrainConfig fields this recipe sets (its `source` is documentation only)."""

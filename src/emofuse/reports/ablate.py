@@ -1,7 +1,7 @@
 """`emofuse ablate`: one model over all seven modality subsets (the paper's Figs 3-7).
 
 Every subset is trained as a regression model (L1) with the same settings and seeds (each
-model's own recipe unless `same_recipe`; see emofuse.reports.recipes), then read as 2-class (Acc-2 in both conventions and F1), 3-class (Acc-3 and weighted F1),
+model's own recipe unless `same_recipe`; see emofuse.reports.search), then read as 2-class (Acc-2 in both conventions and F1), 3-class (Acc-3 and weighted F1),
 7-class (Acc-7), MAE and Corr. Selection is on validation loss inside each run; only the test
 split is reported.
 
@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from emofuse.data.dataset import MODALITIES, DatasetSplits, modality_code
-from emofuse.reports.recipes import model_config
+from emofuse.reports.search import model_config
 from emofuse.reports.tables import markdown_table
 from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig

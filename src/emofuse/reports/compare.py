@@ -13,7 +13,7 @@ inside the trainer; test is only scored), then writes into `out`:
 Each model trains with its own reference recipe (lr, batch size, weight decay, clipping,
 patience; `emofuse.models.registry.Recipe`) unless `same_recipe`; explicit `overrides` apply to
 every model; `search` runs a small grid per model scored on validation only
-(`emofuse.reports.recipes`). `resume` reuses finished run folders and continues interrupted ones.
+(`emofuse.reports.search`). `resume` reuses finished run folders and continues interrupted ones.
 
 The bootstrap is paired: for each pair of models the same resampled test indices score both
 models' predictions (averaged over seeds for regression, majority vote for classes).
@@ -35,7 +35,7 @@ import numpy as np
 
 from emofuse.data.dataset import DatasetSplits
 from emofuse.models.registry import RECIPE_FIELDS
-from emofuse.reports.recipes import model_config, train_model
+from emofuse.reports.search import model_config, train_model
 from emofuse.reports.tables import HEADERS, PERCENT, ceiling_rows, markdown_table, summary_row
 from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig

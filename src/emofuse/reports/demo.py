@@ -34,7 +34,7 @@ import torch
 from emofuse.data.dataset import MultimodalDataset
 from emofuse.data.synthetic import CUE, MARKER, POLARITY, SHOWN, WEIGHTS, SyntheticConfig, make_synthetic
 from emofuse.metrics import regression_metrics
-from emofuse.reports.recipes import model_config
+from emofuse.reports.search import model_config
 from emofuse.reports.tables import markdown_table, summary_row
 from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig

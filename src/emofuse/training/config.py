@@ -1,104 +1,148 @@
-"""Typed, serialisable training configuration, saved into every run folder."""
+"""The run config: one typed tree, saved into every run folder, that the command line is made from.
+
+Each layer owns its settings: `DataConfig` (emofuse.data.config), `ModelConfig`
+(emofuse.models.config), and here `OptimConfig` (how the weights are fitted) and `RuntimeConfig`
+(where and how fast; never what is computed, except where a field's help says so). `TrainConfig`
+is their union by dataclass inheritance: every field keeps its flat name (`config.lr`,
+`config.model`), so a run's `config.json` stays one flat mapping that loads as `--config`, and runs
+written before the split load unchanged. Each field carries its help and flag
+(`emofuse.configs.option`); `emofuse.cli.options` builds the parsers from them, so adding a
+training option is a change to this file only.
+
+A model's `Recipe` (emofuse.models.registry) is a partial `OptimConfig`: the optimisation fields
+its reference sets; `with_recipe` lays one over a config.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emofuse.errors import UserError
+from emofuse.configs import option
+from emofuse.data.config import DataConfig
+from emofuse.errors import OptionError, UserError
+from emofuse.models.config import ModelConfig
+from emofuse.models.registry import RECIPE_FIELDS, Recipe
 
-LABEL_KINDS = ("auto", "regression", "classification")
 AMP_KINDS = ("", "bf16")
 ADAM_KINDS = ("default", "foreach", "fused")
+LR_SCHEDULES = ("constant", "cosine")
 # settings that change how fast a run goes, not what it computes (bf16 and fused Adam round
 # differently): they may change on --resume, and a tuning trial does not search them
 SPEED_FIELDS = ("compile", "amp", "adam", "eval_batch_size", "loader_workers", "data_on_device")
-
-LR_SCHEDULES = ("constant", "cosine")
+# the optimisation setting a model without a published one trains at: emofuse's own defaults
+_DEFAULT = Recipe()
 
 
 @dataclass
-class TrainConfig:
-    """Everything that determines a run. Defaults are sane for Adam on MOSI-sized data.
+class OptimConfig:
+    """How the weights are fitted. The paper trains with lr 0.15 for 2000 epochs, which diverges
+    with Adam; its values stay reachable (`--lr 0.15 --epochs 2000 --batch-size 64 --patience 0`)
+    but are not the default."""
 
-    The paper trains with lr 0.15 for 2000 epochs, which diverges with Adam; its values stay
-    reachable (`--lr 0.15 --epochs 2000 --batch-size 64 --patience 0`) but are not the default.
-    """
+    epochs: int = option(30, "training epochs (the most; early stopping may end sooner)")
+    batch_size: int = option(_DEFAULT.batch_size, "training batch size")
+    lr: float = option(_DEFAULT.lr, "Adam learning rate (the paper's 0.15 diverges with Adam)")
+    weight_decay: float = option(_DEFAULT.weight_decay, "AdamW weight decay")
+    grad_clip: float = option(_DEFAULT.grad_clip, "max gradient norm, 0 = off")
+    # "cosine": linear warm-up over --warmup of the steps, then a cosine decay to zero at the end
+    lr_schedule: str = option("constant", "the model's learning rate: constant, or cosine (warm-up over --warmup "
+                              "of the steps, then decay to 0)", choices=LR_SCHEDULES)
+    patience: int = option(_DEFAULT.patience, "early stopping: epochs without a better validation loss, 0 = off")
+    # mixup's Beta(alpha, alpha) (emofuse.training.mixup): each training batch blended with a
+    # shuffled copy of itself, inputs and loss alike
+    mixup: float = option(0.0, "mixup: blend each training batch with a shuffled copy of itself, lam ~ "
+                          "Beta(ALPHA, ALPHA) (e.g. 0.2); 0 = off", metavar="ALPHA")
+    seed: int = option(1, "the run's seed (the command line's --seeds makes one run per seed)", cli=False)
+    class_weights: bool = option(False, "classification: weight the loss by inverse class frequency")
+    text_lr: float = option(5e-5, "the in-model text encoder's learning rate (warm-up, then linear decay)")
+    warmup: float = option(0.1, "fraction of steps warming the lr up: the text encoder's (then linear decay), "
+                           "and the model's with --lr-schedule cosine")
+    layer_decay: float = option(1.0, "layer-wise lr decay of the text encoder (< 1: lower layers learn slower)")
 
-    model: str = "fusion_matched"
-    modalities: str = "T+A+V"
-    data: str = "synthetic"
-    # the config of a computed source: synthetic-raw (SyntheticRawConfig), RAVDESS (RavdessConfig)
-    data_options: dict[str, Any] = field(default_factory=dict)
-    # how the data's labels are read: the source's own ("auto"), sentiment scores, or the classes a
-    # source names (an MMSA pickle's classification_labels)
-    labels: str = "auto"
-    clip_labels: bool = False  # scores outside [-3, 3]: clip them with a warning instead of refusing
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # max gradient norm; 0 disables
-    # the model's own learning rate over the run: "constant", or "cosine" (linear warm-up over
-    # --warmup of the steps, then a cosine decay to zero at the last of --epochs)
-    lr_schedule: str = "constant"
-    patience: int = 8  # epochs without a better validation loss before stopping; 0 = never
-    # > 0: mixup's Beta(alpha, alpha) (emofuse.training.mixup): each training batch blended with a
-    # shuffled copy of itself, inputs and loss alike; 0 = off
-    mixup: float = 0.0
-    seed: int = 1
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 leaves torch's default
-    class_weights: bool = False  # classification: weight the loss by inverse class frequency
-    classes: int = 0  # >0: turn sentiment scores into 2/3/5/7 classes and train a classifier
-    text_model: str = "minilm"  # word features for raw-text sources (label.csv, MELD)
-    max_words: int = 50
-    # a text encoder inside the model ("" = use the data's pre-extracted text features)
-    text_encoder: str = ""  # minilm | mpnet | a local folder | a cached HF model id
-    text_finetune: str = "all"  # none | all | top:K
-    text_lr: float = 5e-5  # the encoder's own learning rate (warm-up, then linear decay)
-    warmup: float = 0.1  # fraction of all training steps spent warming the encoder's lr up
-    layer_decay: float = 1.0  # < 1: lower encoder layers learn more slowly
-    max_tokens: int = 128
-    # raw-input encoders, the paper's front end ("" = the data's pre-extracted features)
-    video_encoder: str = ""  # harris3d_cnn: Harris-3D attention + 3D CNN over per-word face crops
-    audio_encoder: str = ""  # spectro_cnn: 2D CNN over per-word log-mel patches
-    encoder_dim: int = 64  # width of the word vectors the raw encoders hand to the model
-    encoder_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> options
-    model_options: dict[str, Any] = field(default_factory=dict)
-    # speed options; each is off by default, and each keeps the data and the model the same
-    compile: str = ""  # torch.compile backend ("inductor", ...); "" = eager
-    amp: str = ""  # "bf16": bfloat16 autocast on CUDA (float32 elsewhere); "" = float32
-    adam: str = "default"  # AdamW implementation: default | foreach | fused
-    bucket: bool = False  # length-bucketed training batches (a text encoder's tokens always are)
-    eval_batch_size: int = 0  # validation/test batch; 0 = 2 x batch_size
-    loader_workers: int = -1  # DataLoader worker processes; -1 = 4 on CUDA when the data stays on the host, 0 on CPU
-    data_on_device: str = "auto"  # auto: keep the dataset on the GPU when it fits | never
-
-    def __post_init__(self) -> None:
+    def optim_problems(self) -> list[str]:
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
-            "patience": self.patience >= 0,
-            "mixup": self.mixup >= 0,
+            "weight_decay": self.weight_decay >= 0,
             "grad_clip": self.grad_clip >= 0,
             "lr_schedule": self.lr_schedule in LR_SCHEDULES,
-            "labels": self.labels in LABEL_KINDS,
+            "patience": self.patience >= 0,
+            "mixup": self.mixup >= 0,
+            "warmup": 0 <= self.warmup <= 1,
+            "layer_decay": self.layer_decay > 0,
+        }
+        return [name for name, ok in checks.items() if not ok]
+
+
+@dataclass
+class RuntimeConfig:
+    """Where the run goes and how fast. Each speed option is off by default and keeps the data and
+    the model the same; where one rounds differently or reorders batches, its help says so."""
+
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    threads: int = option(0, "torch CPU threads (0 = torch's default)")
+    compile: str = option("", "torch.compile the model (backend inductor unless named); falls back to eager with "
+                          "a warning", const="inductor", metavar="BACKEND")
+    amp: str = option("", "bf16 autocast on CUDA (rounds differently; ignored with a warning on CPU)",
+                      choices=AMP_KINDS)
+    adam: str = option("default", "AdamW implementation (fused rounds differently in the last bits)",
+                       choices=ADAM_KINDS)
+    bucket: bool = option(False, "length-bucketed training batches: less padding, a different (still seeded) "
+                          "batch order")
+    eval_batch_size: int = option(0, "validation/test batch (0 = 2 x --batch-size)")
+    loader_workers: int = option(-1, "DataLoader processes feeding the GPU (-1 = 4 on CUDA when the data stays on "
+                                 "the host, 0 on CPU)")
+    data_on_device: str = option("auto", "keep the dataset on the GPU when it fits (auto) or never",
+                                 choices=("auto", "never"))
+
+    def runtime_problems(self) -> list[str]:
+        checks = {
+            "threads": self.threads >= 0,
             "amp": self.amp in AMP_KINDS,
             "adam": self.adam in ADAM_KINDS,
             "eval_batch_size": self.eval_batch_size >= 0,
             "loader_workers": self.loader_workers >= -1,
             "data_on_device": self.data_on_device in ("auto", "never"),
         }
-        bad = [k for k, ok in checks.items() if not ok]
+        return [name for name, ok in checks.items() if not ok]
+
+
+# the groups, in the order a printed config shows them
+CONFIG_GROUPS: tuple[tuple[str, type], ...] = (
+    ("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig), ("runtime", RuntimeConfig))
+
+
+@dataclass
+class TrainConfig(RuntimeConfig, OptimConfig, ModelConfig, DataConfig):
+    """Everything that determines a run: the four groups' fields, flat."""
+
+    def __post_init__(self) -> None:
+        bad = self.data_problems() + self.model_problems() + self.optim_problems() + self.runtime_problems()
         if bad:
-            raise UserError(f"invalid training config values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            values = ", ".join(f"{k}={getattr(self, k)!r}" for k in sorted(bad, key=FIELD_ORDER.index))
+            raise OptionError(f"invalid training config values: {values}")
         if self.mixup and self.text_encoder:
-            raise UserError("--mixup cannot mix an in-model text encoder's token ids: leave out --mixup or --text-encoder")
+            raise OptionError("--mixup cannot mix an in-model text encoder's token ids: leave out --mixup or "
+                              "--text-encoder")
+
+    def group(self, name: str) -> Any:
+        """One group's settings as its own config, e.g. `config.group("optim")`."""
+        cls = dict(CONFIG_GROUPS)[name]
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+    def with_recipe(self, recipe: Recipe | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """This config with a model's recipe laid over it (None: keep this config's values), then
+        the recipe fields the user gave, which win over any recipe."""
+        unknown = set(overrides or {}) - set(RECIPE_FIELDS)
+        if unknown:
+            raise OptionError(f"cannot override {sorted(unknown)}; recipe fields are {list(RECIPE_FIELDS)}")
+        settings = recipe.settings() if recipe is not None else {}
+        return dataclasses.replace(self, **{**settings, **(overrides or {})})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,7 +152,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise UserError(f"unknown training config keys {sorted(unknown)}; known: {sorted(known)}")
+            raise OptionError(f"unknown training config keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
     def save(self, path: Path) -> None:
@@ -120,3 +164,6 @@ class TrainConfig:
             return cls.from_dict(json.loads(Path(path).read_text())["train"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError, UserError) as err:
             raise UserError(f"{path}: not a readable emofuse run config ({err})") from None
+
+
+FIELD_ORDER = [f.name for f in dataclasses.fields(TrainConfig)]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import socket
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 from emofuse.data.dataset import DatasetSplits
 from emofuse.errors import UserError
+from emofuse.files import atomic_path
 from emofuse.training.config import SPEED_FIELDS, TrainConfig
 from emofuse.training.distributed import launched_by_torchrun
 from emofuse.training.trainer import TrainingDiverged, train_run
@@ -302,7 +302,6 @@ def plot_history(study: Any, path: Path) -> None:
     ax.set_title(f"study {study.study_name}")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)

@@ -10,7 +10,7 @@ import pytest
 from emofuse.cli.main import _model_options
 from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 from emofuse.reports.compare import compare_models
-from emofuse.reports.recipes import grid_points, model_config, parse_search
+from emofuse.reports.search import grid_points, model_config, parse_search
 from emofuse.training.config import TrainConfig
 
 SMALL = SyntheticConfig(n_train=64, n_valid=24, n_test=24, max_words=6, min_words=3)

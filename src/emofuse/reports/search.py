@@ -1,7 +1,7 @@
-"""Per-model training settings for `compare`, `ablate` and `demo`, and the validation lr search.
+"""The validation search over training settings (`compare --search`), and each model's config.
 
-Each registered model trains with its own reference recipe (`emofuse.models.registry.Recipe`,
-from its paper / MMSA's MOSI config) unless `same_recipe` asks for one setting for all. Settings
+The recipes themselves are registered with the models (`emofuse.models.registry.Recipe`, a
+partial OptimConfig, from its paper / MMSA's MOSI config); each model trains with its own unless `same_recipe` asks for one setting for all. Settings
 the user gave explicitly (`overrides`) win over any recipe.
 
 `search_settings` tries a small grid per model (e.g. lr x batch size) on the first seed, picks
@@ -42,13 +42,9 @@ def model_config(
 
     options: the model's own config options; None keeps base.model_options.
     """
-    unknown = set(overrides or {}) - set(RECIPE_FIELDS)
-    if unknown:
-        raise ValueError(f"cannot override {sorted(unknown)}; recipe fields are {list(RECIPE_FIELDS)}")
-    settings = {} if same_recipe else get_recipe(model).settings()
-    settings.update(overrides or {})
     opts = dict(base.model_options if options is None else options)
-    return dataclasses.replace(base, model=model, model_options=opts, **settings)
+    recipe = None if same_recipe else get_recipe(model)
+    return dataclasses.replace(base, model=model, model_options=opts).with_recipe(recipe, overrides)
 
 
 def parse_search(texts: list[str] | str | None) -> dict[str, list[str]]:
