@@ -32,9 +32,11 @@ def load_texts() -> tuple[DatasetSplits, str]:
 
 
 def measure(encoder: str, finetune: str, splits: DatasetSplits, steps: int, batch_size: int) -> dict:
-    from emofuse.models.text_encoder import load_tokenizer_and_encoder, tokenize_splits
+    from emofuse.features.tokens import tokenize_splits
+    from emofuse.models.factory import build_model, model_spec_for, text_encoder_config
+    from emofuse.models.text_encoder import load_tokenizer_and_encoder
     from emofuse.training.config import TrainConfig
-    from emofuse.training.trainer import build_model, make_optimizer, model_spec_for, text_encoder_config
+    from emofuse.training.optim import make_optimizer
 
     config = TrainConfig(model="late_fusion", modalities="T", text_encoder=encoder, text_finetune=finetune, batch_size=batch_size)
     tokenizer, hf = load_tokenizer_and_encoder(encoder)

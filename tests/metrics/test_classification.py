@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from emofuse.metrics import classification_metrics, plot_confusion_matrix
+from emofuse.metrics import classification_metrics
+from emofuse.training.artifacts import plot_confusion_matrix
 
 LABELS = [0, 0, 1, 1, 1, 2]
 PREDS = [0, 1, 1, 1, 0, 2]

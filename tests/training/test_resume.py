@@ -109,7 +109,7 @@ def test_text_encoder_resume_with_other_epochs_is_refused(tmp_path):
 
 
 def test_cosine_lr_schedule_warms_up_decays_to_zero_and_resumes_exactly(tmp_path, splits):
-    from emofuse.training.trainer import make_scheduler
+    from emofuse.training.optim import make_scheduler
 
     cfg = config(epochs=4, lr=1e-2, lr_schedule="cosine", warmup=0.25)
     steps = -(-96 // 16)  # 6 per epoch, 24 in all, 6 of warm-up

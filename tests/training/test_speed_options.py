@@ -10,8 +10,8 @@ from small_runs import config
 
 from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 from emofuse.data.synthetic_raw import SyntheticRawConfig, make_synthetic_raw
-from emofuse.evaluation.predict import predict
 from emofuse.training.checkpoint import CheckpointError, load_checkpoint
+from emofuse.training.scoring import predict
 from emofuse.training.trainer import Trainer, train_run
 
 UNALIGNED = SyntheticConfig(n_train=200, n_valid=32, n_test=32, max_words=12, min_words=2, aligned=False)

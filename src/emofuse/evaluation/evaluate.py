@@ -11,17 +11,20 @@ from typing import Any
 
 import numpy as np
 
+import emofuse.features.sources  # noqa: F401  (registers the data sources that need the features layer)
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.loading import TextOptions, fit_lengths, load_splits
 from emofuse.data.normalize import FeatureScaler
 from emofuse.data.raw import RAW_KEY_OF
-from emofuse.evaluation.predict import predict, score
+from emofuse.features.tokens import tokenize_dataset
 from emofuse.models.base import ModelSpec, MultimodalModel
+from emofuse.models.factory import build_model, text_encoder_config
 from emofuse.models.fusion_matched import MATCHING_AIDS_BEFORE_OPTIONS
-from emofuse.models.text_encoder import load_tokenizer_and_encoder, tokenize_dataset
+from emofuse.models.text_encoder import load_tokenizer_and_encoder
+from emofuse.runtime import resolve_device
 from emofuse.training.checkpoint import CheckpointError, load_checkpoint
 from emofuse.training.config import TrainConfig
-from emofuse.training.trainer import build_model, resolve_device, text_encoder_config
+from emofuse.training.scoring import predict, score
 
 
 def text_options(config: TrainConfig) -> TextOptions:

@@ -25,7 +25,7 @@ import torch
 
 from emofuse.data.dataset import MultimodalDataset
 from emofuse.evaluation.evaluate import LoadedRun
-from emofuse.evaluation.predict import predict, score
+from emofuse.training.scoring import predict, score
 
 LEVELS = tuple(round(0.1 * i, 1) for i in range(10))
 

@@ -1,6 +1,6 @@
 """Evaluation metrics: MMSA-compatible sentiment regression and categorical emotion."""
 
-from emofuse.metrics.classification import classification_metrics, plot_confusion_matrix
+from emofuse.metrics.classification import classification_metrics
 from emofuse.metrics.regression import (
     acc2_has0,
     acc2_non0,
@@ -25,6 +25,5 @@ __all__ = [
     "mae",
     "multiclass_acc",
     "pearson_corr",
-    "plot_confusion_matrix",
     "regression_metrics",
 ]

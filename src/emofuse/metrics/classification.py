@@ -1,9 +1,9 @@
-"""Categorical emotion metrics (e.g. MELD's 7 classes) and a confusion-matrix plot."""
+"""Categorical emotion metrics (e.g. MELD's 7 classes); the confusion-matrix plot is
+emofuse.training.artifacts.plot_confusion_matrix."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from emofuse.metrics.regression import _to_numpy
 
-__all__ = ["classification_metrics", "plot_confusion_matrix"]
+__all__ = ["classification_metrics"]
 
 
 def _class_ids(x: Any, name: str, num_classes: int) -> np.ndarray:
@@ -104,61 +104,3 @@ def classification_metrics(
         "confusion_matrix": confusion_matrix(y, p, labels=all_ids).tolist(),
     }
 
-
-def plot_confusion_matrix(
-    cm: Any,
-    class_names: Sequence[str],
-    path: str | Path,
-    normalize: bool = True,
-    title: str | None = None,
-) -> Path:
-    """Write the confusion matrix as a PNG heat-map; returns the path.
-
-    ``normalize=True`` divides each row by its true-class count (so the
-    diagonal is per-class recall); an all-zero row stays 0 instead of nan.
-    Uses matplotlib's Agg renderer through ``Figure`` directly, so it works
-    headless and never touches the global pyplot backend.
-    """
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
-
-    m = np.asarray(cm, dtype=np.float64)
-    k = len(class_names)
-    if m.shape != (k, k):
-        raise ValueError(f"cm shape {m.shape} does not match {k} class names")
-    if normalize:
-        rows = m.sum(axis=1, keepdims=True)
-        m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-
-    size = max(4.0, 0.6 * k + 2)
-    fig = Figure(figsize=(size + 1, size))
-    ax = fig.add_subplot()
-    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax)
-    ax.set(
-        xticks=range(k),
-        yticks=range(k),
-        xlabel="Predicted",
-        ylabel="True",
-        title=title
-        or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix"),
-    )
-    ax.set_xticklabels(class_names, rotation=45, ha="right")
-    ax.set_yticklabels(class_names)
-    thresh = (m.max() if m.size else 0) / 2
-    for i in range(k):
-        for j in range(k):
-            txt = f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}"
-            ax.text(
-                j,
-                i,
-                txt,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if m[i, j] > thresh else "black",
-            )
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=120)
-    return out

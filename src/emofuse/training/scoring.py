@@ -1,4 +1,4 @@
-"""Prediction and scoring shared by the trainer, `evaluate`, `compare` and `ablate`."""
+"""Batch prediction and scoring shared by the trainer, `evaluate`, `robustness`, `compare` and `ablate`."""
 
 from __future__ import annotations
 
