@@ -144,3 +144,18 @@ def test_config_yaml_shows_each_group():
     text = config_yaml(TrainConfig(), CONFIG_GROUPS)
     for name, _ in CONFIG_GROUPS:
         assert f"# --- {name}:" in text
+
+
+def test_label_smoothing_reaches_the_classification_loss(capsys):
+    """The option added as the one-file example: flag, config and loss."""
+    import yaml
+
+    from emofuse.data.synthetic import SyntheticConfig, make_synthetic
+    from emofuse.training.optim import make_loss
+
+    with pytest.raises(SystemExit):
+        main(["train", "--label-smoothing", "0.1", "--print-config"])
+    assert yaml.safe_load(capsys.readouterr().out)["label_smoothing"] == 0.1
+    splits = make_synthetic(SyntheticConfig(n_train=16, n_valid=8, n_test=8, classes=3))
+    assert make_loss(TrainConfig(label_smoothing=0.1), splits).label_smoothing == 0.1
+    assert main(["train", "--label-smoothing", "1.5"]) == 2

@@ -58,6 +58,8 @@ class OptimConfig:
                           "Beta(ALPHA, ALPHA) (e.g. 0.2); 0 = off", metavar="ALPHA")
     seed: int = option(1, "the run's seed (the command line's --seeds makes one run per seed)", cli=False)
     class_weights: bool = option(False, "classification: weight the loss by inverse class frequency")
+    label_smoothing: float = option(0.0, "classification: cross-entropy against targets smoothed by this much "
+                                    "(e.g. 0.1); 0 = off")
     text_lr: float = option(5e-5, "the in-model text encoder's learning rate (warm-up, then linear decay)")
     warmup: float = option(0.1, "fraction of steps warming the lr up: the text encoder's (then linear decay), "
                            "and the model's with --lr-schedule cosine")
@@ -73,6 +75,7 @@ class OptimConfig:
             "lr_schedule": self.lr_schedule in LR_SCHEDULES,
             "patience": self.patience >= 0,
             "mixup": self.mixup >= 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
             "warmup": 0 <= self.warmup <= 1,
             "layer_decay": self.layer_decay > 0,
         }

@@ -21,7 +21,7 @@ def make_loss(config: TrainConfig, splits: DatasetSplits) -> nn.Module:
     if config.class_weights:
         counts = torch.bincount(splits.train.labels, minlength=splits.num_classes).float()
         weight = counts.sum() / (counts.clamp_min(1) * len(counts))
-    return nn.CrossEntropyLoss(weight=weight)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
 
 
 def make_optimizer(config: TrainConfig, model: MultimodalModel, device: torch.device | None = None) -> torch.optim.Optimizer:
