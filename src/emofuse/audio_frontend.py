@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from emofuse.errors import OptionError, UserError
 from emofuse.runtime import EXTRACT_INSTALL_HINT, require_module
 
 SAMPLE_RATE = 16_000
@@ -41,7 +42,7 @@ class LogMelConfig:
     def __post_init__(self) -> None:
         for name in ("n_mels", "n_fft", "win_ms", "hop_ms", "sample_rate"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"log-mel {name} must be positive, got {getattr(self, name)}")
+                raise OptionError(f"log-mel {name} must be positive, got {getattr(self, name)}")
 
     def describe(self) -> dict[str, Any]:
         """The config plus the scale and floor: what a run folder records about its audio."""
@@ -68,7 +69,7 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
 
     RAVDESS's loader reads its wavs through here, and so does `predict` for a run trained on
     RAVDESS, so a training clip given to predict yields the very samples training saw.
-    Raises ValueError naming the file when neither can read it.
+    Raises a UserError naming the file when neither can read it.
     """
     require_module("soundfile", "soundfile", EXTRACT_INSTALL_HINT)
     import soundfile
@@ -80,7 +81,7 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     except (RuntimeError, soundfile.LibsndfileError):
         mono, rate = _read_with_pyav(path)
     if mono.size == 0:
-        raise ValueError(f"{path}: the audio holds no samples")
+        raise UserError(f"{path}: the audio holds no samples")
     if rate != sample_rate:
         g = np.gcd(int(rate), sample_rate)
         mono = resample_poly(mono, sample_rate // g, int(rate) // g).astype(np.float32)
@@ -95,7 +96,7 @@ def _read_with_pyav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise ValueError(f"{path}: the file has no audio stream")
+                raise UserError(f"{path}: the file has no audio stream")
             stream = container.streams.audio[0]
             rate = int(stream.rate or stream.codec_context.sample_rate)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
@@ -106,5 +107,5 @@ def _read_with_pyav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except av.error.FFmpegError as err:  # type: ignore[attr-defined]
-        raise ValueError(f"{path}: unreadable audio ({err})") from None
+        raise UserError(f"{path}: unreadable audio ({err})") from None
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate

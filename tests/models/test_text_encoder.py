@@ -15,14 +15,8 @@ from emofuse.data import DataFormatError, load_mmsa_pickle
 from emofuse.data.synthetic import SyntheticConfig, make_synthetic
 from emofuse.evaluation.evaluate import load_run, predictions_for
 from emofuse.features.text import WordEmbedder
-from emofuse.models.text_encoder import (
-    TextEncoder,
-    TextEncoderConfig,
-    load_tokenizer_and_encoder,
-    token_aligned_modalities,
-    tokenize_dataset,
-    tokenize_texts,
-)
+from emofuse.features.tokens import token_aligned_modalities, tokenize_dataset, tokenize_texts
+from emofuse.models.text_encoder import TextEncoder, TextEncoderConfig, load_tokenizer_and_encoder
 from emofuse.training.checkpoint import load_checkpoint
 from emofuse.training.config import TrainConfig
 from emofuse.training.trainer import train_run

@@ -69,10 +69,12 @@ def train_config(args: argparse.Namespace, model: str | None = None, modalities:
     those commands resolve them per model.
     """
     from emofuse.models.config import scoped_model_options
+    from emofuse.models.registry import get_builder
     from emofuse.training.config import TrainConfig
 
     settings = chosen_settings(args)
     name = model or settings.get("model", "fusion_matched")
+    get_builder(name)  # an unknown model is an OptionError here, before the data is read
     options = settings.pop("model_options", {})
     settings.update(model=name, seed=args.seeds[0])
     if modalities:
@@ -135,6 +137,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_data(config):
     """The data of a run config, read as the config says."""
+    import emofuse.features.sources  # noqa: F401  (registers the data sources that need the features layer)
     from emofuse.data.loading import TextOptions, load_splits
 
     model = None if config.text_encoder else config.text_model  # an in-model encoder reads raw text
@@ -143,14 +146,14 @@ def load_data(config):
 
 
 def check_writable_parent(out: Path, given: str) -> None:
-    from emofuse.errors import UserError
+    from emofuse.errors import OutputError
 
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise UserError(f"--out {given}: a file is in the way of its folder {parent}") from None
+        raise OutputError(f"--out {given}: a file is in the way of its folder {parent}") from None
     except OSError as err:
-        raise UserError(f"--out {given}: cannot create its folder {parent} ({err.strerror or err})") from None
+        raise OutputError(f"--out {given}: cannot create its folder {parent} ({err.strerror or err})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out {given}: no permission to write in {parent}")
+        raise OutputError(f"--out {given}: no permission to write in {parent}")

@@ -21,20 +21,20 @@ def _prepare_text_arguments(p: argparse.ArgumentParser) -> None:
 @command("prepare-text", help="label.csv -> MMSA pickle of word-level text embeddings", arguments=_prepare_text_arguments)
 def cmd_prepare_text(args: argparse.Namespace) -> int:
     from emofuse.data.mmsa import save_mmsa_pickle
-    from emofuse.errors import UserError
+    from emofuse.errors import OutputError
     from emofuse.features.text import label_csv_to_splits
 
     source = _label_csv_path(args.label_csv)
     out = Path(args.out).expanduser()
     # checked before the texts are embedded (minutes on a CPU), not after
     if out.is_dir():
-        raise UserError(f"--out {args.out} is a folder; give the pickle's file name, e.g. {Path(args.out) / 'text.pkl'}")
+        raise OutputError(f"--out {args.out} is a folder; give the pickle's file name, e.g. {Path(args.out) / 'text.pkl'}")
     check_writable_parent(out, args.out)
     splits = label_csv_to_splits(source, args.text_model, args.max_words)
     try:
         save_mmsa_pickle(splits, out)
     except OSError as err:  # name the path given, not the temp file written beside it
-        raise UserError(f"--out {args.out}: cannot write ({err.strerror or err})") from err
+        raise OutputError(f"--out {args.out}: cannot write ({err.strerror or err})") from err
     print(f"wrote {out}")
     return 0
 
@@ -98,14 +98,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
     import torch
 
     from emofuse.data.dataset import modality_code, parse_modalities
-    from emofuse.features.extract import extract_config, extract_dataset, merge_shards
+    from emofuse.errors import OptionError
+    from emofuse.features.extract import extract_config, extract_dataset
+    from emofuse.features.shards import merge_shards
 
     torch.set_num_threads(max(1, args.threads))
     if args.merge:
         result = merge_shards(args.merge, args.out, args.dataset_dir)
     else:
         if not args.dataset_dir:
-            raise ValueError("give DATASET_DIR (a folder with label.csv and Raw/, or RAVDESS's Actor_NN/), "
+            raise OptionError("give DATASET_DIR (a folder with label.csv and Raw/, or RAVDESS's Actor_NN/), "
                              "or --merge SHARD...")
         modalities = parse_modalities(args.modalities)
         if args.no_video:

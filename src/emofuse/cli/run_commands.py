@@ -13,6 +13,7 @@ from emofuse.cli.common import (
     check_writable_parent,
     command,
 )
+from emofuse.errors import MissingDependency, OptionError, UserError
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def _robustness_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_robustness(args: argparse.Namespace) -> int:
     from emofuse.evaluation.evaluate import load_data, load_run
     from emofuse.evaluation.robustness import plot_robustness, robustness_curves
-    from emofuse.training.checkpoint import atomic_write_text
+    from emofuse.files import atomic_write_text
 
     run = load_run(Path(args.run_dir), args.device)
     data = load_data(args.data or run.config.data, run.config)  # read as the run was trained
@@ -81,7 +82,7 @@ def _transcripts(args: argparse.Namespace) -> list[str | None]:
     if not given:
         return [None] * len(args.clips)
     if len(given) != len(args.clips):
-        raise ValueError(f"--transcript given {len(given)} times for {len(args.clips)} clips: give it once per clip")
+        raise OptionError(f"--transcript given {len(given)} times for {len(args.clips)} clips: give it once per clip")
     return list(given)
 
 
@@ -109,7 +110,7 @@ SPEAKER_REF_HELP = ("a clip of the same speaker, or a folder of them; repeatable
 
 def _speaker_references(paths: list[str] | None) -> list[Path]:
     """--speaker-ref values: files as given, folders as their media files (sorted)."""
-    from emofuse.features.extract import MEDIA_EXTENSIONS
+    from emofuse.features.clip_table import MEDIA_EXTENSIONS
 
     out: list[Path] = []
     for given in paths or []:
@@ -117,12 +118,12 @@ def _speaker_references(paths: list[str] | None) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in MEDIA_EXTENSIONS)
             if not found:
-                raise ValueError(f"--speaker-ref {given}: the folder holds no {'/'.join(MEDIA_EXTENSIONS)} files")
+                raise UserError(f"--speaker-ref {given}: the folder holds no {'/'.join(MEDIA_EXTENSIONS)} files")
             out += found
         elif path.is_file():
             out.append(path)
         else:
-            raise ValueError(f"--speaker-ref {given}: no such file or folder")
+            raise UserError(f"--speaker-ref {given}: no such file or folder")
     return out
 
 
@@ -174,7 +175,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out).expanduser()
     if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {args.out}: give a .png file name")
+        raise OptionError(f"--out {args.out}: give a .png file name")
     check_writable_parent(out, args.out)
     with Predictor(args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)) as predictor:
         result = explain(predictor, args.clip, out, args.transcript)
@@ -201,11 +202,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import torch
 
-    from emofuse.errors import UserError
-
     missing = [m for m in ("fastapi", "uvicorn", "python_multipart") if importlib.util.find_spec(m) is None]
     if missing:
-        raise UserError(f"serve needs {', '.join(missing)}: pip install 'emofuse[serve]' "
+        raise MissingDependency(f"serve needs {', '.join(missing)}: pip install 'emofuse[serve]' "
                         "(or bash scripts/install_serve.sh)")
     from emofuse.serve import Limits, serve
 

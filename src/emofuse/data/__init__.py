@@ -33,7 +33,7 @@ from emofuse.data.label_csv import (
     read_label_csv,
     read_meld_csv,
 )
-from emofuse.data.mmsa import atomic_path, load_mmsa_pickle, save_mmsa_pickle
+from emofuse.data.mmsa import load_mmsa_pickle, save_mmsa_pickle
 from emofuse.data.shared_data import shared_data_dir, shared_data_file
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "DatasetSplits",
     "MultimodalDataset",
     "align_to_reference",
-    "atomic_path",
     "csd_to_splits",
     "fix_mojibake",
     "label_csv_splits",

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from emofuse.data.dataset import SPLITS, DataFormatError
+from emofuse.data.dataset import SPLITS, DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.labels import check_class_ids, check_label_kind, check_score_range
+from emofuse.data.sources import SourceRequest, register_source, word_embedder
 
 LABEL_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "annotation", "mode")
 REQUIRED_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "mode")
@@ -33,7 +35,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("start", "end")
 CLASS_COLUMNS: tuple[str, ...] = ("class", "emotion")
 # MMSA's annotation names, by the sign of the sentiment score
 SIGN_ANNOTATIONS: dict[int, str] = {-1: "Negative", 0: "Neutral", 1: "Positive"}
-# how label.csv files name their splits (compared lower-cased); the same as texts_to_splits'
+# how label.csv files name their splits (compared lower-cased), here and in `table_to_splits`
 MODE_ALIASES: dict[str, str] = {
     "train": "train", "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid", "test": "test",
 }
@@ -305,3 +307,106 @@ def load_meld_dir(folder: str | os.PathLike[str]) -> pd.DataFrame:
     folder = Path(folder)
     frames = [read_meld_csv(folder / name, split) for split, name in MELD_FILES.items()]
     return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- tables as datasets
+def table_to_splits(
+    df: pd.DataFrame,
+    max_words: int,
+    embed: Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]] | None,
+    *,
+    class_names: Sequence[str] | None = None,
+    source: str = "<memory>",
+    name: str = "dataset",
+) -> DatasetSplits:
+    """A label.csv-shaped DataFrame as text-only `DatasetSplits`, its texts through `embed`.
+
+    df: columns video_id, clip_id, text, label, mode (annotation optional, kept as the
+        'annotations' extra). mode is train/valid/test ('dev', 'val', 'validation' mean valid).
+    embed: texts -> (N x max_words x D features, N word counts), called once for all rows (one
+        cache entry per dataset) after the table is checked; None keeps the raw text only, with a
+        one-dimensional zero placeholder of the right word counts (for an in-model text encoder).
+    Integer-typed labels mean classification: labels become int64 and `class_names` (label-id
+    order) is stored; otherwise labels are float32 regression targets. Rows are split in order.
+    """
+    required = ["video_id", "clip_id", "text", "label", "mode"]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataFormatError(f"{source}: missing columns {missing}; found {list(df.columns)}")
+    modes = [MODE_ALIASES.get(str(m).strip().lower()) for m in df["mode"]]
+    unknown = sorted({str(m) for m, c in zip(df["mode"], modes, strict=True) if c is None})
+    if unknown:
+        raise DataFormatError(f"{source}: unknown mode values {unknown}; use train, valid, test")
+    texts = list(df["text"])
+    for vid, cid, text in zip(df["video_id"], df["clip_id"], texts, strict=True):
+        if not isinstance(text, str) or not text.strip():
+            raise DataFormatError(f"{source}: clip {vid}$_${cid} has an empty text")
+
+    classification = pd.api.types.is_integer_dtype(df["label"])
+    try:
+        labels = df["label"].to_numpy(dtype=np.int64 if classification else np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(f"{source}: labels are not numeric ({exc})") from exc
+
+    if embed is None:
+        lengths = np.minimum([len(t.split()) for t in texts], max_words).astype(np.int64)
+        features = np.zeros((len(texts), max_words, 1), dtype=np.float32)
+    else:
+        features, lengths = embed(texts)
+
+    ids = [f"{v}$_${c}" for v, c in zip(df["video_id"], df["clip_id"], strict=True)]
+    annotations = (
+        np.array([str(a) for a in df["annotation"]], dtype=object) if "annotation" in df else None
+    )
+    mode_array = np.array(modes, dtype=object)
+    datasets = {}
+    for split in SPLITS:
+        idx = np.flatnonzero(mode_array == split)
+        if len(idx) == 0:
+            raise DataFormatError(f"{source}: split {split!r} holds no rows")
+        datasets[split] = MultimodalDataset(
+            features={"text": torch.from_numpy(np.ascontiguousarray(features[idx]))},
+            lengths={"text": torch.from_numpy(lengths[idx])},
+            labels=torch.from_numpy(labels[idx]),
+            ids=[ids[i] for i in idx],
+            raw_text=[texts[i] for i in idx],
+            source=source,
+            extras={} if annotations is None else {"annotations": annotations[idx]},
+        )
+    return DatasetSplits(
+        **datasets,
+        name=name,
+        class_names=list(class_names) if (classification and class_names) else [],
+    )
+
+
+def _is_label_csv(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "label.csv").is_file()
+    return path.suffix == ".csv" and not path.name.endswith("_sent_emo.csv")
+
+
+def _is_meld(path: Path) -> bool:
+    return (path / MELD_FILES["train"]).is_file() if path.is_dir() else path.name.endswith("_sent_emo.csv")
+
+
+@register_source("label.csv", matches=_is_label_csv, order=10)
+def _label_csv_source(request: SourceRequest) -> DatasetSplits:
+    """MMSA-FET's label.csv (or its folder): its text as word features (`TextOptions`)."""
+    assert request.path is not None
+    path = request.path / "label.csv" if request.path.is_dir() else request.path
+    df = read_label_csv(path, clip_labels=request.clip_labels)
+    name = path.resolve().parent.name or "dataset"
+    embed = word_embedder(request.text, str(path))
+    return table_to_splits(df, request.text.max_words, embed, source=str(path), name=name)
+
+
+@register_source("meld", matches=_is_meld, order=20)
+def _meld_source(request: SourceRequest) -> DatasetSplits:
+    """MELD's train/dev/test_sent_emo.csv (their folder or one of them): 7-class emotion from text."""
+    assert request.path is not None
+    folder = request.path if request.path.is_dir() else request.path.parent
+    df = load_meld_dir(folder)
+    embed = word_embedder(request.text, str(folder))
+    return table_to_splits(df, request.text.max_words, embed, class_names=MELD_EMOTIONS, source=str(folder),
+                           name="meld")

@@ -12,10 +12,8 @@ you wrote yourself); never a pickle from an unknown source.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +34,8 @@ from emofuse.data.dataset import (
 from emofuse.data.frontend import frontend_record
 from emofuse.data.labels import check_class_ids, check_score_range
 from emofuse.data.raw import RAW_DTYPES, RAW_KEY_OF, LazyRawArray
+from emofuse.data.sources import SourceRequest, register_source
+from emofuse.files import atomic_path
 
 TEXT_TOKENS_KEY = "text_bert"
 # Share of a split's clips that must start with zero steps (and none end with one) before the
@@ -46,34 +46,16 @@ META_KEY = "emofuse"  # top-level: how `emofuse extract` made the file (beside t
 CLASSIFICATION_KEY = "classification_labels"
 
 
-# --------------------------------------------------------------------------- atomic writes
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success move it over `path` in one step.
-
-    Writing beside the target (same file system) is what makes os.replace atomic, so a crash or a
-    full disk never leaves a half-written dataset where a good one was.
-    """
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
 # --------------------------------------------------------------------------- loading
+@register_source("mmsa-pickle", matches=lambda path: not path.is_dir() and path.suffix in (".pkl", ".pickle"),
+                 order=50)
+def _mmsa_source(request: SourceRequest) -> DatasetSplits:
+    """An MMSA pickle (aligned or unaligned); labels='classification' reads its class labels."""
+    assert request.path is not None
+    key = CLASSIFICATION_KEY if request.labels == "classification" else REGRESSION_KEY
+    return load_mmsa_pickle(request.path, label_key=key, clip_labels=request.clip_labels)
+
+
 def load_mmsa_pickle(
     path: str | os.PathLike[str],
     text_key: str | None = "auto",

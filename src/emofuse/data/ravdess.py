@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 from emofuse.audio_frontend import SAMPLE_RATE, LogMelConfig, log_mel_db
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.raw import RAW_DTYPES, LazyRawArray, store_key, write_clip
+from emofuse.data.sources import SourceRequest, data_config, register_source
+from emofuse.runtime import resolve_cache_dir
 
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 STATEMENTS = {1: "kids are talking by the door", 2: "dogs are sitting by the door"}
@@ -84,8 +86,6 @@ def parse_name(path: Path) -> dict[str, int]:
 
 def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache: str | Path | None = None,
                  progress: bool = True) -> DatasetSplits:
-    from emofuse.features.text_models import resolve_cache_dir
-
     cfg = config or RavdessConfig()
     root = ravdess_root(Path(folder))
     if root is None:
@@ -127,6 +127,13 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
             extras={"raw_audio": LazyRawArray([files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"])},  # type: ignore[dict-item]
         )
     return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS), frontend=ravdess_frontend(cfg))
+
+
+@register_source("ravdess", matches=lambda path: path.is_dir() and is_ravdess_dir(path), options=True, order=30)
+def _ravdess_source(request: SourceRequest) -> DatasetSplits:
+    """A RAVDESS folder; the data options are a `RavdessConfig` (e.g. n_mels=80, n_fft=400)."""
+    assert request.path is not None
+    return load_ravdess(request.path, data_config(RavdessConfig, request.options, request.source))
 
 
 def ravdess_frontend(cfg: RavdessConfig) -> dict:

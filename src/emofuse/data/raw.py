@@ -13,15 +13,14 @@ An encoder (`WithRawEncoders`) fills the slot with one learned vector per word.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from emofuse.data.dataset import RAW_EXTRAS, DataFormatError
+from emofuse.files import atomic_path, sha256_text
 
 # compact on-disk types: grey crops are bytes, log-mel values need no more than half precision
 RAW_DTYPES = {"raw_vision": "uint8", "raw_audio": "float16"}
@@ -74,16 +73,14 @@ def write_clip(folder: Path, name: str, array: np.ndarray, dtype: str) -> Path:
     """Write one clip's per-word array atomically (a killed writer leaves no half file)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.npy"
-    tmp = folder / f".{name}.{os.getpid()}.tmp.npy"
-    np.save(tmp, np.ascontiguousarray(array, dtype=dtype))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npy") as tmp:  # .npy last, or np.save would append it
+        np.save(tmp, np.ascontiguousarray(array, dtype=dtype))
     return path
 
 
 def store_key(**config: object) -> str:
     """A short stable hash of a generator or extractor config: one store folder per config."""
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_text(json.dumps(config, sort_keys=True, default=str))[:16]
 
 
 def raw_modalities(extras: dict[str, object]) -> tuple[str, ...]:

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emofuse.data.dataset import DatasetSplits, MultimodalDataset
+from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
+from emofuse.data.sources import SourceRequest, data_config, register_source
 
 WEIGHTS = {"T": 0.6, "A": 0.5, "V": 0.5, "I": 0.8}
 # the generator's priors, shared with the exact Bayes ceiling in emofuse.reports.demo
@@ -155,3 +156,17 @@ def _fake_text(polarity: np.ndarray, n_words: int) -> str:
     # A readable stand-in transcript, so tools that show raw text have something to show.
     vocab = {-1.0: "bad", 0.0: "word", 1.0: "good"}
     return " ".join(vocab[float(p)] for p in polarity[:n_words])
+
+
+@register_source("synthetic", options=True)
+@register_source("synthetic-unaligned", options=True)
+@register_source("synthetic-classes", options=True)
+def _synthetic_source(request: SourceRequest) -> DatasetSplits:
+    """`--data synthetic[-unaligned|-classes]`: the source's name fixes the layout and the task; the
+    data options size the set (e.g. n_train=8000)."""
+    fixed = {"aligned": request.source != "synthetic-unaligned",
+             "classes": 3 if request.source == "synthetic-classes" else 0}
+    clash = sorted(set(request.options) & set(fixed))
+    if clash:
+        raise DataFormatError(f"{request.source}: {', '.join(clash)} is set by the source's name, not by a data option")
+    return make_synthetic(data_config(SyntheticConfig, {**request.options, **fixed}, request.source))

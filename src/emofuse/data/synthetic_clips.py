@@ -79,6 +79,8 @@ from typing import Any
 import numpy as np
 
 from emofuse.errors import UserError
+from emofuse.files import atomic_path, atomic_write_text
+from emofuse.runtime import resolve_cache_dir
 
 # part of the default folder's name: bump it whenever the generated clips change
 GENERATOR_VERSION = 1
@@ -550,7 +552,6 @@ def envelope(plan: ClipPlan, times: np.ndarray) -> np.ndarray:
 def default_root(config: SyntheticClipsConfig | None = None, cache: str | os.PathLike[str] | None = None) -> Path:
     """<emofuse cache>/synthetic_clips/<hash of the config, GENERATOR_VERSION and espeak-ng's version>."""
     from emofuse.data.raw import store_key
-    from emofuse.features.text_models import resolve_cache_dir
 
     cfg = config or SyntheticClipsConfig()
     key = store_key(**dataclasses.asdict(cfg), version=GENERATOR_VERSION, espeak=_espeak_version())
@@ -590,7 +591,7 @@ def make_synthetic_clips(config: SyntheticClipsConfig | None = None, root: str |
             return folder
     require_tools()
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(config_file, json.dumps(wanted, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(config_file, json.dumps(wanted, indent=1, sort_keys=True) + "\n")
 
     speech = _Speech(cfg)
     plans = plan_clips(cfg, speech)
@@ -612,7 +613,7 @@ def make_synthetic_clips(config: SyntheticClipsConfig | None = None, root: str |
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["video_id", "clip_id", "text", "label", "annotation", "mode"])
     writer.writerows(rows)
-    _atomic_write(folder / "label.csv", buf.getvalue())
+    atomic_write_text(folder / "label.csv", buf.getvalue())
     planted = {
         "generator_version": GENERATOR_VERSION,
         "config": dataclasses.asdict(cfg),
@@ -621,8 +622,8 @@ def make_synthetic_clips(config: SyntheticClipsConfig | None = None, root: str |
                    "is in the text cue's word else 0; label rounded to 4 decimals",
         "clips": records,
     }
-    _atomic_write(folder / "planted.json", json.dumps(planted, indent=1, sort_keys=True) + "\n")
-    _atomic_write(folder / MARKER, json.dumps({"clips": len(plans)}) + "\n")  # last: the set is complete
+    atomic_write_text(folder / "planted.json", json.dumps(planted, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(folder / MARKER, json.dumps({"clips": len(plans)}) + "\n")  # last: the set is complete
     return folder
 
 
@@ -663,19 +664,18 @@ def write_clip(path: Path, plan: ClipPlan, nuisance: NuisancePlan, face: _Face, 
         with contextlib.suppress(OSError):
             if time.time() - stale.stat().st_mtime > STALE_PART_SECONDS:
                 stale.unlink()
-    part = path.with_name(f".{path.stem}.{os.getpid()}.part.mp4")
     size = cfg.frame_size
     cmd = ["ffmpeg", "-y", "-nostats", "-loglevel", "error", "-threads", "1",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size}x{size}", "-r", str(cfg.fps), "-i", "pipe:0",
            "-i", str(wav), "-map", "0:v", "-map", "1:a",
            "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-threads", "1",
            "-c:a", "aac", "-aac_coder", "fast", "-b:a", "64k",
-           "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
-           str(part)]
+           "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact"]
     try:
-        # one large write per frame (subprocess.run's input= writes 512 bytes at a time: slow)
-        with tempfile.TemporaryFile(dir=tmp) as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        # the part file is `.<name>.<random>.part.mp4` (ffmpeg picks the container from the name)
+        with atomic_path(path, suffix=".part.mp4") as part, tempfile.TemporaryFile(dir=tmp) as log:
+            # one large write per frame (subprocess.run's input= writes 512 bytes at a time: slow)
+            proc = subprocess.Popen([*cmd, str(part)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
             assert proc.stdin is not None
             try:
                 for frame in frames:
@@ -687,27 +687,9 @@ def write_clip(path: Path, plan: ClipPlan, nuisance: NuisancePlan, face: _Face, 
             if proc.wait() != 0:
                 log.seek(0)
                 raise RuntimeError(f"ffmpeg failed on {path}: {log.read().decode(errors='replace').strip()}")
-        os.replace(part, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(part)
-        with contextlib.suppress(FileNotFoundError):
             os.unlink(wav)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- reading back

@@ -34,6 +34,8 @@ import torch
 
 from emofuse.data.dataset import DatasetSplits, MultimodalDataset
 from emofuse.data.raw import RAW_DTYPES, LazyRawArray, store_key, write_clip
+from emofuse.data.sources import SourceRequest, data_config, register_source
+from emofuse.runtime import resolve_cache_dir
 
 WEIGHTS = {"T": 0.8, "A": 0.6, "V": 1.0}
 NOISE_STD = 0.25
@@ -59,8 +61,6 @@ class SyntheticRawConfig:
 
 def make_synthetic_raw(config: SyntheticRawConfig | None = None, cache: str | Path | None = None) -> DatasetSplits:
     """Build (or reopen from the cache) train/valid/test; the same config gives the same data."""
-    from emofuse.features.text_models import resolve_cache_dir
-
     cfg = config or SyntheticRawConfig()
     root = resolve_cache_dir(cache) / "synthetic_raw" / store_key(**dataclasses.asdict(cfg), version=DRAWING_VERSION)
     rng = np.random.default_rng(cfg.seed)
@@ -185,3 +185,9 @@ def draw_clip_mel(rng: np.random.Generator, cfg: SyntheticRawConfig, words: int,
     band = int(round((a + 1) / 2 * (cfg.n_mels - 3))) + 1
     mel[:, band - 1 : band + 2, :] += 3.0
     return mel
+
+
+@register_source("synthetic-raw", options=True)
+def _synthetic_raw_source(request: SourceRequest) -> DatasetSplits:
+    """`--data synthetic-raw`: the data options are a `SyntheticRawConfig`."""
+    return make_synthetic_raw(data_config(SyntheticRawConfig, request.options, request.source))

@@ -1,5 +1,6 @@
 """Feature extraction stages: turn raw inputs (text, audio, video) into per-modality sequences."""
 
+from emofuse.features import sources  # noqa: F401  (registers the data sources that need features)
 from emofuse.features.text import (
     DEFAULT_MAX_WORDS,
     WordEmbedder,
@@ -16,9 +17,9 @@ from emofuse.features.text_models import (
     find_mpnet_parts,
     install_mpnet,
     mpnet_dir,
-    resolve_cache_dir,
     resolve_text_model,
 )
+from emofuse.runtime import resolve_cache_dir
 
 __all__ = [
     "DEFAULT_MAX_WORDS",

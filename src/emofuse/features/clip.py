@@ -12,10 +12,8 @@ NoFace.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -40,9 +38,9 @@ from emofuse.features.registry import (
     NoVideoTrack,
     TooShort,
     create_extractor,
-    file_hash,
 )
 from emofuse.features.speech import Words
+from emofuse.files import atomic_path, sha256_file
 
 AUDIO_PICKLE_STREAMS = ("egemaps", "librosa")
 
@@ -198,17 +196,9 @@ class StageCache:
             return
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)  # atomic: a kill -9 leaves either nothing or the whole entry
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        # atomic: a kill -9 leaves either nothing or the whole entry
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
 
 def _words_arrays(w: Words) -> dict[str, np.ndarray]:
@@ -341,7 +331,7 @@ class ClipExtractor:
             raise NoSpeech(path, f"the audio is silent (loudest 10 ms at {loudest:.0f} dBFS, "
                                  f"threshold {cfg.silence_db:.0f})")
         # stage inputs name the decoding too: the same file decoded differently is another input
-        clip_hash = file_hash(path) + ":" + self.decoder.cache_key("", None)
+        clip_hash = sha256_file(path) + ":" + self.decoder.cache_key("", None)
         lap("decode")
 
         text = transcript if transcript is not None and transcript.strip() else None

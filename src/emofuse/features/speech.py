@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emofuse.errors import OptionError
 from emofuse.features.media_models import require_module, whisper_model_dir
 from emofuse.features.registry import Extractor, register_extractor
 
@@ -36,7 +37,7 @@ class Words:
         self.starts = np.asarray(self.starts, dtype=np.float64).reshape(-1)
         self.ends = np.asarray(self.ends, dtype=np.float64).reshape(-1)
         if not (len(self.words) == len(self.starts) == len(self.ends)):
-            raise ValueError("words, starts and ends must have the same length")
+            raise ValueError("words, starts and ends must have the same length")  # built by emofuse's own stages
 
     def __len__(self) -> int:
         return len(self.words)
@@ -83,7 +84,7 @@ class WhisperWords(Extractor):
 
     def __call__(self, audio: np.ndarray, sample_rate: int, transcript: str | None = None) -> Words:
         if sample_rate != 16000:
-            raise ValueError(f"whisper needs 16 kHz audio, got {sample_rate} Hz")
+            raise ValueError(f"whisper needs 16 kHz audio, got {sample_rate} Hz")  # the decoder always gives 16 kHz
         segments, _ = self._load().transcribe(
             np.ascontiguousarray(audio, dtype=np.float32),
             language=self.config.language or None,
@@ -157,9 +158,9 @@ class PocketsphinxAligner(Extractor):
 
     def __call__(self, audio: np.ndarray, sample_rate: int, transcript: str | None = None) -> Words:
         if transcript is None or not transcript.split():
-            raise ValueError("forced alignment needs a transcript; use the 'whisper' or 'auto' words")
+            raise OptionError("forced alignment needs a transcript; use the 'whisper' or 'auto' words")
         if sample_rate != 16000:
-            raise ValueError(f"pocketsphinx needs 16 kHz audio, got {sample_rate} Hz")
+            raise ValueError(f"pocketsphinx needs 16 kHz audio, got {sample_rate} Hz")  # as whisper's above
         originals = transcript.split()
         keys = [normalise_word(w) for w in originals]
         times, spoken = None, []

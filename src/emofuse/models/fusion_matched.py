@@ -90,6 +90,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from emofuse.data.dataset import MODALITIES, Batch
+from emofuse.errors import OptionError
 from emofuse.models.base import (
     AttentionPool,
     ModelOutput,
@@ -144,21 +145,21 @@ class FusionMatchedConfig:
 
     def __post_init__(self) -> None:
         if self.pivot not in MODALITIES:
-            raise ValueError(f"pivot must be one of {MODALITIES}, not {self.pivot!r}")
+            raise OptionError(f"pivot must be one of {MODALITIES}, not {self.pivot!r}")
         if isinstance(self.time_code, bool) or not isinstance(self.time_code, int) or self.time_code < 0:
-            raise ValueError(f"time_code must be a width >= 0 (0 = off), not {self.time_code!r}")
+            raise OptionError(f"time_code must be a width >= 0 (0 = off), not {self.time_code!r}")
         if not isinstance(self.encoder_skip, bool):
-            raise ValueError(f"encoder_skip must be true or false, not {self.encoder_skip!r}")
+            raise OptionError(f"encoder_skip must be true or false, not {self.encoder_skip!r}")
         if isinstance(self.same_time_prior, bool):
-            raise ValueError("same_time_prior is a weight (0 = off), e.g. -o same_time_prior=0.5, not true/false")
+            raise OptionError("same_time_prior is a weight (0 = off), e.g. -o same_time_prior=0.5, not true/false")
         if self.same_time_prior < 0:
-            raise ValueError(f"same_time_prior must be >= 0 (0 = off), not {self.same_time_prior}")
+            raise OptionError(f"same_time_prior must be >= 0 (0 = off), not {self.same_time_prior}")
         if self.same_time_prior > 0 and self.time_code == 0:
-            raise ValueError("same_time_prior acts on the time-code block of W: it needs time_code > 0 "
-                             "(with time_code=0 give same_time_prior=0 as well)")
+            raise OptionError("same_time_prior acts on the time-code block of W: it needs time_code > 0 "
+                              "(with time_code=0 give same_time_prior=0 as well)")
         for name in ("modality_dropout", "text_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+                raise OptionError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
 
 
 # ------------------------------------------------------------------ P' pooling (eqs 13-16)
@@ -216,7 +217,7 @@ class TemporalAttention(nn.Module):
 
     def forward(self, rows: torch.Tensor, row_mask: torch.Tensor) -> torch.Tensor:
         width = rows.shape[-1]
-        if width > self.pivot_len:
+        if width > self.pivot_len:  # evaluate and predict fit the data to the model's lengths first (fit_lengths)
             raise ValueError(
                 f"pivot sequence of length {width} exceeds the model's {self.pivot_len}; "
                 "pad or truncate the data to the training length"
@@ -243,7 +244,7 @@ class TensorAttention(nn.Module):
 
     def forward(self, a_xy: torch.Tensor, a_zy: torch.Tensor, mask_x: torch.Tensor, mask_z: torch.Tensor) -> torch.Tensor:
         t_x, t_y = a_xy.shape[1], a_xy.shape[2]
-        if t_x > self.x_len or t_y > self.pivot_len:
+        if t_x > self.x_len or t_y > self.pivot_len:  # as above: a caller that skipped fit_lengths
             raise ValueError(
                 f"sequences of length {t_x} x {t_y} exceed the model's {self.x_len} x {self.pivot_len}; "
                 "pad or truncate the data to the training length"
@@ -425,7 +426,7 @@ def _default_pivot(modalities: tuple[str, ...]) -> str:
     for m in ("text", "vision", "audio"):
         if m in modalities:
             return m
-    raise ValueError(f"no modality in {modalities}")
+    raise ValueError(f"no modality in {modalities}")  # ModelSpec refuses an empty modality list
 
 
 # The paper trains with lr 0.15 for 2000 epochs, which diverges with Adam (README); the recipe

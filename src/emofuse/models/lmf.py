@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from emofuse.data.dataset import Batch
+from emofuse.errors import OptionError
 from emofuse.models.base import (
     ModelOutput,
     ModelSpec,
@@ -65,7 +66,7 @@ class LMF(MultimodalModel):
         super().__init__(spec, config)
         c = config
         if c.rank < 1:
-            raise ValueError(f"LMF rank must be >= 1, got {c.rank}")
+            raise OptionError(f"LMF rank must be >= 1, got {c.rank}")
         self.subnets = UnimodalSubnets(
             spec,
             hidden={"text": c.text_hidden, "audio": c.audio_hidden, "vision": c.vision_hidden},

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from emofuse.data.dataset import Batch
+from emofuse.errors import OptionError
 from emofuse.models.base import (
     ModelOutput,
     ModelSpec,
@@ -112,7 +113,7 @@ class MCTN(MultimodalModel):
         super().__init__(spec, config)
         c = config
         if c.source not in spec.modalities:
-            raise ValueError(
+            raise OptionError(
                 f"MCTN's source modality {c.source!r} is not among {spec.modalities}; "
                 "pass source= one of them"
             )
@@ -131,7 +132,7 @@ class MCTN(MultimodalModel):
         self.head = mlp_head(h, h, spec.output_size, c.dropout)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        if self.source not in batch.features:
+        if self.source not in batch.features:  # the batch comes from data with the spec's modalities: a bug
             raise ValueError(f"MCTN needs its source modality {self.source!r} in the batch")
         src, mask = batch.features[self.source], batch.masks[self.source]
         seq1, state1 = self.encoder(src, mask)

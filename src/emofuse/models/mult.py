@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from emofuse.data.dataset import Batch
+from emofuse.errors import OptionError
 from emofuse.models.base import (
     FastDropout,
     ModelOutput,
@@ -302,7 +303,7 @@ class MulTConfig:
 
     def __post_init__(self) -> None:
         if self.checkpoint not in (True, False, "auto"):
-            raise ValueError(f"checkpoint must be true, false or auto, not {self.checkpoint!r}")
+            raise OptionError(f"checkpoint must be true, false or auto, not {self.checkpoint!r}")
 
 
 class MulT(MultimodalModel):
@@ -310,7 +311,7 @@ class MulT(MultimodalModel):
         super().__init__(spec, config)
         c = config
         if c.d % c.heads:
-            raise ValueError(f"MulT's d ({c.d}) must be divisible by heads ({c.heads})")
+            raise OptionError(f"MulT's d ({c.d}) must be divisible by heads ({c.heads})")
         mem_layers = c.mem_layers if c.mem_layers is not None else max(c.layers, 3)
         checkpoint_layers = (
             max(spec.max_lengths.values()) > AUTO_CHECKPOINT_STEPS if c.checkpoint == "auto" else bool(c.checkpoint)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from emofuse.data.dataset import Batch
+from emofuse.errors import OptionError
 from emofuse.models.base import (
     ModelOutput,
     ModelSpec,
@@ -42,7 +43,7 @@ class PooledConfig:
 
     def __post_init__(self) -> None:
         if self.hidden < 0 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"hidden must be >= 0 and dropout in [0, 1), not {self.hidden}, {self.dropout}")
+            raise OptionError(f"hidden must be >= 0 and dropout in [0, 1), not {self.hidden}, {self.dropout}")
 
 
 class Pooled(MultimodalModel):

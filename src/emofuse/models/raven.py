@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from emofuse.data.dataset import Batch
+from emofuse.errors import OptionError
 from emofuse.models.base import (
     ModelOutput,
     ModelSpec,
@@ -128,7 +129,7 @@ class RAVEN(MultimodalModel):
         super().__init__(spec, config)
         c = config
         if "text" not in spec.modalities:
-            raise ValueError(f"RAVEN shifts words: it needs 'text', got {spec.modalities}")
+            raise OptionError(f"RAVEN shifts words: it needs 'text', got {spec.modalities}")
         self.nonverbal = tuple(m for m in NONVERBAL if m in spec.modalities)
         d_text = spec.dims["text"]
         self.subword = nn.ModuleDict(

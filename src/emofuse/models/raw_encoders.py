@@ -18,7 +18,7 @@ from torch import nn
 
 from emofuse.data.dataset import Batch, MultimodalDataset
 from emofuse.data.raw import RAW_KEY_OF
-from emofuse.errors import UserError
+from emofuse.errors import OptionError, UserError
 from emofuse.models.base import ModelOutput, ModelSpec, MultimodalModel
 from emofuse.models.encoders.registry import create_encoder, get_encoder
 
@@ -35,7 +35,7 @@ class RawEncoderConfig:
         for modality, name in self.encoders.items():
             entry = get_encoder(name)  # unknown names list the known ones
             if entry.modality != modality:
-                raise ValueError(f"encoder {name!r} reads {entry.modality}, not {modality}")
+                raise OptionError(f"encoder {name!r} reads {entry.modality}, not {modality}")
 
 
 class WithRawEncoders(MultimodalModel):
@@ -53,7 +53,7 @@ class WithRawEncoders(MultimodalModel):
     def encode_words(self, modality: str, raw: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """B x L x ... raw words -> B x L x dim, computed for real words only, zero on padding."""
         b, length = mask.shape
-        if raw.shape[:2] != (b, length):
+        if raw.shape[:2] != (b, length):  # the batch's raw inputs and masks come from one dataset: a bug
             raise ValueError(
                 f"raw {modality} input has {tuple(raw.shape[:2])} clips x words, the mask {(b, length)}"
             )
@@ -69,7 +69,7 @@ class WithRawEncoders(MultimodalModel):
         features = dict(batch.features)
         for m in self.encoders:
             key = RAW_KEY_OF[m]
-            if key not in batch.extras:
+            if key not in batch.extras:  # refused before: check_raw_inputs (train), prepare (evaluate, predict)
                 raise ValueError(
                     f"the model reads raw {m} through {self.raw_config.encoders[m]!r}, but the batch carries no "
                     f"{key}: use a dataset with raw inputs (synthetic-raw, RAVDESS, an extracted raw store)"

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from emofuse.errors import OptionError
+
 if TYPE_CHECKING:
     from emofuse.models.base import ModelSpec, MultimodalModel
 
@@ -58,7 +60,7 @@ _RECIPES: dict[str, Recipe] = {}
 def register_model(name: str, recipe: Recipe | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
     def decorator(fn: ModelBuilder) -> ModelBuilder:
         if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
+            raise ValueError(f"model {name!r} is registered twice")  # two model files took one name: a bug
         _REGISTRY[name] = fn
         _RECIPES[name] = recipe or Recipe()
         return fn
@@ -74,7 +76,7 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_builder(name: str) -> ModelBuilder:
     _import_all()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise OptionError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 

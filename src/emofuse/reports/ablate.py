@@ -23,9 +23,10 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from emofuse.data.dataset import MODALITIES, DatasetSplits, modality_code
+from emofuse.errors import OptionError, UserError
+from emofuse.files import atomic_write_text
 from emofuse.reports.search import model_config
 from emofuse.reports.tables import markdown_table
-from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig
 from emofuse.training.multiseed import mean_std, train_seeds
 
@@ -65,10 +66,10 @@ def run_ablation(
 ) -> list[dict[str, Any]]:
     """Rows {model, subset, metric: (mean, std)} for each model (default: base.model) x subset."""
     if splits.task != "regression":
-        raise ValueError(f"{splits.name}: ablation reads regression scores as 2/3/7 classes; the data have classes")
+        raise UserError(f"{splits.name}: ablation reads regression scores as 2/3/7 classes; the data have classes")
     models = list(models or [base.model])
     if len(set(models)) != len(models):
-        raise ValueError(f"duplicate model names in {models}")
+        raise OptionError(f"duplicate model names in {models}")
     available = set(splits.train.modalities)
     out = Path(out)
     rows = []

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.data.dataset import DatasetSplits, parse_modalities
+from emofuse.errors import OptionError
+from emofuse.files import atomic_write_text
 from emofuse.reports.compare import BOOTSTRAP_METRICS, paired_bootstrap, seed_averaged_test_predictions
 from emofuse.reports.tables import ceiling_rows, markdown_table, summary_row
-from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig
 from emofuse.training.multiseed import train_seeds
 
@@ -50,7 +51,7 @@ def attention_ablation(
     n_boot: int = 1000,
 ) -> dict[str, Any]:
     if "vision" not in parse_modalities(base.modalities):
-        raise ValueError(f"the attention ablation needs the vision modality, not {base.modalities!r}")
+        raise OptionError(f"the attention ablation needs the vision modality, not {base.modalities!r}")
     out = Path(out)
     summaries = {}
     for mode in modes:

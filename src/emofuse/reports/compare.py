@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from emofuse.data.dataset import DatasetSplits
+from emofuse.errors import OptionError, UserError
+from emofuse.files import atomic_write_text
 from emofuse.models.registry import RECIPE_FIELDS
 from emofuse.reports.search import model_config, train_model
 from emofuse.reports.tables import HEADERS, PERCENT, ceiling_rows, markdown_table, summary_row
-from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig
 
 __all__ = ["BOOTSTRAP_METRICS", "compare_models", "paired_bootstrap", "seed_averaged_test_predictions"]
@@ -62,7 +63,7 @@ def _metric_on_indices(pred: np.ndarray, labels: np.ndarray, metric: str, idx: n
             return np.where(n > 0, correct[idx].sum(axis=-1) / np.maximum(n, 1), np.nan)
     if metric == "accuracy":
         return (pred == labels).astype(float)[idx].mean(axis=-1)
-    raise ValueError(f"unknown bootstrap metric {metric!r}; known: mae, acc2_non0, accuracy")
+    raise ValueError(f"unknown bootstrap metric {metric!r}; known: mae, acc2_non0, accuracy")  # from BOOTSTRAP_METRICS
 
 
 def paired_bootstrap(
@@ -79,6 +80,7 @@ def paired_bootstrap(
     b = np.asarray(pred_b, dtype=float).reshape(-1)
     y = np.asarray(labels, dtype=float).reshape(-1)
     if not (a.size == b.size == y.size) or y.size == 0:
+        # emofuse's own seed-averaged test predictions: a bug if they differ
         raise ValueError(f"predictions and labels must be non-empty and equally long ({a.size}, {b.size}, {y.size})")
     full = np.arange(y.size)
     diff = float(_metric_on_indices(a, y, metric, full) - _metric_on_indices(b, y, metric, full))
@@ -120,7 +122,8 @@ def seed_averaged_test_predictions(
         if ids is None:
             ids, labels = sid, lab
         elif sid != ids:
-            raise ValueError(f"{path}: test ids differ from the other seeds' runs")
+            # a --resume folder holding runs of other data
+            raise UserError(f"{path}: test ids differ from the other seeds' runs")
         per_seed.append(pred)
     stacked = np.stack(per_seed)
     if classification:
@@ -252,11 +255,11 @@ def compare_models(
     paths under their own keys.
     """
     if not models:
-        raise ValueError("compare_models needs at least one model")
+        raise OptionError("compare_models needs at least one model")
     if len(set(models)) != len(models):
-        raise ValueError(f"duplicate model names in {models}")
+        raise OptionError(f"duplicate model names in {models}")
     if not seeds:
-        raise ValueError("compare_models needs at least one seed")
+        raise OptionError("compare_models needs at least one seed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = {
@@ -293,7 +296,7 @@ def compare_models(
         ids_a, labels, pa = preds[a]
         ids_b, _, pb = preds[b]
         if ids_a != ids_b:
-            raise ValueError(f"{a} and {b} were tested on different test sets")
+            raise UserError(f"{a} and {b} were tested on different test sets")  # as above: a stale --resume folder
         for metric in BOOTSTRAP_METRICS[task]:
             r = paired_bootstrap(pa, pb, labels, metric, n_boot=n_boot, seed=boot_seed)
             boot_rows.append({"model_a": a, "model_b": b, "metric": metric, **r})

@@ -33,10 +33,10 @@ import torch
 
 from emofuse.data.dataset import MultimodalDataset
 from emofuse.data.synthetic import CUE, MARKER, POLARITY, SHOWN, WEIGHTS, SyntheticConfig, make_synthetic
+from emofuse.files import atomic_write_text
 from emofuse.metrics import regression_metrics
 from emofuse.reports.search import model_config
 from emofuse.reports.tables import markdown_table, summary_row
-from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig
 from emofuse.training.multiseed import REGRESSION_KEYS, train_seeds
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.data.dataset import DatasetSplits
+from emofuse.errors import OptionError
+from emofuse.files import atomic_write_text
 from emofuse.models.registry import RECIPE_FIELDS, get_recipe
-from emofuse.training.checkpoint import atomic_write_text
 from emofuse.training.config import TrainConfig
 from emofuse.training.multiseed import summarise
 from emofuse.training.trainer import RunResult, train_run
@@ -60,10 +61,10 @@ def parse_search(texts: list[str] | str | None) -> dict[str, list[str]]:
             if "=" in token:
                 key, token = (s.strip() for s in token.split("=", 1))
                 if key not in SEARCH_KEYS:
-                    raise ValueError(f"--search {text!r}: cannot search {key!r}; searchable: {', '.join(SEARCH_KEYS)}")
+                    raise OptionError(f"--search {text!r}: cannot search {key!r}; searchable: {', '.join(SEARCH_KEYS)}")
                 grid.setdefault(key, [])
             if key is None or not token:
-                raise ValueError(f"--search {text!r}: expected KEY=V1,V2[,KEY=V1,...], e.g. lr=x0.3,x1,x3")
+                raise OptionError(f"--search {text!r}: expected KEY=V1,V2[,KEY=V1,...], e.g. lr=x0.3,x1,x3")
             _value(key, token, 1.0)  # checked now, not after an hour of training
             if token not in grid[key]:
                 grid[key].append(token)
@@ -74,9 +75,9 @@ def _value(key: str, token: str, recipe_value: float) -> float | int:
     try:
         number = recipe_value * float(token[1:]) if token.startswith("x") else float(token)
     except ValueError:
-        raise ValueError(f"--search {key}={token}: not a number (or xFACTOR)") from None
+        raise OptionError(f"--search {key}={token}: not a number (or xFACTOR)") from None
     if number < 0 or (key in ("lr", "batch_size") and number <= 0):
-        raise ValueError(f"--search {key}={token}: must be positive")
+        raise OptionError(f"--search {key}={token}: must be positive")
     return max(1, round(number)) if SEARCH_KEYS[key] is int else float(number)
 
 

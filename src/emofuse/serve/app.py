@@ -37,7 +37,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from emofuse.data.dataset import DataFormatError
-from emofuse.errors import UserError
+from emofuse.errors import OptionError, UserError
 from emofuse.features.registry import ClipError
 from emofuse.inference.explain import explain
 from emofuse.inference.predict import Predictor, RunMismatch
@@ -62,11 +62,11 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes < 1:
-            raise ValueError(f"the upload limit must be positive, got {self.max_upload_bytes} bytes")
+            raise OptionError(f"the upload limit must be positive, got {self.max_upload_bytes} bytes")
         if self.timeout_s <= 0:
-            raise ValueError(f"the time limit must be positive, got {self.timeout_s} s")
+            raise OptionError(f"the time limit must be positive, got {self.timeout_s} s")
         if self.upload_dir is not None and not Path(self.upload_dir).is_dir():
-            raise ValueError(f"upload folder {self.upload_dir} does not exist")
+            raise OptionError(f"upload folder {self.upload_dir} does not exist")
 
 
 def _error(status: int, reason: str, message: str, clip: str = "", headers: dict[str, str] | None = None

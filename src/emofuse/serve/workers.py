@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from emofuse.errors import OptionError
 from emofuse.features.registry import ClipError
 from emofuse.inference.predict import Predictor
 
@@ -77,9 +78,9 @@ class PredictorPool:
     def __init__(self, run_dir: str, workers: int = 1, queue_size: int = 4, device: str = "cpu",
                  cache_dir: str | None = None, warm: bool = True) -> None:
         if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+            raise OptionError(f"workers must be at least 1, got {workers}")
         if queue_size < 0:
-            raise ValueError(f"queue size must be 0 or more, got {queue_size}")
+            raise OptionError(f"queue size must be 0 or more, got {queue_size}")
         started = time.perf_counter()
         self.workers, self.queue_size = workers, queue_size
         self._predictors: queue.SimpleQueue[Predictor] = queue.SimpleQueue()
@@ -171,7 +172,7 @@ class PngStore:
 
     def __init__(self, limit: int = 64) -> None:
         if limit < 1:
-            raise ValueError(f"the explain store must hold at least 1 picture, got {limit}")
+            raise OptionError(f"the explain store must hold at least 1 picture, got {limit}")
         self.limit = limit
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from emofuse.errors import UserError
+from emofuse.errors import MissingDependency, OptionError
 
 
 @dataclass(frozen=True)
@@ -81,13 +81,13 @@ def process_group(device: str = "auto", timeout_s: float = 1800) -> Iterator[Dis
         yield context()
         return
     if not dist.is_available():
-        raise UserError("this torch build has no torch.distributed: run a single process instead of torchrun")
+        raise MissingDependency("this torch build has no torch.distributed: run a single process instead of torchrun")
     backend = backend_for(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "nccl":
         if local_rank >= torch.cuda.device_count():
-            raise UserError(f"process {local_rank} on this node has no GPU: --nproc-per-node must not exceed "
-                            f"the {torch.cuda.device_count()} GPUs here")
+            raise OptionError(f"process {local_rank} on this node has no GPU: --nproc-per-node must not exceed "
+                              f"the {torch.cuda.device_count()} GPUs here")
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     try:
@@ -105,8 +105,8 @@ def device_for(device: torch.device, ctx: DistContext) -> torch.device:
 
 def check_batch_size(batch_size: int, ctx: DistContext) -> None:
     if ctx.active and batch_size < ctx.world:
-        raise UserError(f"--batch-size {batch_size} is the global batch, shared by {ctx.world} processes: "
-                        f"give at least {ctx.world}")
+        raise OptionError(f"--batch-size {batch_size} is the global batch, shared by {ctx.world} processes: "
+                          f"give at least {ctx.world}")
 
 
 def shard(indices: torch.Tensor, ctx: DistContext) -> tuple[torch.Tensor, float]:

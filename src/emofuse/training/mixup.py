@@ -23,6 +23,7 @@ import torch
 
 from emofuse.data.dataset import Batch
 from emofuse.data.raw import RAW_KEY_OF
+from emofuse.errors import OptionError
 
 MODALITY_OF_RAW = {key: m for m, key in RAW_KEY_OF.items()}
 
@@ -32,7 +33,7 @@ class Mixup:
 
     def __init__(self, alpha: float, seed: int) -> None:
         if alpha <= 0:
-            raise ValueError(f"mixup alpha must be > 0, not {alpha}")
+            raise OptionError(f"mixup alpha must be > 0, not {alpha}")
         self.alpha = alpha
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
@@ -51,7 +52,7 @@ def mix_batch(batch: Batch, partner: torch.Tensor, lam: float) -> Batch:
     extras = {}
     for key, raw in batch.extras.items():
         modality = MODALITY_OF_RAW.get(key)
-        if modality is None or modality not in batch.masks:
+        if modality is None or modality not in batch.masks:  # TrainConfig refuses --mixup with --text-encoder's tokens
             raise ValueError(f"mixup cannot mix the batch's {key!r} (only features and raw crops / log-mel)")
         extras[key] = _blend_raw(raw, batch.masks[modality], partner, lam)
     return Batch(features, masks, batch.labels, batch.indices, extras)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from emofuse.data.dataset import DatasetSplits
-from emofuse.training.checkpoint import atomic_write_text
+from emofuse.files import atomic_write_text
 from emofuse.training.config import TrainConfig
 from emofuse.training.trainer import RunResult, train_run
 

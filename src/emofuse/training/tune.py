@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.data.dataset import DatasetSplits
-from emofuse.errors import UserError
+from emofuse.errors import MissingDependency, OptionError, UserError
 from emofuse.files import atomic_path
 from emofuse.training.config import SPEED_FIELDS, TrainConfig
 from emofuse.training.distributed import launched_by_torchrun
@@ -51,16 +51,16 @@ class Param:
     def __post_init__(self) -> None:
         where = f"search space {self.name!r}"
         if self.kind not in KINDS:
-            raise ValueError(f"{where}: unknown kind {self.kind!r}; use one of {', '.join(KINDS)}")
+            raise OptionError(f"{where}: unknown kind {self.kind!r}; use one of {', '.join(KINDS)}")
         if self.kind == "cat":
             if not self.choices:
-                raise ValueError(f"{where}: cat needs at least one choice, e.g. {self.name}=cat:16,32")
+                raise OptionError(f"{where}: cat needs at least one choice, e.g. {self.name}=cat:16,32")
         elif not self.low < self.high:
-            raise ValueError(f"{where}: low ({self.low}) must be below high ({self.high})")
+            raise OptionError(f"{where}: low ({self.low}) must be below high ({self.high})")
         elif self.kind == "log" and self.low <= 0:
-            raise ValueError(f"{where}: log needs a positive low bound, not {self.low}")
+            raise OptionError(f"{where}: log needs a positive low bound, not {self.low}")
         if self.name in FIXED:
-            raise ValueError(f"{where}: {self.name} is fixed for the whole study; pass it as a flag instead")
+            raise OptionError(f"{where}: {self.name} is fixed for the whole study; pass it as a flag instead")
 
     def suggest(self, trial: Any) -> Any:
         if self.kind == "cat":
@@ -74,7 +74,7 @@ def parse_param(text: str) -> Param:
     """'lr=log:1e-4:1e-2', 'hidden=int:32:128', 'dropout=float:0:0.5', 'batch_size=cat:16,32'."""
     name, sep, spec = text.partition("=")
     if not sep or not name.strip():
-        raise ValueError(f"--space {text!r}: write KEY=KIND:..., e.g. lr=log:1e-4:1e-2 or batch_size=cat:16,32")
+        raise OptionError(f"--space {text!r}: write KEY=KIND:..., e.g. lr=log:1e-4:1e-2 or batch_size=cat:16,32")
     return _param(name.strip(), spec.strip())
 
 
@@ -85,7 +85,7 @@ def _param(name: str, spec: Any) -> Param:
             return Param(name, kind, float(spec.get("low", 0)), float(spec.get("high", 0)),
                          tuple(spec.get("choices", ())))
         except (TypeError, ValueError) as err:
-            raise ValueError(f"search space {name!r}: {err}") from None
+            raise OptionError(f"search space {name!r}: {err}") from None
     if isinstance(spec, list):
         return Param(name, "cat", choices=tuple(spec))
     kind, _, rest = str(spec).partition(":")
@@ -93,11 +93,11 @@ def _param(name: str, spec: Any) -> Param:
         return Param(name, "cat", choices=tuple(_value(v) for v in rest.split(",") if v != ""))
     parts = rest.split(":")
     if len(parts) != 2:
-        raise ValueError(f"search space {name!r}: {spec!r} must be {kind or 'KIND'}:LOW:HIGH (or cat:A,B,...)")
+        raise OptionError(f"search space {name!r}: {spec!r} must be {kind or 'KIND'}:LOW:HIGH (or cat:A,B,...)")
     try:
         low, high = float(parts[0]), float(parts[1])
     except ValueError:
-        raise ValueError(f"search space {name!r}: bounds {parts[0]!r} and {parts[1]!r} must be numbers") from None
+        raise OptionError(f"search space {name!r}: bounds {parts[0]!r} and {parts[1]!r} must be numbers") from None
     return Param(name, kind, low, high)
 
 
@@ -133,7 +133,7 @@ def load_space(path: Path) -> list[Param]:
     try:
         return [_param(str(k), v) for k, v in data.items()]
     except ValueError as err:
-        raise UserError(f"--space-file {path}: {err}") from None
+        raise OptionError(f"--space-file {path}: {err}") from None
 
 
 def trial_config(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
@@ -168,12 +168,12 @@ def tune(
     try:
         import optuna
     except ImportError:
-        raise UserError("emofuse tune needs Optuna: pip install 'emofuse[tune]'") from None
+        raise MissingDependency("emofuse tune needs Optuna: pip install 'emofuse[tune]'") from None
     if launched_by_torchrun():
         raise UserError("emofuse tune trains one process per trial: instead of torchrun, start several "
                         "`emofuse tune --storage URL --study-name NAME` processes that share one study")
     if not space:
-        raise UserError("give a search space: --space lr=log:1e-4:1e-2 ... or --space-file FILE")
+        raise OptionError("give a search space: --space lr=log:1e-4:1e-2 ... or --space-file FILE")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
