@@ -164,6 +164,17 @@ def test_alignment_averages_exactly_the_overlapping_frames() -> None:
     assert empty == {"audio": 1} and features.dtype == np.float32
 
 
+def test_a_frame_belongs_to_a_word_it_overlaps_wherever_its_centre_lies() -> None:
+    """The SDK's rule (mmdataset.__intersect_and_copy): overlap, not the frame's centre. The word
+    [0.9, 2.1) holds frame [1, 2) whole and overlaps [0, 1) and [2, 3) by 0.1 s each, though their
+    centres (0.5, 2.5) lie outside it: all three count, as they do in `emofuse extract`."""
+    aligned, empty = align_to_reference(words((0.9, 2.1)), [frames_123()])
+    assert empty == {"frames": 0}
+    np.testing.assert_allclose(aligned["frames"].data["v"][0], [[2.0, 20.0]])  # (1 + 2 + 3) / 3, not 2 alone
+    aligned, _ = align_to_reference(words((0.9, 2.1)), [frames_123()], collapse="sum")
+    assert aligned["frames"].data["v"][0][0, 0] == 6.0
+
+
 @pytest.mark.parametrize(("collapse", "expected"), [("sum", 6.0), ("max", 3.0), ("min", 1.0)])
 def test_other_collapse_functions(collapse: str, expected: float) -> None:
     aligned, _ = align_to_reference(words((0.5, 2.5)), [frames_123()], collapse=collapse)

@@ -21,7 +21,8 @@ from extract_media import broken_inputs, missing_for_tests, speaking_clip
 from emofuse.data.dataset import DataFormatError
 from emofuse.data.mmsa import load_mmsa_pickle
 from emofuse.features.clip import ClipExtractor, ExtractConfig, extract_clip
-from emofuse.features.extract import extract_dataset, merge_shards, unaligned_path
+from emofuse.features.extract import extract_dataset
+from emofuse.features.extract_pickles import unaligned_path
 from emofuse.features.registry import (
     ClipError,
     NoAudioTrack,
@@ -30,6 +31,7 @@ from emofuse.features.registry import (
     TooShort,
     UnreadableMedia,
 )
+from emofuse.features.shards import merge_shards
 
 MISSING = missing_for_tests()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "

@@ -5,9 +5,9 @@ Layout (as the SDK writes it):
     /<root name>/data/<video_id>/intervals  m x 2 float seconds [start, end]
     /<root name>/metadata/<key>             1-element string dataset holding JSON text
 
-Alignment and segmentation use the SDK's overlap rule: a frame belongs to a reference interval
-when their intersection is longer than `epsilon` seconds, so frames that merely touch a boundary
-are left out (the SDK uses a small epsilon for the same reason).
+Alignment and segmentation use the SDK's overlap rule (`emofuse.data.intervals.overlapping`, the
+one rule `emofuse extract` uses too): a frame belongs to a reference interval when their
+intersection is longer than `epsilon` seconds, so frames that merely touch a boundary are left out.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from emofuse.data.dataset import (
     DatasetSplits,
     MultimodalDataset,
 )
+from emofuse.data.intervals import EPSILON, overlapping, row_chunks
 from emofuse.data.labels import check_score_range
-from emofuse.data.mmsa import atomic_path
+from emofuse.files import atomic_path
 
-EPSILON = 1e-6
 # Metadata every SDK computational sequence must carry (mmsdk's featuresetMetadataTemplate);
 # the SDK refuses a file that lacks one of them.
 SDK_METADATA_KEYS: tuple[str, ...] = (
@@ -271,29 +271,6 @@ def _storable(features: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- alignment
-def _overlap(ref: np.ndarray, frames: np.ndarray, epsilon: float) -> np.ndarray:
-    """Boolean R x F matrix: reference interval r and frame f intersect for more than epsilon.
-
-    A reference interval of (near) zero length - MOSI has one such opinion segment - takes the
-    frames that contain its instant (start <= t < end); the SDK would silently lose it.
-    """
-    inter = np.minimum(ref[:, None, 1], frames[None, :, 1]) - np.maximum(
-        ref[:, None, 0], frames[None, :, 0]
-    )
-    hit = inter > epsilon
-    point = (ref[:, 1] - ref[:, 0]) <= epsilon
-    if point.any():
-        t = ref[point, 0][:, None]
-        hit[point] = (frames[None, :, 0] <= t) & (t < frames[None, :, 1])
-    return hit
-
-
-def _row_chunks(n_rows: int, n_cols: int, budget: int = 1_000_000) -> range:
-    """Chunk reference rows so the R x F overlap matrix stays a few MB for long videos."""
-    step = max(1, budget // max(1, n_cols))
-    return range(0, n_rows, step)
-
-
 Collapse = Callable[[np.ndarray], np.ndarray]
 _COLLAPSE: dict[str, Collapse] = {
     "max": lambda x: x.max(axis=0),
@@ -310,10 +287,10 @@ def _collapse_video(
     values = np.nan_to_num(features.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     out = np.zeros((len(ref_iv), values.shape[1]), dtype=np.float64)
     empty = 0
-    chunks = _row_chunks(len(ref_iv), len(intervals))
+    chunks = row_chunks(len(ref_iv), len(intervals))
     for start in chunks:
         rows = slice(start, start + chunks.step)
-        hit = _overlap(ref_iv[rows], intervals, epsilon)
+        hit = overlapping(ref_iv[rows], intervals, epsilon)
         counts = hit.sum(axis=1)
         empty += int((counts == 0).sum())
         if collapse in ("mean", "sum"):
@@ -400,7 +377,7 @@ def segment(
             absent += 1
             continue
         features, intervals = sequence.data[vid]
-        hit = _overlap(label_iv, intervals, epsilon)
+        hit = overlapping(label_iv, intervals, epsilon)
         for i, (start, end) in enumerate(label_iv):
             rows = hit[i]
             clipped = np.clip(intervals[rows], start, end)
