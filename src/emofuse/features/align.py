@@ -45,6 +45,10 @@ class Stream:
         return int(self.values.shape[1])
 
 
+# which rule assigns frames to words; part of the key of every cached extraction that aligns
+# (a pickle made under the old frame-centre rule is not reused)
+ALIGNMENT_RULE = "cmu-sdk-interval-overlap"
+
 def regular_times(n: int, rate: float) -> np.ndarray:
     """Centres of n frames of 1/rate seconds starting at 0."""
     return (np.arange(n) + 0.5) / rate

@@ -132,7 +132,7 @@ class LogMel(AudioExtractor):
 
 def logmel_config(n_mels: int, n_fft: int, sample_rate: int):  # -> emofuse.audio_frontend.LogMelConfig
     """The log-mel map of the `logmel` stream: 25 ms windows on this module's 10 ms frame grid.
-    Extracted pickles record it (`emofuse.features.extract.pickle_meta`), so it is defined once."""
+    Extracted pickles record it (`emofuse.features.extract_pickles.pickle_meta`), so it is defined once."""
     from emofuse.audio_frontend import LogMelConfig
 
     return LogMelConfig(n_mels=n_mels, n_fft=n_fft, win_ms=25.0, hop_ms=1000.0 / FRAME_RATE, sample_rate=sample_rate)

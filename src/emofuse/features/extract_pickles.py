@@ -64,10 +64,12 @@ def write_pickles(table: DatasetTable, results: Sequence[ClipResult], config: Ex
 
 def pickle_meta(config: ExtractConfig) -> dict[str, Any]:
     """What an extracted pickle says about how it was made (see `emofuse.data.frontend`)."""
+    from emofuse.features.align import ALIGNMENT_RULE
     from emofuse.features.audio import logmel_config
 
     logmel = logmel_config(config.n_mels, config.n_fft, config_sample_rate(config))
-    return {"format": "emofuse-extract", "extract_config": config.to_dict(), "logmel": logmel.describe()}
+    return {"format": "emofuse-extract", "extract_config": config.to_dict(), "logmel": logmel.describe(),
+            "alignment": ALIGNMENT_RULE}
 
 
 def config_sample_rate(config: ExtractConfig) -> int:

@@ -48,6 +48,7 @@ def load_synthetic_clips(options: dict[str, Any], progress: bool = True) -> Data
     from emofuse.data.mmsa import load_mmsa_pickle
     from emofuse.data.raw import store_key
     from emofuse.data.synthetic_clips import SyntheticClipsConfig, make_synthetic_clips, planted_extras
+    from emofuse.features.align import ALIGNMENT_RULE
     from emofuse.features.extract import extract_config, extract_dataset
 
     # the options of both configs share one namespace: unknown keys are named with the known ones
@@ -65,7 +66,7 @@ def load_synthetic_clips(options: dict[str, Any], progress: bool = True) -> Data
     folder = Path(make_synthetic_clips(generator, progress=progress))
     settings = {k: v for k, v in dataclasses.asdict(extraction).items() if k != "workers"}
     config = extract_config("T+A+V", **settings)
-    out = folder / "extracted" / store_key(**config.to_dict()) / "feat.pkl"
+    out = folder / "extracted" / store_key(**config.to_dict(), alignment=ALIGNMENT_RULE) / "feat.pkl"
     if not out.is_file():
         workers = extraction.workers or min(2, os.cpu_count() or 1)
         extract_dataset(folder, out, config=config, workers=workers, raw=True, progress=progress)
