@@ -9,6 +9,9 @@ ValueError keeps working.
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class UserError(ValueError):
     """Bad input, a bad option or an unusable output path; the message says what to change."""
@@ -28,3 +31,18 @@ class IntegrityError(UserError):
 
 class OutputError(UserError):
     """An output location that cannot be written: no space, no permission, a folder in the way."""
+
+
+class InputNotFound(FileNotFoundError):
+    """A file or folder the user named does not exist.
+
+    A FileNotFoundError (what callers and tests catch for a missing file) that carries the path,
+    and prints as its message alone. It cannot also be a UserError (Python refuses a class that is
+    both a ValueError and an OSError), so the command line counts it as the user's explicitly.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(errno.ENOENT, message, os.fspath(path))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
