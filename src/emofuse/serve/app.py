@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -75,33 +75,28 @@ def _error(status: int, reason: str, message: str, clip: str = "", headers: dict
                         headers=headers)
 
 
-def create_app(pool: PredictorPool, limits: Limits | None = None) -> FastAPI:
-    """The app over an already loaded pool (the caller owns the pool and closes it)."""
-    limits = limits or Limits()
-    pngs = PngStore(limits.explain_cache)
-    app = FastAPI(title="emofuse", version="0.1.0",
-                  description="Multimodal sentiment and emotion predictions for clips, with explanations.")
-    app.state.pool, app.state.limits, app.state.pngs = pool, limits, pngs
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+@dataclass
+class Server:
+    """What the routes share: the pool of loaded predictors, the limits and the kept PNGs."""
 
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(_request: Request, err: RequestValidationError) -> JSONResponse:
-        # FastAPI's own 422s (a body that is not JSON, a bad query value) in the same shape as ours
-        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors())
-        return _error(422, "bad_request", problems or "the request cannot be read")
+    pool: PredictorPool
+    limits: Limits
+    pngs: PngStore
 
-    def refused() -> JSONResponse:
+    def refused(self) -> JSONResponse:
+        pool = self.pool
         return _error(503, "queue_full", f"the server is busy: {pool.stats().in_flight} requests in progress "
                       f"({pool.workers} workers, queue of {pool.queue_size}); retry later",
                       headers={"Retry-After": str(pool.retry_after())})
 
-    async def run_job(job: Callable[[Predictor], Any], cleanup: Callable[[], None], clip: str,
+    async def run_job(self, job: Callable[[Predictor], Any], cleanup: Callable[[], None], clip: str,
                       mismatch_status: int = 500) -> tuple[Any, JSONResponse | None]:
         """Submit an admitted job and wait for it up to the time limit; (result, None) or (None, error).
         Whatever happens, `cleanup` runs and the slot is released exactly once.
 
         mismatch_status: the status of a RunMismatch, 500 for a clip (the served run cannot read
         what `extract` gives: the server's problem), 422 for a record (the client's sizes)."""
+        pool, timeout_s = self.pool, self.limits.timeout_s
         try:
             future = pool.submit(job, cleanup)
         except RuntimeError:  # the executor is shutting down with the server
@@ -109,7 +104,7 @@ def create_app(pool: PredictorPool, limits: Limits | None = None) -> FastAPI:
             pool.release()
             return None, _error(503, "shutting_down", "the server is shutting down", clip)
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), limits.timeout_s), None
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout_s), None
         except asyncio.TimeoutError:
             if future.cancel():  # still queued: it will never run, so its clean-up is ours
                 cleanup()
@@ -117,7 +112,7 @@ def create_app(pool: PredictorPool, limits: Limits | None = None) -> FastAPI:
                 where = "waiting in the queue"
             else:
                 where = "running; it finishes in the background and its result is dropped"
-            return None, _error(504, "timeout", f"{clip}: not done within the {limits.timeout_s:g} s time limit "
+            return None, _error(504, "timeout", f"{clip}: not done within the {timeout_s:g} s time limit "
                                 f"(it was {where})", clip)
         except ClipError as err:
             status = 415 if err.reason in UNREADABLE else 422
@@ -131,113 +126,156 @@ def create_app(pool: PredictorPool, limits: Limits | None = None) -> FastAPI:
             return None, _error(500, "internal_error", f"{clip}: the prediction failed inside the server "
                                 "(see the server log)", clip)
 
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        """Liveness and load: workers, requests in flight, refused so far."""
-        return {"status": "ok", **as_dict(pool.stats()), "capacity": pool.capacity}
+router = APIRouter()
 
-    @app.get("/v1/model")
-    async def model() -> dict[str, Any]:
-        """What the run is: model, modalities, task, its metrics (valid and test split), its config."""
-        first = pool.first
-        metrics_path = first.run_dir / "metrics.json"
-        # metrics.json writes an undefined metric (corr of one test clip) as NaN, which JSON lacks
-        metrics = _finite(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {}
-        return {**first.describe(), "class_names": first.class_names if first.is_classifier else None,
-                "test_metrics": metrics.get("test"), "metrics": metrics, "config": first.run.config.to_dict(),
-                "extract": {"view": first.layout.view, "from_extract": first.layout.from_extract,
-                            "data": first.layout.source},
-                "serve": {"workers": pool.workers, "queue_size": pool.queue_size,
-                          "max_upload_bytes": limits.max_upload_bytes, "timeout_s": limits.timeout_s,
-                          "load_seconds": round(pool.load_seconds, 2)}}
 
-    @app.get("/v1/explain/{key}", responses={200: {"content": {"image/png": {}}}})
-    async def explain_png(key: str) -> Response:
-        """The explain PNG of a finished prediction (the most recent ones are kept)."""
-        png = pngs.get(key)
-        if png is None:
-            return _error(404, "unknown_id", f"no explain picture with id {key!r} (only the last "
-                          f"{pngs.limit} are kept)")
-        return Response(png, media_type="image/png")
-
-    @app.post("/v1/predict", openapi_extra={"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary", "description": "a clip in any container the "
-                     "decoder reads: " + ", ".join(s.lstrip(".") for s in SUFFIXES)},
-            "transcript": {"type": "string", "description": "the words spoken (force-aligned instead of "
-                           "recognised)"}}}}}}})
-    async def predict(request: Request, with_explain: bool = Query(True, alias="explain")) -> JSONResponse:
-        """Score one uploaded clip (the fields of `emofuse predict --json`)."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_upload_bytes + 64 * 1024:
-            return _error(413, "too_large", f"the request is {int(declared)} bytes, over the "
-                          f"{limits.max_upload_bytes} byte upload limit")
-        try:
-            pool.admit()
-        except QueueFull:
-            return refused()
-        folder: Path | None = None
-        submitted = False
-
-        def cleanup() -> None:
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-
-        try:
-            folder = Path(tempfile.mkdtemp(prefix="emofuse-serve-", dir=limits.upload_dir))
-            try:
-                upload = await receive_clip(request.headers.get("content-type", ""), request.stream(), folder,
-                                            limits.max_upload_bytes)
-            except UploadError as err:
-                return _error(err.status, err.reason, err.message)
-            clip, path = upload.name, upload.path
-            assert path is not None  # receive_clip raises when the form has no file part
-            transcript = upload.fields.get("transcript") or None
-
-            def job(predictor: Predictor) -> tuple[dict[str, Any], bytes | None]:
-                if not with_explain:
-                    return predictor.predict(path, transcript), None
-                out = folder / "explain.png"
-                result = explain(predictor, path, out, transcript)
-                return result, out.read_bytes()
-
-            submitted = True
-            outcome, failed = await run_job(job, cleanup, clip)
-            if failed is not None:
-                return _hide(failed, str(path), clip)
-            result, png = outcome
-            result = _public(result, clip)
-            if png is not None:
-                key = secrets.token_urlsafe(16)
-                pngs.put(key, png)
-                result["id"], result["explain_url"] = key, f"/v1/explain/{key}"
-            return JSONResponse(result)
-        finally:
-            if not submitted:
-                cleanup()
-                pool.release()
-
-    @app.post("/v1/predict/features")
-    async def predict_features(record: dict[str, Any]) -> JSONResponse:
-        """Score an MMSA-style feature record: {"text": [[...], ...], "audio": ..., "vision": ...,
-        "words": [...], "starts": [...], "ends": [...], "raw_text": "..."} (or the arrays under
-        "aligned" / "unaligned", as `ClipFeatures.record()` gives them)."""
-        try:
-            parsed = parse_record(pool.first, record)
-        except DataFormatError as err:
-            return _error(422, "bad_features", str(err), "<record>")
-        try:
-            pool.admit()
-        except QueueFull:
-            return refused()
-        result, failed = await run_job(lambda p: p.predict_record(parsed), lambda: None, "<record>", 422)
-        return failed if failed is not None else JSONResponse(_finite(result))
-
+def create_app(pool: PredictorPool, limits: Limits | None = None) -> FastAPI:
+    """The app over an already loaded pool (the caller owns the pool and closes it)."""
+    limits = limits or Limits()
+    app = FastAPI(title="emofuse", version="0.1.0",
+                  description="Multimodal sentiment and emotion predictions for clips, with explanations.")
+    app.state.server = Server(pool, limits, PngStore(limits.explain_cache))
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
+    app.include_router(router)
     return app
+
+
+def _server(request: Request) -> Server:
+    return request.app.state.server
+
+
+async def _bad_request(_request: Request, err: RequestValidationError) -> JSONResponse:
+    """FastAPI's own 422s (a body that is not JSON, a bad query value) in the same shape as ours."""
+    problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors())
+    return _error(422, "bad_request", problems or "the request cannot be read")
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness and load: workers, requests in flight, refused so far."""
+    pool = _server(request).pool
+    return {"status": "ok", **as_dict(pool.stats()), "capacity": pool.capacity}
+
+
+@router.get("/v1/model")
+async def model(request: Request) -> dict[str, Any]:
+    """What the run is: model, modalities, task, its metrics (valid and test split), its config."""
+    server = _server(request)
+    pool, limits, first = server.pool, server.limits, server.pool.first
+    metrics_path = first.run_dir / "metrics.json"
+    # metrics.json writes an undefined metric (corr of one test clip) as NaN, which JSON lacks
+    metrics = _finite(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {}
+    return {**first.describe(), "class_names": first.class_names if first.is_classifier else None,
+            "test_metrics": metrics.get("test"), "metrics": metrics, "config": first.run.config.to_dict(),
+            "extract": {"view": first.layout.view, "from_extract": first.layout.from_extract,
+                        "data": first.layout.source},
+            "serve": {"workers": pool.workers, "queue_size": pool.queue_size,
+                      "max_upload_bytes": limits.max_upload_bytes, "timeout_s": limits.timeout_s,
+                      "load_seconds": round(pool.load_seconds, 2)}}
+
+
+@router.get("/v1/explain/{key}", responses={200: {"content": {"image/png": {}}}})
+async def explain_png(key: str, request: Request) -> Response:
+    """The explain PNG of a finished prediction (the most recent ones are kept)."""
+    pngs = _server(request).pngs
+    png = pngs.get(key)
+    if png is None:
+        return _error(404, "unknown_id", f"no explain picture with id {key!r} (only the last "
+                      f"{pngs.limit} are kept)")
+    return Response(png, media_type="image/png")
+
+
+_UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "a clip in any container the decoder "
+                 "reads: " + ", ".join(s.lstrip(".") for s in SUFFIXES)},
+        "transcript": {"type": "string", "description": "the words spoken (force-aligned instead of "
+                       "recognised)"}}}}}}}
+
+
+@router.post("/v1/predict", openapi_extra=_UPLOAD_SCHEMA)
+async def predict(request: Request, with_explain: bool = Query(True, alias="explain")) -> JSONResponse:
+    """Score one uploaded clip (the fields of `emofuse predict --json`)."""
+    server = _server(request)
+    limits, pool = server.limits, server.pool
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_upload_bytes + 64 * 1024:
+        return _error(413, "too_large", f"the request is {int(declared)} bytes, over the "
+                      f"{limits.max_upload_bytes} byte upload limit")
+    try:
+        pool.admit()
+    except QueueFull:
+        return server.refused()
+    folder: Path | None = None
+    submitted = False
+
+    def cleanup() -> None:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="emofuse-serve-", dir=limits.upload_dir))
+        try:
+            upload = await receive_clip(request.headers.get("content-type", ""), request.stream(), folder,
+                                        limits.max_upload_bytes)
+        except UploadError as err:
+            return _error(err.status, err.reason, err.message)
+        assert upload.path is not None  # receive_clip raises when the form has no file part
+        submitted = True
+        return await _score_upload(server, upload.name, upload.path, upload.fields.get("transcript") or None,
+                                   folder, with_explain, cleanup)
+    finally:
+        if not submitted:
+            cleanup()
+            pool.release()
+
+
+async def _score_upload(server: Server, clip: str, path: Path, transcript: str | None, folder: Path,
+                        with_explain: bool, cleanup: Callable[[], None]) -> JSONResponse:
+    """Run the prediction (and the explain picture) of an admitted upload; keep the PNG."""
+
+    def job(predictor: Predictor) -> tuple[dict[str, Any], bytes | None]:
+        if not with_explain:
+            return predictor.predict(path, transcript), None
+        out = folder / "explain.png"
+        result = explain(predictor, path, out, transcript)
+        return result, out.read_bytes()
+
+    outcome, failed = await server.run_job(job, cleanup, clip)
+    if failed is not None:
+        return _hide(failed, str(path), clip)
+    result, png = outcome
+    result = _public(result, clip)
+    if png is not None:
+        key = secrets.token_urlsafe(16)
+        server.pngs.put(key, png)
+        result["id"], result["explain_url"] = key, f"/v1/explain/{key}"
+    return JSONResponse(result)
+
+
+@router.post("/v1/predict/features")
+async def predict_features(record: dict[str, Any], request: Request) -> JSONResponse:
+    """Score an MMSA-style feature record: {"text": [[...], ...], "audio": ..., "vision": ...,
+    "words": [...], "starts": [...], "ends": [...], "raw_text": "..."} (or the arrays under
+    "aligned" / "unaligned", as `ClipFeatures.record()` gives them)."""
+    server = _server(request)
+    try:
+        parsed = parse_record(server.pool.first, record)
+    except DataFormatError as err:
+        return _error(422, "bad_features", str(err), "<record>")
+    try:
+        server.pool.admit()
+    except QueueFull:
+        return server.refused()
+    result, failed = await server.run_job(lambda p: p.predict_record(parsed), lambda: None, "<record>", 422)
+    return failed if failed is not None else JSONResponse(_finite(result))
 
 
 def _finite(value: Any) -> Any:
