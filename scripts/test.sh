@@ -7,4 +7,5 @@ py=python3
 [ -x .venv/bin/python ] && py=.venv/bin/python
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$py" -m ruff check src tests benchmarks
+"$py" -m mypy
 "$py" -m pytest -q -p no:cacheprovider "$@"

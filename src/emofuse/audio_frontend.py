@@ -106,6 +106,6 @@ def _read_with_pyav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
                     chunks.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
-    except av.error.FFmpegError as err:  # type: ignore[attr-defined]
+    except av.error.FFmpegError as err:
         raise UserError(f"{path}: unreadable audio ({err})") from None
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate

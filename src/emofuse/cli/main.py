@@ -3,8 +3,11 @@
 Each command lives with its flags in cli/training_commands.py, cli/run_commands.py or
 cli/data_commands.py; the training flags are generated from the config tree (cli/options.py).
 Every command reports bad input (a bad file, a bad option, an unwritable --out) as one clear line
-naming the file and the problem, with exit status 2; `--debug` shows its traceback. Any other
-exception is a bug and shows its traceback (see `_is_user_error`).
+naming the file and the problem, with exit status 2; `--debug` shows its traceback. What counts as
+bad input is decided by the exception's type alone (see `_is_user_error`): emofuse raises a
+`UserError` subclass (emofuse.errors) or an `InputNotFound` where it checks the input. Any other
+exception, a plain ValueError raised in emofuse's own source included, is a bug and shows its
+traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ import argparse
 import errno
 import os
 import sys
-from pathlib import Path
 
 from emofuse.cli import data_commands, run_commands, training_commands  # noqa: F401  (they register)
 from emofuse.cli.common import COMMANDS, _model_options, _parse_option  # noqa: F401  (tests use the last two)
+from emofuse.errors import InputNotFound, UserError
 
 # the order `emofuse --help` lists the commands in
 ORDER = ("demo", "train", "ablate", "evaluate", "compare", "robustness", "prepare-text", "extract", "predict",
@@ -61,48 +64,15 @@ _USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQ
 def _is_user_error(err: BaseException) -> bool:
     """True for a mistake the user can fix (one line); False for a bug (a traceback).
 
-    User errors are the explicit types: UserError, DataFormatError, CheckpointError, a text
-    model that is unavailable or damaged, and an OSError about the user's files or disk. A plain
-    ValueError (or OSError) counts only where an emofuse module raised it itself (`raise
-    ValueError(...)`, the convention for a bad option, as in the model registry); one from inside
-    torch, numpy, pandas or the standard library, or from an emofuse line that merely called
-    them, is a bug.
+    User errors are exactly: a `UserError` (any subclass: OptionError, MissingDependency,
+    DataFormatError, CheckpointError, ...), an `InputNotFound` (a missing input path), and an
+    OSError about the user's own files or disk (an errno in `_USER_ERRNOS` and a file named).
+    Nothing is guessed from the traceback: a plain ValueError, even one raised in emofuse's own
+    source, is a bug.
     """
-    from emofuse.data.dataset import DataFormatError
-    from emofuse.errors import UserError
-    from emofuse.training.checkpoint import CheckpointError
-
-    user_errors: tuple[type[BaseException], ...] = (UserError, DataFormatError, CheckpointError)
-    try:
-        from emofuse.features.text_models import ModelIntegrityError, TextModelUnavailable
-
-        user_errors += (TextModelUnavailable, ModelIntegrityError)
-    except ImportError:
-        pass
-    if isinstance(err, user_errors):
+    if isinstance(err, (UserError, InputNotFound)):
         return True
-    if isinstance(err, OSError) and err.errno in _USER_ERRNOS and err.filename is not None:
-        return True
-    # emofuse's loaders raise FileNotFoundError("... does not exist") themselves
-    return isinstance(err, (ValueError, OSError)) and _raised_by_emofuse(err)
-
-
-def _raised_by_emofuse(err: BaseException) -> bool:
-    """Whether the innermost frame is a `raise` statement in emofuse's own source."""
-    import traceback
-
-    import emofuse
-
-    frames = traceback.extract_tb(err.__traceback__)
-    if not frames:
-        return False
-    where = frames[-1]
-    package = Path(emofuse.__file__).resolve().parent
-    try:
-        inside = Path(where.filename).resolve().is_relative_to(package)
-    except OSError:
-        return False
-    return inside and (where.line or "").lstrip().startswith("raise")
+    return isinstance(err, OSError) and err.errno in _USER_ERRNOS and err.filename is not None
 
 
 if __name__ == "__main__":

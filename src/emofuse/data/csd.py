@@ -33,6 +33,7 @@ from emofuse.data.dataset import (
 )
 from emofuse.data.intervals import EPSILON, overlapping, row_chunks
 from emofuse.data.labels import check_score_range
+from emofuse.errors import InputNotFound, OptionError
 from emofuse.files import atomic_path
 
 # Metadata every SDK computational sequence must carry (mmsdk's featuresetMetadataTemplate);
@@ -93,7 +94,7 @@ def read_csd(path: str | os.PathLike[str]) -> ComputationalSequence:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"computational sequence {path} does not exist")
+        raise InputNotFound(path, f"computational sequence {path} does not exist")
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
@@ -319,7 +320,7 @@ def align_to_reference(
     number of reference intervals that got zeros (a warning also reports them).
     """
     if collapse not in ("mean", "sum", *_COLLAPSE):
-        raise ValueError(f"unknown collapse {collapse!r}; use mean, sum, {', '.join(_COLLAPSE)}")
+        raise OptionError(f"unknown collapse {collapse!r}; use mean, sum, {', '.join(_COLLAPSE)}")
     named = dict(others) if isinstance(others, Mapping) else {s.name: s for s in others}
     aligned: dict[str, ComputationalSequence] = {}
     empty: dict[str, int] = {}
@@ -400,7 +401,7 @@ def pad_sequence(
     side='post' keeps the first max_len rows and pads at the end (what `MultimodalDataset`'s
     masks assume); side='pre' keeps the last max_len rows and pads at the front.
     """
-    if side not in ("post", "pre"):
+    if side not in ("post", "pre"):  # a bug, not the user's: emofuse pads 'post' with DataConfig's checked max_words
         raise ValueError(f"side must be 'post' or 'pre', not {side!r}")
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, not {max_len}")
@@ -472,7 +473,7 @@ def csd_to_splits(
     words = sequences.get("words")
     modal = {k: v for k, v in sequences.items() if k != "words"}
     unknown = [k for k in modal if k not in MODALITIES]
-    if unknown or not modal:
+    if unknown or not modal:  # a bug, not the user's: load_csd_folder builds both from the files it recognised
         raise ValueError(f"sequences must be keyed by {MODALITIES} (plus 'words'), got {list(sequences)}")
     if set(folds) - set(SPLITS):
         raise ValueError(f"folds must be keyed by {SPLITS} (see standard_folds), got {list(folds)}")
@@ -502,7 +503,7 @@ def csd_to_splits(
     where = source or f"computational sequences ({labels.name})"
     datasets = {s: _split_dataset(rows[s], s, label_column, where, clip_labels) for s in SPLITS}
     title = name or str(labels.metadata.get("dataset name") or labels.name)
-    return DatasetSplits(**datasets, name=title)
+    return DatasetSplits(datasets["train"], datasets["valid"], datasets["test"], name=title)
 
 
 def _sample(
@@ -546,7 +547,7 @@ def _split_dataset(
     if not np.isfinite(label_matrix).all():
         raise DataFormatError(f"{where}: labels hold NaN/inf")
     if not 0 <= label_column < label_matrix.shape[1]:
-        raise ValueError(f"label_column {label_column} is out of range: labels have {label_matrix.shape[1]} columns")
+        raise OptionError(f"label_column {label_column} is out of range: labels have {label_matrix.shape[1]} columns")
     ids = [r["id"] for r in rows]
     labels = check_score_range(
         label_matrix[:, label_column].astype(np.float32), where,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from emofuse.errors import UserError
+from emofuse.errors import OptionError, UserError
 
 # Canonical modality names follow MMSA's pickle keys so users recognise them.
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
@@ -49,10 +49,10 @@ def parse_modalities(spec: str | Sequence[str]) -> tuple[str, ...]:
             continue
         name = SHORT_NAMES.get(part.upper(), part.lower()) if len(part) == 1 else part.lower()
         if name not in MODALITIES:
-            raise ValueError(f"unknown modality {part!r}; use T, A, V or {', '.join(MODALITIES)}")
+            raise OptionError(f"unknown modality {part!r}; use T, A, V or {', '.join(MODALITIES)}")
         names.add(name)
     if not names:
-        raise ValueError(f"no modality in {spec!r}")
+        raise OptionError(f"no modality in {spec!r}")
     return tuple(m for m in MODALITIES if m in names)
 
 
@@ -83,8 +83,10 @@ class MultimodalDataset:
     raw_text: list[str]
     source: str = "<memory>"
     # Free-form per-sample extras a format carries (e.g. MMSA's annotations, the synthetic
-    # generator's planted components); kept so writing back loses nothing.
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    # generator's planted components); kept so writing back loses nothing. Arrays indexed by
+    # sample, except under RAW_EXTRAS' keys: lazily read raw inputs (`emofuse.data.raw.LazyRawArray`,
+    # `emofuse.inference.predict.InMemoryRaw`) that index like arrays and `load` a batch.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -311,7 +313,7 @@ class DatasetSplits:
     frontend: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> MultimodalDataset:
-        if split not in SPLITS:
+        if split not in SPLITS:  # a bug, not the user's: --split is limited by argparse's choices
             raise KeyError(f"unknown split {split!r}; expected one of {SPLITS}")
         return getattr(self, split)
 
@@ -333,7 +335,9 @@ class DatasetSplits:
 
     def select_modalities(self, modalities: Sequence[str]) -> DatasetSplits:
         return DatasetSplits(
-            *(getattr(self, s).select_modalities(modalities) for s in SPLITS),
+            self.train.select_modalities(modalities),
+            self.valid.select_modalities(modalities),
+            self.test.select_modalities(modalities),
             name=self.name,
             class_names=self.class_names,
             frontend=self.frontend,

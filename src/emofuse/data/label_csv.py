@@ -27,6 +27,7 @@ import torch
 from emofuse.data.dataset import SPLITS, DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.labels import check_class_ids, check_label_kind, check_score_range
 from emofuse.data.sources import SourceRequest, register_source, word_embedder
+from emofuse.errors import InputNotFound, OptionError
 
 LABEL_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "annotation", "mode")
 REQUIRED_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "mode")
@@ -53,7 +54,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     if path.is_dir():
         raise DataFormatError(f"{path} is a folder; expected a label csv file")
     if not path.is_file():
-        raise FileNotFoundError(f"label file {path} does not exist")
+        raise InputNotFound(path, f"label file {path} does not exist")
     try:
         # utf-8-sig also strips a byte-order mark that spreadsheet programs like to add.
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
@@ -260,11 +261,11 @@ def fix_mojibake(text: str) -> str:
 def _meld_split(path: Path, split: str | None) -> str:
     if split is not None:
         if split not in _MELD_SPLIT_PREFIX:
-            raise ValueError(f"split must be one of train/dev/valid/test, not {split!r}")
+            raise OptionError(f"split must be one of train/dev/valid/test, not {split!r}")
         return _MELD_SPLIT_PREFIX[split]
     prefix = path.name.split("_", 1)[0].lower()
     if prefix not in _MELD_SPLIT_PREFIX:
-        raise ValueError(
+        raise DataFormatError(
             f"cannot tell the split of {path.name!r} (expected train_/dev_/test_ prefix); pass split="
         )
     return _MELD_SPLIT_PREFIX[prefix]
@@ -374,7 +375,9 @@ def table_to_splits(
             extras={} if annotations is None else {"annotations": annotations[idx]},
         )
     return DatasetSplits(
-        **datasets,
+        datasets["train"],
+        datasets["valid"],
+        datasets["test"],
         name=name,
         class_names=list(class_names) if (classification and class_names) else [],
     )

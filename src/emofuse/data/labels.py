@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from emofuse.data.dataset import DataFormatError
+from emofuse.errors import OptionError
 
 # MOSI and MOSEI score sentiment in [-3, 3] (SIMS in [-1, 1]); a score outside is a broken file.
 SCORE_RANGE: tuple[float, float] = (-3.0, 3.0)
@@ -78,7 +79,7 @@ def check_class_ids(
 
 
 def check_label_kind(labels: str) -> str:
-    """`labels` itself when it is a known label kind (see LABEL_KINDS), else ValueError."""
+    """`labels` itself when it is a known label kind (see LABEL_KINDS), else OptionError."""
     if labels not in LABEL_KINDS:
-        raise ValueError(f"labels must be one of {', '.join(LABEL_KINDS)}, not {labels!r}")
+        raise OptionError(f"labels must be one of {', '.join(LABEL_KINDS)}, not {labels!r}")
     return labels

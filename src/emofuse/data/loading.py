@@ -25,6 +25,7 @@ import torch
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.labels import check_label_kind
 from emofuse.data.sources import SourceRequest, TextOptions, register_source, resolve_source
+from emofuse.errors import OptionError
 from emofuse.metrics.regression import sentiment_class_names, sentiment_classes
 
 __all__ = ["SYNTHETIC_SOURCES", "TextOptions", "fit_lengths", "load_splits", "regression_to_classes"]
@@ -54,7 +55,7 @@ def load_splits(
     """
     check_label_kind(labels)
     if classes and labels == "classification":
-        raise ValueError(
+        raise OptionError(
             "classes turns sentiment scores into classes; it cannot be combined with "
             "labels='classification' (the source's own class labels)"
         )
@@ -127,8 +128,8 @@ def regression_to_classes(splits: DatasetSplits, num_classes: int) -> DatasetSpl
         labels = torch.from_numpy(sentiment_classes(d.labels, num_classes))
         return MultimodalDataset(d.features, d.lengths, labels, d.ids, d.raw_text, d.source, d.extras)
 
-    return DatasetSplits(*(one(d) for _, d in splits.items()), name=splits.name, class_names=names,
-                         frontend=splits.frontend)
+    return DatasetSplits(one(splits.train), one(splits.valid), one(splits.test), name=splits.name,
+                         class_names=names, frontend=splits.frontend)
 
 
 def fit_lengths(data: MultimodalDataset, max_lengths: dict[str, int]) -> MultimodalDataset:

@@ -35,6 +35,7 @@ from emofuse.data.frontend import frontend_record
 from emofuse.data.labels import check_class_ids, check_score_range
 from emofuse.data.raw import RAW_DTYPES, RAW_KEY_OF, LazyRawArray
 from emofuse.data.sources import SourceRequest, register_source
+from emofuse.errors import InputNotFound
 from emofuse.files import atomic_path
 
 TEXT_TOKENS_KEY = "text_bert"
@@ -94,7 +95,8 @@ def load_mmsa_pickle(
     }
     _check_splits_agree(datasets, path)
     datasets = _pad_to_common_lengths(datasets, path)
-    meta = raw.get(META_KEY) if isinstance(raw.get(META_KEY), dict) else {}
+    stored_meta = raw.get(META_KEY)
+    meta: dict[str, Any] = stored_meta if isinstance(stored_meta, dict) else {}
     _attach_raw_store(datasets, path, meta)
     classification = _is_classification_key(label_key)
     class_names = _class_names(datasets) if classification else []
@@ -127,7 +129,7 @@ def _attach_raw_store(datasets: dict[str, MultimodalDataset], path: Path, meta: 
                     f"{path} [split {split!r}]: {len(absent)} of {len(files)} raw {m} files are missing, e.g. "
                     f"{absent[0]}; the raw store ({store}, relative to the pickle) must move with the pickle")
             shape = shapes.get(m) or list(np.load(files[0], mmap_mode="r").shape[1:])
-            ds.extras[RAW_KEY_OF[m]] = LazyRawArray(files, tuple(shape), RAW_DTYPES[RAW_KEY_OF[m]])  # type: ignore[assignment]
+            ds.extras[RAW_KEY_OF[m]] = LazyRawArray(files, tuple(shape), RAW_DTYPES[RAW_KEY_OF[m]])
 
 
 def _frontend(meta: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +147,7 @@ def _row_namer(ids: list[str]) -> Callable[[int], str]:
 
 def _read_pickle(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"MMSA pickle {path} does not exist")
+        raise InputNotFound(path, f"MMSA pickle {path} does not exist")
     try:
         with open(path, "rb") as handle:
             raw = pickle.load(handle)  # trusted files only (see module docstring)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emofuse.data.dataset import DatasetSplits, MultimodalDataset
+from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
 
 
 @dataclass
@@ -40,9 +40,9 @@ class FeatureScaler:
         feats = {}
         for m, x in data.features.items():
             if m not in self.mean:
-                raise ValueError(f"{data.source}: no scaling statistics for modality {m!r}")
+                raise DataFormatError(f"{data.source}: no scaling statistics for modality {m!r}")
             if x.shape[-1] != self.mean[m].shape[0]:
-                raise ValueError(
+                raise DataFormatError(
                     f"{data.source}: {m} has {x.shape[-1]} features but the model was trained on "
                     f"{self.mean[m].shape[0]}"
                 )
@@ -60,7 +60,9 @@ class FeatureScaler:
 
     def transform_splits(self, splits: DatasetSplits) -> DatasetSplits:
         return DatasetSplits(
-            *(self.transform(d) for _, d in splits.items()),
+            self.transform(splits.train),
+            self.transform(splits.valid),
+            self.transform(splits.test),
             name=splits.name,
             class_names=splits.class_names,
             frontend=splits.frontend,

@@ -28,6 +28,7 @@ from emofuse.audio_frontend import SAMPLE_RATE, LogMelConfig, log_mel_db
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.raw import RAW_DTYPES, LazyRawArray, store_key, write_clip
 from emofuse.data.sources import SourceRequest, data_config, register_source
+from emofuse.errors import OptionError
 from emofuse.runtime import resolve_cache_dir
 
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -57,7 +58,7 @@ class RavdessConfig:
 
     def __post_init__(self) -> None:
         if self.speaker_norm not in SPEAKER_NORMS:
-            raise ValueError(f"speaker_norm must be one of {', '.join(SPEAKER_NORMS)}, not {self.speaker_norm!r}")
+            raise OptionError(f"speaker_norm must be one of {', '.join(SPEAKER_NORMS)}, not {self.speaker_norm!r}")
 
 
 def is_ravdess_dir(path: Path) -> bool:
@@ -124,7 +125,7 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
             ids=[f"Actor_{items[i][1]['actor']:02d}$_${items[i][0].stem}" for i in idx],
             raw_text=[STATEMENTS.get(items[i][1]["statement"], "") for i in idx],
             source=f"{root}:{split}",
-            extras={"raw_audio": LazyRawArray([files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"])},  # type: ignore[dict-item]
+            extras={"raw_audio": LazyRawArray([files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"])},
         )
     return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS), frontend=ravdess_frontend(cfg))
 
@@ -179,7 +180,7 @@ class SpeakerMap:
     @classmethod
     def fit(cls, patches: list[np.ndarray], mode: str) -> SpeakerMap:
         """patches: each words x n_mels x steps (dB), all with the same n_mels."""
-        if mode not in SPEAKER_NORMS or mode == "none":
+        if mode not in SPEAKER_NORMS or mode == "none":  # a bug, not the user's: callers pass a checked speaker_norm
             raise ValueError(f"speaker normalisation mode must be mean or meanvar, not {mode!r}")
         frames = np.concatenate([np.asarray(p, np.float32).transpose(1, 0, 2).reshape(p.shape[1], -1)
                                  for p in patches], axis=1)

@@ -47,8 +47,8 @@ class LazyRawArray:
     def shape(self) -> tuple[int, ...]:
         return (len(self.files), *self.item_shape)
 
-    def __getitem__(self, idx: object) -> LazyRawArray:
-        picked = np.arange(len(self.files))[idx]  # type: ignore[index]
+    def __getitem__(self, idx: np.ndarray | Sequence[int] | slice | int) -> LazyRawArray:
+        picked = np.arange(len(self.files))[idx]
         return LazyRawArray([self.files[i] for i in np.atleast_1d(picked)], self.item_shape, str(self.dtype))
 
     def load(self, idx: Sequence[int] | np.ndarray, words: int) -> np.ndarray:

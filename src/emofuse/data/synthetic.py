@@ -35,6 +35,7 @@ import torch
 
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
 from emofuse.data.sources import SourceRequest, data_config, register_source
+from emofuse.errors import OptionError
 
 WEIGHTS = {"T": 0.6, "A": 0.5, "V": 0.5, "I": 0.8}
 # the generator's priors, shared with the exact Bayes ceiling in emofuse.reports.demo
@@ -72,7 +73,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> DatasetSplits:
         for name, n in (("train", cfg.n_train), ("valid", cfg.n_valid), ("test", cfg.n_test))
     }
     class_names = ["negative", "neutral", "positive"] if cfg.classes == 3 else []
-    return DatasetSplits(**splits, name="synthetic", class_names=class_names)
+    return DatasetSplits(splits["train"], splits["valid"], splits["test"], name="synthetic", class_names=class_names)
 
 
 def _make_split(rng: np.random.Generator, n: int, cfg: SyntheticConfig, split: str) -> MultimodalDataset:
@@ -129,7 +130,7 @@ def _make_split(rng: np.random.Generator, n: int, cfg: SyntheticConfig, split: s
     elif cfg.classes == 0:
         labels = torch.from_numpy(label.astype(np.float32))
     else:
-        raise ValueError("classes must be 0 (regression) or 3")
+        raise OptionError("classes must be 0 (regression) or 3")
     ids = [f"synthetic_{split}$_${i}" for i in range(n)]
     texts = [_fake_text(polarity[i], length_words[i]) for i in range(n)]
     extras = {

@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from emofuse.errors import UserError
+from emofuse.errors import InputNotFound, MissingDependency, OptionError, OutputError, UserError
 from emofuse.files import atomic_path, atomic_write_text
 from emofuse.runtime import resolve_cache_dir
 
@@ -158,18 +158,18 @@ class SyntheticClipsConfig:
     def __post_init__(self) -> None:
         for name in ("n_train", "n_valid", "n_test"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise OptionError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 2 <= self.min_words <= self.max_words:
-            raise ValueError(f"need 2 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+            raise OptionError(f"need 2 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
         if self.frame_size < 96 or self.frame_size % 2:
-            raise ValueError(f"frame_size must be even and >= 96 (mediapipe needs a face it can find), "
-                             f"got {self.frame_size}")
+            raise OptionError(f"frame_size must be even and >= 96 (mediapipe needs a face it can find), "
+                              f"got {self.frame_size}")
         if not 0.0 <= self.same_word <= 1.0:
-            raise ValueError(f"same_word is a probability, got {self.same_word}")
+            raise OptionError(f"same_word is a probability, got {self.same_word}")
         if self.max_words > len(NEUTRAL_WORDS):
-            raise ValueError(f"max_words can be at most {len(NEUTRAL_WORDS)} (the filler words), got {self.max_words}")
+            raise OptionError(f"max_words can be at most {len(NEUTRAL_WORDS)} (the filler words), got {self.max_words}")
         if self.fps <= 0 or self.sample_rate < 8000 or self.speed <= 0 or self.face_variants < 1:
-            raise ValueError("fps, speed and face_variants must be positive and sample_rate >= 8000")
+            raise OptionError("fps, speed and face_variants must be positive and sample_rate >= 8000")
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -180,7 +180,7 @@ class SyntheticClipsConfig:
         return {"t": self.w_text, "a": self.w_audio, "v": self.w_video, "i": self.w_interaction}
 
 
-class MissingTool(UserError):
+class MissingTool(MissingDependency):
     """A command-line tool the generator needs is not installed; the message says how to get it
     (a UserError, so the command line prints it as one line, not as a traceback)."""
 
@@ -357,11 +357,11 @@ class _Speech:
                                   "--stdout", word], capture_output=True, check=True).stdout
             with wave.open(io.BytesIO(raw)) as handle:
                 if handle.getframerate() != SPEECH_RATE:
-                    raise RuntimeError(f"espeak-ng gave {handle.getframerate()} Hz, expected {SPEECH_RATE}")
+                    raise MissingTool(f"espeak-ng gave {handle.getframerate()} Hz, expected {SPEECH_RATE}")
                 x = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16)
             loud = np.flatnonzero(np.abs(x.astype(np.int32)) > 0.02 * np.abs(x.astype(np.int32)).max())
             if len(loud) == 0:
-                raise RuntimeError(f"espeak-ng gave silence for {word!r} (voice {voice})")
+                raise MissingTool(f"espeak-ng gave silence for {word!r} (voice {voice})")
             self._trimmed[key] = x[loud[0] : loud[-1] + 1].copy()
         return self._trimmed[key]
 
@@ -575,8 +575,8 @@ def make_synthetic_clips(config: SyntheticClipsConfig | None = None, root: str |
 
     root: the folder to write (default `default_root(config)`). A complete folder is returned as
     it is; an incomplete one (a killed run) is completed, reusing the clips already written.
-    Raises MissingTool when espeak-ng, sox or ffmpeg is missing, and ValueError when `root`
-    holds a set made with another config.
+    Raises MissingTool when espeak-ng, sox or ffmpeg is missing, and OutputError (a ValueError)
+    when `root` holds a set made with another config.
     """
     cfg = config or SyntheticClipsConfig()
     folder = Path(root) if root is not None else default_root(cfg)
@@ -585,8 +585,8 @@ def make_synthetic_clips(config: SyntheticClipsConfig | None = None, root: str |
     if config_file.is_file():
         found = json.loads(config_file.read_text())
         if found != wanted:
-            raise ValueError(f"{folder} holds a synthetic clip set made with another config "
-                             f"({found}); give another root or remove that folder")
+            raise OutputError(f"{folder} holds a synthetic clip set made with another config "
+                              f"({found}); give another root or remove that folder")
         if is_complete(folder):
             return folder
     require_tools()
@@ -686,7 +686,7 @@ def write_clip(path: Path, plan: ClipPlan, nuisance: NuisancePlan, face: _Face, 
                 proc.stdin.close()
             if proc.wait() != 0:
                 log.seek(0)
-                raise RuntimeError(f"ffmpeg failed on {path}: {log.read().decode(errors='replace').strip()}")
+                raise UserError(f"ffmpeg failed on {path}: {log.read().decode(errors='replace').strip()}")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(wav)
@@ -697,8 +697,8 @@ def read_planted(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """planted.json of a complete set."""
     folder = Path(folder)
     if not is_complete(folder):
-        raise FileNotFoundError(f"{folder} is no complete synthetic clip set (no {MARKER} marker); "
-                                "run make_synthetic_clips first")
+        raise InputNotFound(folder, f"{folder} is no complete synthetic clip set (no {MARKER} marker); "
+                                    "run make_synthetic_clips first")
     return json.loads((folder / "planted.json").read_text())
 
 
@@ -706,10 +706,12 @@ def planted_extras(folder: str | os.PathLike[str], clip_ids: list[str]) -> dict[
     """Per clip id (`video_id$_$clip_id`), in the order given: the planted parts 'T', 'A', 'V', 'I'
     (float32, as `emofuse.data.synthetic` names them), the reference predictions `ORACLES`
     (float32), and the cue positions 'text_word', 'audio_word', 'event_word' (int64, -1: none)."""
+    from emofuse.data.dataset import DataFormatError
+
     clips = read_planted(folder)["clips"]
     missing = [c for c in clip_ids if c not in clips]
     if missing:
-        raise KeyError(f"{len(missing)} clip id(s) are not in {folder}/planted.json, e.g. {missing[:3]}")
+        raise DataFormatError(f"{len(missing)} clip id(s) are not in {folder}/planted.json, e.g. {missing[:3]}")
     rows = [clips[c] for c in clip_ids]
     out = {name.upper(): np.array([r[name] for r in rows], dtype=np.float32) for name in "tavi"}
     out.update({name: np.array([r[name] for r in rows], dtype=np.float32) for name in ORACLES})
@@ -722,13 +724,14 @@ def ceilings(folder: str | os.PathLike[str], split: str) -> dict[str, dict[str, 
     """The metrics each reference prediction reaches against the (noisy) labels of `split`:
     {oracle name: `emofuse.metrics.regression.regression_metrics` (acc2_has0, acc2_non0, f1s,
     acc3/5/7, mae, corr, ...)}."""
+    from emofuse.data.dataset import DataFormatError
     from emofuse.metrics.regression import regression_metrics
 
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise OptionError(f"split must be one of {SPLITS}, got {split!r}")
     clips = read_planted(folder)["clips"]
     ids = [c for c, r in clips.items() if r["split"] == split]
     if not ids:
-        raise ValueError(f"{folder} has no {split} clips")
+        raise DataFormatError(f"{folder} has no {split} clips")
     labels = np.array([clips[c]["label"] for c in ids])
     return {name: regression_metrics(np.array([clips[c][name] for c in ids]), labels) for name in ORACLES}

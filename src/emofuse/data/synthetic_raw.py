@@ -74,7 +74,8 @@ def make_synthetic_raw(config: SyntheticRawConfig | None = None, cache: str | Pa
 
     # generated arrays, not media: the record keeps the sizes a clip's crops and log-mel are resized to
     shapes = {"vision": [cfg.frames, cfg.size, cfg.size], "audio": [cfg.n_mels, cfg.mel_steps]}
-    return DatasetSplits(**splits, name="synthetic-raw", frontend=frontend_record("synthetic-raw", raw_shapes=shapes))
+    return DatasetSplits(splits["train"], splits["valid"], splits["test"], name="synthetic-raw",
+                         frontend=frontend_record("synthetic-raw", raw_shapes=shapes))
 
 
 def _make_split(
@@ -122,7 +123,7 @@ def _make_split(
         ids=[f"synthetic_raw_{split}$_${i}" for i in range(n)],
         raw_text=[" ".join(["word"] * int(w)) for w in n_words],
         source=f"synthetic-raw:{split}",
-        extras=extras,  # type: ignore[arg-type]  # LazyRawArray indexes like an array
+        extras=extras,
     )
 
 

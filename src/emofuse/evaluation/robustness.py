@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from emofuse.data.dataset import MultimodalDataset
+from emofuse.data.dataset import DataFormatError, MultimodalDataset
+from emofuse.errors import OptionError
 from emofuse.evaluation.evaluate import LoadedRun
 from emofuse.training.scoring import predict, score
 
@@ -75,7 +76,7 @@ class TokenCorruption:
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(TOKEN_KINDS)
         if unknown or not self.kinds:
-            raise ValueError(f"token corruption kinds must be among {TOKEN_KINDS}, not {self.kinds}")
+            raise OptionError(f"token corruption kinds must be among {TOKEN_KINDS}, not {self.kinds}")
         self._vocab = np.setdiff1d(np.arange(self.vocab_size), np.asarray(self.special_ids, dtype=np.int64))
 
     @classmethod
@@ -86,7 +87,7 @@ class TokenCorruption:
 
     def apply(self, data: MultimodalDataset) -> MultimodalDataset:
         if "input_ids" not in data.extras:
-            raise ValueError(f"{data.source}: token corruption needs tokenised text (input_ids in extras)")
+            raise DataFormatError(f"{data.source}: token corruption needs tokenised text (input_ids in extras)")
         ids_in, att_in, words_in = (np.asarray(data.extras[k]) for k in ("input_ids", "attention_mask", "word_index"))
         if not self.missing and self.level <= 0:
             return data

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from emofuse.errors import OptionError
 from emofuse.features.align import (
     Stream,
     average_over_words,
@@ -92,15 +93,15 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "audio", tuple(self.audio))
         if not self.audio:
-            raise ValueError("at least one audio extractor is needed")
+            raise OptionError("at least one audio extractor is needed")
         for name in ("fps", "max_words", "min_duration", "crop_frames", "crop_size", "n_mels", "n_fft",
                      "logmel_frames", "unaligned_audio_rate", "max_side"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise OptionError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.min_face_fraction <= 1.0:
-            raise ValueError(f"min_face_fraction must lie in [0, 1], got {self.min_face_fraction}")
+            raise OptionError(f"min_face_fraction must lie in [0, 1], got {self.min_face_fraction}")
         if not -200.0 <= self.silence_db <= 0.0:
-            raise ValueError(f"silence_db is a level in dB full scale, in [-200, 0]; got {self.silence_db}")
+            raise OptionError(f"silence_db is a level in dB full scale, in [-200, 0]; got {self.silence_db}")
         if not self.video:
             object.__setattr__(self, "require_video", False)
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from emofuse.data.dataset import DataFormatError
+from emofuse.errors import InputNotFound, OptionError
 from emofuse.features.clip import ExtractConfig
 from emofuse.features.decode import MEDIA_SUFFIXES as MEDIA_EXTENSIONS
 from emofuse.files import sha256_file, sha256_text
@@ -67,14 +68,14 @@ def dataset_rows(dataset_dir: str | os.PathLike[str], labels: str = "auto", allo
         root = ravdess_root(path) if path.is_dir() else None
         if root is not None:
             if labels == "regression":
-                raise ValueError(f"{path}: RAVDESS's labels are its 8 emotion classes; use --labels "
-                                 "classification (or auto)")
+                raise OptionError(f"{path}: RAVDESS's labels are its 8 emotion classes; use --labels "
+                                  "classification (or auto)")
             df, names = ravdess_table(root)
             return DatasetTable(root, root, df, sha256_text(df.to_csv(index=False)), "classification", names)
         if not path.exists():
-            raise FileNotFoundError(f"dataset folder {path} does not exist")
-        raise FileNotFoundError(f"{path} holds no label.csv (MMSA-FET layout: label.csv + "
-                                "Raw/<video_id>/<clip_id>.mp4) and is no RAVDESS folder (Actor_NN/*.wav)")
+            raise InputNotFound(path, f"dataset folder {path} does not exist")
+        raise InputNotFound(label, f"{path} holds no label.csv (MMSA-FET layout: label.csv + "
+                                   "Raw/<video_id>/<clip_id>.mp4) and is no RAVDESS folder (Actor_NN/*.wav)")
     # rows without text are fine where the words come from speech recognition
     df = read_label_csv(label, labels=labels, allow_empty_text=allow_empty_text)
     task = label_task(df, labels)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.data.dataset import DataFormatError, parse_modalities
+from emofuse.errors import OptionError
 from emofuse.features.clip import ExtractConfig
 from emofuse.features.clip_table import clip_jobs, dataset_rows, recognises_words
 from emofuse.features.extract_pickles import write_pickles
@@ -41,8 +42,8 @@ def extract_config(modalities: str = "T+A+V", **options: Any) -> ExtractConfig:
     extracted: words and their times come from it); other options go to ExtractConfig."""
     wanted = parse_modalities(modalities)
     if "audio" not in wanted:
-        raise ValueError(f"--modalities {modalities}: audio is always extracted (the words and their times "
-                         "come from it); give T+A+V, T+A, A+V or A")
+        raise OptionError(f"--modalities {modalities}: audio is always extracted (the words and their times "
+                          "come from it); give T+A+V, T+A, A+V or A")
     return ExtractConfig(text="text" in wanted, video="vision" in wanted, **options)
 
 
@@ -68,15 +69,15 @@ def extract_dataset(
         read by `train --video-encoder harris3d_cnn --audio-encoder spectro_cnn`) into the raw
         store `<out stem>.raw/` beside the pickle, or `raw_dir` when given; the aligned pickle
         names each clip's files relative to itself, so the folder can be moved as a whole.
-    Raises ValueError for bad options, the first clip's ClipError with on_error='stop'.
+    Raises OptionError for bad options, the first clip's ClipError with on_error='stop'.
     """
     from emofuse.runtime import resolve_cache_dir
 
     config = config or ExtractConfig()
     if on_error not in ON_ERROR:
-        raise ValueError(f"--on-error must be one of {list(ON_ERROR)}, got {on_error!r}")
+        raise OptionError(f"--on-error must be one of {list(ON_ERROR)}, got {on_error!r}")
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise OptionError(f"--workers must be >= 1, got {workers}")
     shard_pair = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     table = dataset_rows(dataset_dir, labels, allow_empty_text=recognises_words(config))
     cache = str(cache_dir) if cache_dir is not None else str(resolve_cache_dir() / "extract")

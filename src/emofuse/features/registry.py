@@ -123,7 +123,7 @@ def get_extractor(name: str, stage: str | None = None) -> type[Extractor]:
     if cls is None or (stage is not None and cls.stage != stage):
         known = ", ".join(list_extractors(stage))
         what = f"{stage} extractor" if stage else "extractor"
-        raise ValueError(f"unknown {what} {name!r}; known: {known}")
+        raise OptionError(f"unknown {what} {name!r}; known: {known}")
     return cls
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.data.dataset import DataFormatError
+from emofuse.errors import InputNotFound, OptionError
 from emofuse.features.clip import ExtractConfig
 from emofuse.features.clip_table import ClipJob, DatasetTable, dataset_rows, recognises_words
 from emofuse.features.extract_pickles import write_pickles
@@ -33,9 +34,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise OptionError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need n >= 1 and 0 <= i < n (shards count from 0)")
+        raise OptionError(f"--shard {text}: need n >= 1 and 0 <= i < n (shards count from 0)")
     return i, n
 
 
@@ -63,7 +64,7 @@ class _ShardUnpickler(pickle.Unpickler):
 
 def _read_shard(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"shard file {path} does not exist")
+        raise InputNotFound(path, f"shard file {path} does not exist")
     try:
         with open(path, "rb") as handle:
             payload = _ShardUnpickler(handle).load()  # our own shard files only
@@ -80,7 +81,7 @@ def merge_shards(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     out = Path(out)
     payloads = [(Path(p), _read_shard(Path(p))) for p in shards]
     if not payloads:
-        raise ValueError("no shard files given")
+        raise OptionError("no shard files given")
     first_path, first = payloads[0]
     n = first["shard"][1]
     seen: dict[int, Path] = {}

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from emofuse.data.dataset import DatasetSplits
+from emofuse.data.dataset import DataFormatError, DatasetSplits
 from emofuse.data.label_csv import table_to_splits
+from emofuse.errors import OptionError
 from emofuse.features.text_models import (
     TextModelUnavailable,
     local_files_only,
@@ -51,14 +52,14 @@ _CACHE_FORMAT = 1
 
 
 def split_words(texts: Sequence[str]) -> list[list[str]]:
-    """Whitespace-split every text; raise ValueError naming the index of an empty one."""
+    """Whitespace-split every text; raise DataFormatError naming the index of an empty or non-text one."""
     words = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"text {i} is not a string ({type(text).__name__}: {text!r})")
+            raise DataFormatError(f"text {i} is not a string ({type(text).__name__}: {text!r})")
         parts = text.split()
         if not parts:
-            raise ValueError(f"text {i} is empty or whitespace-only")
+            raise DataFormatError(f"text {i} is empty or whitespace-only")
         words.append(parts)
     return words
 
@@ -81,9 +82,9 @@ class WordEmbedder:
         batch_size: int = 32,
     ) -> None:
         if max_words < 1:
-            raise ValueError(f"max_words must be >= 1, got {max_words}")
+            raise OptionError(f"max_words must be >= 1, got {max_words}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         self.model_name = model
         self.model_path = resolve_text_model(model)
         self.device = torch.device(device)
@@ -279,7 +280,7 @@ def embed_cached(
     """
     split_words(texts)  # the same errors on a hit as on a miss
     if embedder is not None:
-        if embedder.max_words != max_words:
+        if embedder.max_words != max_words:  # a bug, not the user's: the caller built the embedder for max_words
             raise ValueError(f"embedder keeps {embedder.max_words} words, asked for {max_words}")
         model = embedder.model_path
     path = feature_cache_path(texts, model, max_words, cache_dir)

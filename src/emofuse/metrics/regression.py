@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
+from emofuse.errors import OptionError
+
 __all__ = [
     "acc2_has0",
     "acc2_non0",
@@ -57,6 +59,8 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+# _as_1d's and _validate's ValueErrors are bugs, not the user's: predictions come from a model and
+# labels were checked where the data was read (data.labels.check_score_range).
 def _as_1d(x: Any, name: str) -> np.ndarray:
     """Convert to a finite float64 1-D array.
 
@@ -115,7 +119,7 @@ def sentiment_bins(scores: Any, limit: float) -> np.ndarray:
 
 def _half_range(n_classes: int) -> int:
     if n_classes not in SENTIMENT_CLASS_COUNTS:
-        raise ValueError(f"classes must be 2, 3, 5 or 7 for sentiment scores, not {n_classes}")
+        raise OptionError(f"classes must be 2, 3, 5 or 7 for sentiment scores, not {n_classes}")
     return n_classes // 2
 
 

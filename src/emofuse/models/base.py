@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
@@ -75,7 +75,7 @@ class MultimodalModel(nn.Module):
     def __init__(self, spec: ModelSpec, config: Any) -> None:
         super().__init__()
         if len(spec.modalities) < self.min_modalities:
-            raise ValueError(
+            raise OptionError(
                 f"{type(self).__name__} needs at least {self.min_modalities} modalities, "
                 f"got {spec.modalities}"
             )
@@ -83,7 +83,15 @@ class MultimodalModel(nn.Module):
         self.config = config
 
     def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+        config = self.config  # a config instance (is_dataclass is also true of a dataclass type)
+        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) and not isinstance(config, type) else {}
+
+
+@runtime_checkable
+class OwnParameterGroups(Protocol):
+    """A model that asks for its own optimizer parameter groups (LMF's factors, a text encoder's layers)."""
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]: ...
 
 
 def build_config(config_cls: type[T], options: dict[str, Any]) -> T:
@@ -260,7 +268,7 @@ class _LSTMSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: torch.Tensor,
         w_ih: torch.Tensor,
@@ -292,7 +300,7 @@ class _LSTMSequence(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w_ih, w_hh, acts, hs, cs = ctx.saved_tensors
         b, steps, d = x.shape
         hidden = w_hh.shape[1]

@@ -145,7 +145,7 @@ class MCTN(MultimodalModel):
             return ModelOutput(prediction)
 
         missing = [m for m in self.targets if m not in batch.features]
-        if missing:
+        if missing:  # as above: the batch comes from data with the spec's modalities
             raise ValueError(
                 f"MCTN trains on translations to {self.targets}; the batch lacks {missing}"
             )

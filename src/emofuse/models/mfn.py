@@ -33,6 +33,7 @@ Departures from MMSA's version, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -106,12 +107,13 @@ class MFN(MultimodalModel):
         u = x0.new_zeros(b, self.config.memory)
         # The input half of every cell's gates, for all steps at once: one large product per
         # modality instead of one small product (and one gradient accumulation) per step.
+        cells = {m: cast(nn.LSTMCell, self.cells[m]) for m in mods}
         pre = {
-            m: F.linear(xs[m], self.cells[m].weight_ih, self.cells[m].bias_ih + self.cells[m].bias_hh).unbind(1)
+            m: F.linear(xs[m], cells[m].weight_ih, cells[m].bias_ih + cells[m].bias_hh).unbind(1)
             for m in mods
         }
         # gamma1 and gamma2 read the same input: their first layers run as one product
-        g1_in, g2_in = self.gamma1[0], self.gamma2[0]
+        g1_in, g2_in = cast(nn.Linear, self.gamma1[0]), cast(nn.Linear, self.gamma2[0])
         gamma_w = torch.cat([g1_in.weight, g2_in.weight])
         gamma_b = torch.cat([g1_in.bias, g2_in.bias])
         split = g1_in.out_features
@@ -122,7 +124,7 @@ class MFN(MultimodalModel):
         for t in range(steps):
             new_h, new_c = {}, {}
             for m in mods:
-                new_h[m], new_c[m] = lstm_gates_step(pre[m][t], h[m], c[m], self.cells[m].weight_hh)
+                new_h[m], new_c[m] = lstm_gates_step(pre[m][t], h[m], c[m], cells[m].weight_hh)
             cstar = torch.cat([c[m] for m in mods] + [new_c[m] for m in mods], dim=1)
             attention = torch.softmax(self.nn1(cstar), dim=1)
             attended = attention * cstar

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +134,7 @@ class DropoutAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         q: torch.Tensor,
         k: torch.Tensor,
@@ -375,13 +375,14 @@ class MulT(MultimodalModel):
             projected[m] = self.proj[m](x.transpose(1, 2)).transpose(1, 2)
         reps = []
         for t in mods:
+            cross = cast(nn.ModuleDict, self.cross[t])
             if self.sources[t]:
                 parts = [
-                    self.cross[t][s](projected[t], masks[t], projected[s], masks[s])
+                    cross[s](projected[t], masks[t], projected[s], masks[s])
                     for s in self.sources[t]
                 ]
             else:
-                parts = [self.cross[t][t](projected[t], masks[t])]
+                parts = [cross[t](projected[t], masks[t])]
             mem = self.memory[t](torch.cat(parts, dim=-1), masks[t])
             reps.append(last_step(mem, masks[t]))
         h = torch.cat(reps, dim=-1)

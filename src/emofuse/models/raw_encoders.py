@@ -19,7 +19,7 @@ from torch import nn
 from emofuse.data.dataset import Batch, MultimodalDataset
 from emofuse.data.raw import RAW_KEY_OF
 from emofuse.errors import OptionError, UserError
-from emofuse.models.base import ModelOutput, ModelSpec, MultimodalModel
+from emofuse.models.base import ModelOutput, ModelSpec, MultimodalModel, OwnParameterGroups
 from emofuse.models.encoders.registry import create_encoder, get_encoder
 
 
@@ -80,7 +80,7 @@ class WithRawEncoders(MultimodalModel):
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
         inner = (
             self.inner.parameter_groups(lr)
-            if hasattr(self.inner, "parameter_groups")
+            if isinstance(self.inner, OwnParameterGroups)
             else [{"params": list(self.inner.parameters()), "lr": lr}]
         )
         return inner + [{"params": list(self.encoders.parameters()), "lr": lr}]

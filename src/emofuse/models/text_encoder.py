@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from emofuse.data.dataset import Batch
+from emofuse.errors import OptionError
 from emofuse.features.tokens import TOKEN_KEYS
-from emofuse.models.base import ModelOutput, ModelSpec, MultimodalModel
+from emofuse.models.base import ModelOutput, ModelSpec, MultimodalModel, OwnParameterGroups
 
 
 @dataclass
@@ -33,8 +34,9 @@ class TextEncoderConfig:
     max_tokens: int = 128  # longer texts are cut; MOSI's longest utterance is ~110 tokens
 
     def __post_init__(self) -> None:
-        if self.finetune not in ("none", "all") and not self.finetune.startswith("top:"):
-            raise ValueError(f"finetune must be none, all or top:K, not {self.finetune!r}")
+        head, _, k = self.finetune.partition(":")
+        if self.finetune not in ("none", "all") and (head != "top" or not k.isdigit() or int(k) < 1):
+            raise OptionError(f"finetune must be none, all or top:K, not {self.finetune!r}")
 
     @property
     def top_layers(self) -> int | None:
@@ -55,7 +57,9 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = encoder if encoder is not None else load_tokenizer_and_encoder(config.name)[1]
-        self.dim = int(self.encoder.config.hidden_size)
+        # a Hugging Face model's `config` (a PretrainedConfig, not a submodule) gives its width
+        hf_config: Any = self.encoder.config
+        self.dim = int(hf_config.hidden_size)
         self._apply_freezing()
 
     def _apply_freezing(self) -> None:
@@ -71,8 +75,8 @@ class TextEncoder(nn.Module):
         """The transformer blocks, bottom to top (BERT-like and MPNet encoders)."""
         encoder = getattr(self.encoder, "encoder", None)
         layers = getattr(encoder, "layer", None)
-        if layers is None:
-            raise ValueError(f"cannot find the transformer layers of {type(self.encoder).__name__}")
+        if layers is None:  # a --text-encoder model that is not BERT-like (e.g. DistilBERT's transformer.layer)
+            raise OptionError(f"cannot find the transformer layers of {type(self.encoder).__name__}")
         return list(layers)
 
     @property
@@ -121,7 +125,7 @@ class WithTextEncoder(MultimodalModel):
         With layer_decay d < 1 the top block trains at text_lr, the one below at text_lr * d,
         and so on down to the embeddings: lower layers hold general language and move less.
         """
-        inner = self.inner.parameter_groups(lr) if hasattr(self.inner, "parameter_groups") else [{"params": list(self.inner.parameters()), "lr": lr}]
+        inner = self.inner.parameter_groups(lr) if isinstance(self.inner, OwnParameterGroups) else [{"params": list(self.inner.parameters()), "lr": lr}]
         enc = self.text_encoder
         if not enc.trainable:
             return inner

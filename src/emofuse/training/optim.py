@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
 
 from emofuse.data.dataset import DatasetSplits
-from emofuse.models.base import MultimodalModel
+from emofuse.models.base import MultimodalModel, OwnParameterGroups
 from emofuse.models.text_encoder import WithTextEncoder
 from emofuse.training.config import TrainConfig
 
@@ -26,9 +28,10 @@ def make_loss(config: TrainConfig, splits: DatasetSplits) -> nn.Module:
 
 def make_optimizer(config: TrainConfig, model: MultimodalModel, device: torch.device | None = None) -> torch.optim.Optimizer:
     # a model may ask for its own parameter groups (LMF's factors, a text encoder's layers)
+    groups: list[dict[str, Any]] | Iterable[nn.Parameter]
     if isinstance(model, WithTextEncoder):
         groups = model.parameter_groups(config.lr, config.text_lr, config.layer_decay)
-    elif hasattr(model, "parameter_groups"):
+    elif isinstance(model, OwnParameterGroups):
         groups = model.parameter_groups(config.lr)
     else:
         groups = model.parameters()
@@ -36,7 +39,14 @@ def make_optimizer(config: TrainConfig, model: MultimodalModel, device: torch.de
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, **adam_kind(config, device))
 
 
-def adam_kind(config: TrainConfig, device: torch.device | None) -> dict[str, bool]:
+class AdamKind(TypedDict, total=False):
+    """AdamW's implementation keyword (none: torch's default choice)."""
+
+    foreach: bool
+    fused: bool
+
+
+def adam_kind(config: TrainConfig, device: torch.device | None) -> AdamKind:
     """AdamW's implementation keyword: one fused kernel, one multi-tensor (foreach) op per
     step, or torch's default choice. Fused needs float parameters on a device torch has a
     kernel for (CUDA, CPU); where it has none, foreach is used, with a warning."""
@@ -73,5 +83,7 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_
         return 1.0
 
     other = cosine_factor if config.lr_schedule == "cosine" else model_factor
-    lambdas = [encoder_factor if g.get("text_encoder") else other for g in optimizer.param_groups]
+    lambdas: list[Callable[[int], float]] = [
+        encoder_factor if g.get("text_encoder") else other for g in optimizer.param_groups
+    ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -155,7 +155,8 @@ class Trainer:
             )
         if self.config.compile:
             try:
-                model = torch.compile(model, backend=self.config.compile)
+                # an nn.Module compiles to an nn.Module (OptimizedModule); torch types it as any callable
+                model = cast(nn.Module, torch.compile(model, backend=self.config.compile))
                 self.compiled = True
             except Exception as err:  # an unknown backend, a torch without dynamo
                 warnings.warn(f"--compile {self.config.compile}: {err}; training in eager mode", stacklevel=3)

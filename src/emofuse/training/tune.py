@@ -80,7 +80,8 @@ def parse_param(text: str) -> Param:
 
 def _param(name: str, spec: Any) -> Param:
     if isinstance(spec, dict):  # from a file: {type|kind, low, high} or {choices: [...]}
-        kind = spec.get("kind", spec.get("type", "cat" if "choices" in spec else ""))
+        # the file's value, whatever its type: Param refuses anything but a known kind
+        kind: Any = spec.get("kind", spec.get("type", "cat" if "choices" in spec else ""))
         try:
             return Param(name, kind, float(spec.get("low", 0)), float(spec.get("high", 0)),
                          tuple(spec.get("choices", ())))

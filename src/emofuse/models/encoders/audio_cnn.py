@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from emofuse.errors import OptionError
 from emofuse.models.base import build_config
 from emofuse.models.encoders.registry import register_encoder
 
@@ -65,17 +66,17 @@ class SpectroCNNConfig:
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         if self.norm not in ("batch", "group"):
-            raise ValueError(f"norm must be 'batch' or 'group', not {self.norm!r}")
+            raise OptionError(f"norm must be 'batch' or 'group', not {self.norm!r}")
         if not self.channels or (self.norm == "group" and any(c % self.groups for c in self.channels)):
-            raise ValueError(f"channels {self.channels} must be non-empty and divisible by groups={self.groups}")
+            raise OptionError(f"channels {self.channels} must be non-empty and divisible by groups={self.groups}")
         if self.normalize not in ("level", "patch"):
-            raise ValueError(f"normalize must be 'level' or 'patch', not {self.normalize!r}")
+            raise OptionError(f"normalize must be 'level' or 'patch', not {self.normalize!r}")
         if not 0.0 <= self.spec_augment < 0.5:
-            raise ValueError(f"spec_augment must lie in [0, 0.5), not {self.spec_augment}")
+            raise OptionError(f"spec_augment must lie in [0, 0.5), not {self.spec_augment}")
         if self.freq_pool not in ("mean", "keep"):
-            raise ValueError(f"freq_pool must be 'mean' or 'keep', not {self.freq_pool!r}")
+            raise OptionError(f"freq_pool must be 'mean' or 'keep', not {self.freq_pool!r}")
         if not 0.0 <= self.freq_warp < 0.5:
-            raise ValueError(f"freq_warp must lie in [0, 0.5), not {self.freq_warp}")
+            raise OptionError(f"freq_warp must lie in [0, 0.5), not {self.freq_warp}")
 
 
 class SpectroCNN(nn.Module):
@@ -118,8 +119,8 @@ class SpectroCNN(nn.Module):
         h = self.features(x.unsqueeze(1))  # N x C x F' x T'
         if self.config.freq_pool == "keep":
             if h.shape[2] * h.shape[1] * 2 != self.out.in_features:
-                raise ValueError(f"spectro_cnn was built for n_mels={self.config.n_mels} (freq_pool=keep); "
-                                 f"these patches have {mel.shape[1]} bands: give -E audio:n_mels={mel.shape[1]}")
+                raise OptionError(f"spectro_cnn was built for n_mels={self.config.n_mels} (freq_pool=keep); "
+                                  f"these patches have {mel.shape[1]} bands: give -E audio:n_mels={mel.shape[1]}")
             h = h.flatten(1, 2)  # N x (C F') x T'
         else:
             h = h.mean(dim=2)  # N x C x T'

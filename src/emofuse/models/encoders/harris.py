@@ -78,6 +78,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from emofuse.errors import OptionError
+
 MODES = ("harris2d", "harris3d")
 SPREADS = ("gaussian", "box")
 
@@ -105,19 +107,19 @@ class HarrisConfig:
 
     def __post_init__(self) -> None:
         if self.sigma <= 0 or self.tau < 0:
-            raise ValueError(f"HarrisConfig needs sigma > 0 and tau >= 0, got {self.sigma}, {self.tau}")
+            raise OptionError(f"HarrisConfig needs sigma > 0 and tau >= 0, got {self.sigma}, {self.tau}")
         if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"HarrisConfig.threshold is relative to the clip's maximum: 0..1, not {self.threshold}")
+            raise OptionError(f"HarrisConfig.threshold is relative to the clip's maximum: 0..1, not {self.threshold}")
         if not (self.min_strength2d >= 0 and self.min_strength3d >= 0):
-            raise ValueError(
+            raise OptionError(
                 f"HarrisConfig strength floors must be >= 0, got {self.min_strength2d}, {self.min_strength3d}"
             )
         if self.max_points < 1:
-            raise ValueError(f"HarrisConfig.max_points must be >= 1, got {self.max_points}")
+            raise OptionError(f"HarrisConfig.max_points must be >= 1, got {self.max_points}")
         if min(self.nms_radius, self.nms_radius_t, self.spread_radius, self.spread_radius_t, self.border) < 0:
-            raise ValueError("HarrisConfig radii and border must be >= 0")
+            raise OptionError("HarrisConfig radii and border must be >= 0")
         if self.spread not in SPREADS:
-            raise ValueError(f"HarrisConfig.spread must be one of {SPREADS}, not {self.spread!r}")
+            raise OptionError(f"HarrisConfig.spread must be one of {SPREADS}, not {self.spread!r}")
 
 
 @dataclass

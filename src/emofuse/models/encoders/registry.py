@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from emofuse.errors import OptionError
+
 EncoderBuilder = Callable[..., nn.Module]
 
 
@@ -50,7 +52,7 @@ def list_encoders(modality: str | None = None) -> list[str]:
 def get_encoder(name: str) -> EncoderEntry:
     _import_all()
     if name not in _ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(list_encoders())}")
+        raise OptionError(f"unknown encoder {name!r}; known encoders: {', '.join(list_encoders())}")
     return _ENCODERS[name]
 
 

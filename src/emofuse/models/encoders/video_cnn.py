@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emofuse.errors import OptionError
 from emofuse.models.base import build_config
 from emofuse.models.encoders.harris import HarrisConfig, HarrisResult, harris_analysis
 from emofuse.models.encoders.registry import register_encoder
@@ -40,14 +41,14 @@ class Harris3DCNNConfig:
         if isinstance(self.harris, dict):
             self.harris = build_config(HarrisConfig, self.harris)
         if not isinstance(self.harris, HarrisConfig):
-            raise ValueError(f"harris must be a HarrisConfig or a dict of its options, not {type(self.harris).__name__}")
+            raise OptionError(f"harris must be a HarrisConfig or a dict of its options, not {type(self.harris).__name__}")
         self.channels = tuple(int(c) for c in self.channels)
         if not self.channels or min(self.channels) < 1:
-            raise ValueError(f"channels must be a non-empty list of positive sizes, not {self.channels}")
+            raise OptionError(f"channels must be a non-empty list of positive sizes, not {self.channels}")
         if self.attention not in ATTENTION_MODES:
-            raise ValueError(f"attention must be one of {ATTENTION_MODES}, not {self.attention!r}")
+            raise OptionError(f"attention must be one of {ATTENTION_MODES}, not {self.attention!r}")
         if self.groups < 1 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"need groups >= 1 and 0 <= dropout < 1, got {self.groups}, {self.dropout}")
+            raise OptionError(f"need groups >= 1 and 0 <= dropout < 1, got {self.groups}, {self.dropout}")
 
 
 class ChannelGate(nn.Module):
@@ -124,6 +125,7 @@ class Harris3DCNN(nn.Module):
             with torch.no_grad():
                 attention = harris_analysis(frames, self.config.attention, self.config.harris).attention
             attention = attention.unsqueeze(1).to(x.dtype)
+            assert self.input_gate is not None  # made with the attention: config.attention != "none"
             x = x * self.input_gate(attention)
         for i, block in enumerate(self.blocks):
             x = block(x)
@@ -132,7 +134,8 @@ class Harris3DCNN(nn.Module):
             # gate after pooling: the same feature maps reach the next block, at an eighth of the
             # cost of gating the full-size block output (which dominated the encoder's time)
             if attention is not None:
-                x = x * self.gates[i](F.adaptive_avg_pool3d(attention, x.shape[2:]))
+                assert self.gates is not None  # made with the attention
+                x = x * self.gates[i](F.adaptive_avg_pool3d(attention, (x.shape[2], x.shape[3], x.shape[4])))
         pooled = torch.cat([x.mean(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))], dim=1)
         return self.out(self.dropout(pooled))
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emofuse.errors import UserError
+from emofuse.errors import OptionError, UserError
 from emofuse.models.base import build_config
 from emofuse.models.encoders.registry import register_encoder
 
@@ -206,6 +206,8 @@ class WhisperLayer(nn.Module):
 class WhisperEncoder(nn.Module):
     """Whisper's audio encoder on N x n_mels x T log-mel in Whisper's scaling -> N x ceil(T/2) x dim."""
 
+    positions: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, n_mels: int, dim: int, heads: int, layers: int, ffn_dim: int, positions: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(n_mels, dim, 3, padding=1)
@@ -342,11 +344,11 @@ class WhisperAudioConfig:
         if self.finetune not in ("none", "all"):
             head, _, k = self.finetune.partition(":")
             if head != "top" or not k.isdigit() or int(k) < 1:
-                raise ValueError(f"finetune must be none, all or top:K with K >= 1, not {self.finetune!r}")
+                raise OptionError(f"finetune must be none, all or top:K with K >= 1, not {self.finetune!r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), not {self.dropout}")
+            raise OptionError(f"dropout must lie in [0, 1), not {self.dropout}")
         if self.cache_mb < 0:
-            raise ValueError(f"cache_mb must be >= 0, not {self.cache_mb}")
+            raise OptionError(f"cache_mb must be >= 0, not {self.cache_mb}")
 
 
 class WhisperAudio(nn.Module):
@@ -364,7 +366,7 @@ class WhisperAudio(nn.Module):
         else:
             top = int(config.finetune.split(":")[1])
             if top > n_layers:
-                raise ValueError(f"finetune={config.finetune!r}: the encoder has only {n_layers} layers")
+                raise OptionError(f"finetune={config.finetune!r}: the encoder has only {n_layers} layers")
             self.frozen_layers = n_layers - top
         for name, p in self.encoder.named_parameters():
             p.requires_grad = self.frozen_layers < 0 or self._trains(name)
@@ -405,7 +407,7 @@ class WhisperAudio(nn.Module):
     def _before_load(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
         """Other frozen weights (not the best epoch's copy of the same ones) make the cache wrong:
         then this encoder gets a fresh cache of its own."""
-        frozen = [(n, p) for n, p in self.encoder.named_parameters() if not p.requires_grad]
+        frozen: list[tuple[str, torch.Tensor]] = [(n, p) for n, p in self.encoder.named_parameters() if not p.requires_grad]
         frozen += list(self.encoder.named_buffers())
         for name, current in frozen:
             new = state_dict.get(f"{prefix}encoder.{name}")
