@@ -197,6 +197,17 @@ def require_tools() -> None:
                           f"install with: {INSTALL_HINT}")
 
 
+def _run_tool(command: list[str], stdin: bytes | None = None) -> bytes:
+    """A tool's stdout; a tool that fails (an incomplete install: a missing espeak-ng voice, a sox
+    without its effects) is a MissingTool naming the command and what it printed."""
+    done = subprocess.run(command, input=stdin, capture_output=True)
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        raise MissingTool(f"{' '.join(command[:3])} ... failed (exit {done.returncode}: "
+                          f"{said[-1] if said else 'no message'}); check the install: {INSTALL_HINT}")
+    return done.stdout
+
+
 # --------------------------------------------------------------------------- the plan
 @dataclass
 class ClipPlan:
@@ -353,8 +364,8 @@ class _Speech:
         key = (word, voice, pitch)
         if key not in self._trimmed:
             require_tools()
-            raw = subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(self.cfg.speed),
-                                  "--stdout", word], capture_output=True, check=True).stdout
+            raw = _run_tool(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(self.cfg.speed),
+                             "--stdout", word])
             with wave.open(io.BytesIO(raw)) as handle:
                 if handle.getframerate() != SPEECH_RATE:
                     raise MissingTool(f"espeak-ng gave {handle.getframerate()} Hz, expected {SPEECH_RATE}")
@@ -386,10 +397,9 @@ class _Speech:
                     handle.setsampwidth(2)
                     handle.setframerate(SPEECH_RATE)
                     handle.writeframes(x.tobytes())
-                out = subprocess.run(
+                out = _run_tool(
                     ["sox", "-D", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1",
-                     "-r", str(SPEECH_RATE), "-", "tempo", "-s", f"{ratio:.6f}"],
-                    input=buf.getvalue(), capture_output=True, check=True).stdout
+                     "-r", str(SPEECH_RATE), "-", "tempo", "-s", f"{ratio:.6f}"], stdin=buf.getvalue())
                 y = np.frombuffer(out, dtype=np.float32).astype(np.float64)
             # the last small change of length (and the rate change) by interpolation
             y = np.interp(np.linspace(0, len(y) - 1, target), np.arange(len(y)), y)
