@@ -9,6 +9,7 @@ from emofuse.cli.common import (
     check_writable_parent,
     command,
 )
+from emofuse.cli.options import add_config_arguments, given_settings
 
 
 def _prepare_text_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +19,11 @@ def _prepare_text_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-words", type=int, default=50)
 
 
-@command("prepare-text", help="label.csv -> MMSA pickle of word-level text embeddings", arguments=_prepare_text_arguments)
+@command(
+    "prepare-text",
+    help="label.csv -> MMSA pickle of word-level text embeddings",
+    arguments=_prepare_text_arguments,
+)
 def cmd_prepare_text(args: argparse.Namespace) -> int:
     from emofuse.data.mmsa import save_mmsa_pickle
     from emofuse.errors import OutputError
@@ -28,7 +33,9 @@ def cmd_prepare_text(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     # checked before the texts are embedded (minutes on a CPU), not after
     if out.is_dir():
-        raise OutputError(f"--out {args.out} is a folder; give the pickle's file name, e.g. {Path(args.out) / 'text.pkl'}")
+        raise OutputError(
+            f"--out {args.out} is a folder; give the pickle's file name, e.g. {Path(args.out) / 'text.pkl'}"
+        )
     check_writable_parent(out, args.out)
     splits = label_csv_to_splits(source, args.text_model, args.max_words)
     try:
@@ -46,7 +53,9 @@ def _label_csv_path(given: str) -> Path:
     path = Path(given).expanduser()
     if path.is_dir():
         if not (path / "label.csv").is_file():
-            raise UserError(f"{given}: a folder without a label.csv in it (give the label.csv file or its folder)")
+            raise UserError(
+                f"{given}: a folder without a label.csv in it (give the label.csv file or its folder)"
+            )
         return path / "label.csv"
     if not path.exists():
         raise UserError(f"{given}: no such file (expected a label.csv or the folder that holds one)")
@@ -54,51 +63,79 @@ def _label_csv_path(given: str) -> Path:
 
 
 def _extract_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset_dir", nargs="?", help="folder with label.csv and Raw/<video_id>/<clip_id>.mp4, or a RAVDESS "
-                                                  "folder (Actor_NN/03-01-*.wav: 8 emotion classes, split by actor)")
-    p.add_argument("--out", required=True, help="FILE.pkl (aligned); FILE_unaligned.pkl and FILE.report.json/.csv beside it")
+    from emofuse.features.clip import ExtractConfig
+
+    p.add_argument(
+        "dataset_dir",
+        nargs="?",
+        help="folder with label.csv and Raw/<video_id>/<clip_id>.mp4, or a RAVDESS "
+        "folder (Actor_NN/03-01-*.wav: 8 emotion classes, split by actor)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="FILE.pkl (aligned); FILE_unaligned.pkl and FILE.report.json/.csv beside it",
+    )
     p.add_argument("--workers", type=int, default=1, help="extraction processes (one thread each)")
-    p.add_argument("--on-error", default="skip", choices=["skip", "pad", "stop"], help="a clip that fails: leave out, keep as zeros, or stop")
-    p.add_argument("--shard", help="i/n: extract rows i, i+n, ... only (i from 0) into a shard file for --merge")
-    p.add_argument("--merge", nargs="+", metavar="SHARD", help="merge shard files (all n of them) into the pickles")
+    p.add_argument(
+        "--on-error",
+        default="skip",
+        choices=["skip", "pad", "stop"],
+        help="a clip that fails: leave out, keep as zeros, or stop",
+    )
+    p.add_argument(
+        "--shard", help="i/n: extract rows i, i+n, ... only (i from 0) into a shard file for --merge"
+    )
+    p.add_argument(
+        "--merge", nargs="+", metavar="SHARD", help="merge shard files (all n of them) into the pickles"
+    )
     p.add_argument("--cache", help="per-clip stage cache (default $EMOFUSE_CACHE/extract)")
-    p.add_argument("--raw", action="store_true", help="also write the paper's raw inputs, per word grey face crops and a "
-                                                      "log-mel patch, into the raw store OUT_STEM.raw/ beside the pickle "
-                                                      "(read by train --video-encoder/--audio-encoder)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="also write the paper's raw inputs, per word grey face crops and a "
+        "log-mel patch, into the raw store OUT_STEM.raw/ beside the pickle "
+        "(read by train --video-encoder/--audio-encoder)",
+    )
     p.add_argument("--raw-dir", help="the raw store's folder instead of OUT_STEM.raw/ (implies --raw)")
-    p.add_argument("--crop-frames", type=int, default=16, help="face-crop frames per word in the raw store")
-    p.add_argument("--crop-size", type=int, default=64, help="face-crop side in pixels")
-    p.add_argument("--n-mels", type=int, default=64, help="mel bands of the log-mel map")
-    p.add_argument("--n-fft", type=int, default=512, help="FFT size of the log-mel map (Whisper's own input: "
-                                                          "--n-mels 80 --n-fft 400)")
-    p.add_argument("--logmel-frames", type=int, default=32, help="log-mel columns per word in the raw store")
-    p.add_argument("--words", default="auto", help="auto (align label.csv text, else recognise), whisper or pocketsphinx")
-    p.add_argument("--asr", action="store_true", help="ignore label.csv text: words and times from speech recognition")
-    p.add_argument("--fps", type=float, default=25.0, help="video frames per second analysed")
-    p.add_argument("--min-face-fraction", type=float, default=0.0,
-                   help="fewer frames with a face fail the clip (no_face); 0: only a clip with no face at all fails, "
-                        "and the words without one have their vision marked missing")
-    p.add_argument("--modalities", default="T+A+V", help="features to extract: T+A+V, T+A, A+V or A (audio always; "
-                                                         "without T the text model is not loaded, without V no face)")
-    p.add_argument("--no-video", action="store_true", help="drop V from --modalities: wavs, or videos whose face is not wanted")
-    p.add_argument("--labels", default="auto", choices=["auto", "regression", "classification"],
-                   help="label.csv's label: sentiment scores, or class ids / a 'class' or 'emotion' column of names "
-                        "(auto: classification when such a column exists)")
-    p.add_argument("--silence-db", type=float, default=-60.0, help="a clip whose loudest 10 ms is quieter (dBFS) fails as "
-                                                                   "no_speech")
-    p.add_argument("--landmarks", action="store_true", help="add the 478 normalised landmarks to the vision features")
-    p.add_argument("--text-model", default="minilm")
-    p.add_argument("--max-words", type=int, default=50)
+    p.add_argument(
+        "--asr", action="store_true", help="ignore label.csv text: words and times from speech recognition"
+    )
+    p.add_argument(
+        "--modalities",
+        default="T+A+V",
+        help="features to extract: T+A+V, T+A, A+V or A (audio always; "
+        "without T the text model is not loaded, without V no face)",
+    )
+    p.add_argument(
+        "--no-video",
+        action="store_true",
+        help="drop V from --modalities: wavs, or videos whose face is not wanted",
+    )
+    p.add_argument(
+        "--labels",
+        default="auto",
+        choices=["auto", "regression", "classification"],
+        help="label.csv's label: sentiment scores, or class ids / a 'class' or 'emotion' column of names "
+        "(auto: classification when such a column exists)",
+    )
+    # what decides a clip's features: the flags of ExtractConfig's fields
+    add_config_arguments(p, ExtractConfig, title="features")
     p.add_argument("--threads", type=int, default=1, help="torch threads in this process")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-@command("extract", help="an MMSA-FET folder (label.csv + Raw/) or RAVDESS -> aligned and unaligned MMSA pickles", arguments=_extract_arguments)
+@command(
+    "extract",
+    help="an MMSA-FET folder (label.csv + Raw/) or RAVDESS -> aligned and unaligned MMSA pickles",
+    arguments=_extract_arguments,
+)
 def cmd_extract(args: argparse.Namespace) -> int:
     import torch
 
     from emofuse.data.dataset import modality_code, parse_modalities
     from emofuse.errors import OptionError
+    from emofuse.features.clip import ExtractConfig
     from emofuse.features.extract import extract_config, extract_dataset
     from emofuse.features.shards import merge_shards
 
@@ -112,16 +149,23 @@ def cmd_extract(args: argparse.Namespace) -> int:
         modalities = parse_modalities(args.modalities)
         if args.no_video:
             modalities = tuple(m for m in modalities if m != "vision")
-        config = extract_config(
-            modality_code(modalities), words="whisper" if args.asr else args.words, fps=args.fps,
-            text_model=args.text_model, max_words=args.max_words, landmarks=args.landmarks,
-            min_face_fraction=args.min_face_fraction, silence_db=args.silence_db,
-            crop_frames=args.crop_frames, crop_size=args.crop_size, n_mels=args.n_mels, n_fft=args.n_fft,
-            logmel_frames=args.logmel_frames,
+        settings = given_settings(args, [ExtractConfig])
+        if args.asr:
+            settings["words"] = "whisper"
+        config = extract_config(modality_code(modalities), **settings)
+        result = extract_dataset(
+            args.dataset_dir,
+            args.out,
+            config=config,
+            workers=args.workers,
+            on_error=args.on_error,
+            shard=args.shard,
+            cache_dir=args.cache,
+            raw=args.raw,
+            raw_dir=args.raw_dir,
+            progress=not args.quiet,
+            labels=args.labels,
         )
-        result = extract_dataset(args.dataset_dir, args.out, config=config, workers=args.workers,
-                                 on_error=args.on_error, shard=args.shard, cache_dir=args.cache,
-                                 raw=args.raw, raw_dir=args.raw_dir, progress=not args.quiet, labels=args.labels)
     report = result.report
     print(f"{report['ok']} of {report['clips']} clips extracted, {len(report['failed'])} failed")
     for failure in report["failed"]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from emofuse.configs import option
 from emofuse.errors import OptionError
 from emofuse.features.align import (
     Stream,
@@ -67,28 +68,31 @@ class ExtractConfig:
         alignment): the text model is then never loaded.
     """
 
-    decoder: str = "pyav"
-    words: str = "auto"
-    audio: tuple[str, ...] = AUDIO_PICKLE_STREAMS
-    face: str = "mediapipe"
-    text_model: str = "minilm"
-    fps: float = 25.0
-    max_side: int = 480
-    max_words: int = 50
-    min_duration: float = 0.5
-    min_face_fraction: float = 0.0
-    silence_db: float = -60.0
-    landmarks: bool = False
-    require_video: bool = True
-    video: bool = True
-    text: bool = True
-    whisper_beam_size: int = 5
-    unaligned_audio_rate: float = 25.0
-    crop_frames: int = 16
-    crop_size: int = 64
-    n_mels: int = 64
-    n_fft: int = 512  # 400 with n_mels=80 is Whisper's own input (--audio-encoder whisper_base)
-    logmel_frames: int = 32
+    decoder: str = option("pyav", cli=False)
+    words: str = option("auto", "auto (align label.csv text, else recognise), whisper or pocketsphinx")
+    audio: tuple[str, ...] = option(AUDIO_PICKLE_STREAMS, cli=False)
+    face: str = option("mediapipe", cli=False)
+    text_model: str = option("minilm", "word features: minilm, mpnet, a HF model name or a local folder")
+    fps: float = option(25.0, "video frames per second analysed")
+    max_side: int = option(480, cli=False)
+    max_words: int = option(50, "words kept per clip")
+    min_duration: float = option(0.5, cli=False)
+    min_face_fraction: float = option(0.0, "fewer frames with a face fail the clip (no_face); 0: only a clip "
+                                      "with no face at all fails, and the words without one have their vision "
+                                      "marked missing")
+    silence_db: float = option(-60.0, "a clip whose loudest 10 ms is quieter (dBFS) fails as no_speech")
+    landmarks: bool = option(False, "add the 478 normalised landmarks to the vision features")
+    require_video: bool = option(True, cli=False)
+    video: bool = option(True, cli=False)
+    text: bool = option(True, cli=False)
+    whisper_beam_size: int = option(5, cli=False)
+    unaligned_audio_rate: float = option(25.0, cli=False)
+    crop_frames: int = option(16, "face-crop frames per word in the raw store")
+    crop_size: int = option(64, "face-crop side in pixels")
+    n_mels: int = option(64, "mel bands of the log-mel map")
+    # 400 with n_mels=80 is Whisper's own input (--audio-encoder whisper_base)
+    n_fft: int = option(512, "FFT size of the log-mel map (Whisper's own input: --n-mels 80 --n-fft 400)")
+    logmel_frames: int = option(32, "log-mel columns per word in the raw store")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "audio", tuple(self.audio))
@@ -116,7 +120,10 @@ class ExtractConfig:
     @property
     def raw_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-word item shapes of the raw inputs: face-crop stacks and log-mel patches."""
-        return {"vision": (self.crop_frames, self.crop_size, self.crop_size), "audio": (self.n_mels, self.logmel_frames)}
+        return {
+            "vision": (self.crop_frames, self.crop_size, self.crop_size),
+            "audio": (self.n_mels, self.logmel_frames),
+        }
 
 
 @dataclass
