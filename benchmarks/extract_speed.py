@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=6, help="generated clips")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--audio-only", action="store_true", help="wav input: no face stage")
-    parser.add_argument("--asr", action="store_true", help="recognise words (whisper) instead of aligning label.csv text")
+    parser.add_argument(
+        "--asr", action="store_true", help="recognise words (whisper) instead of aligning label.csv text"
+    )
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--child", nargs=2, metavar=("WORKERS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -23,7 +23,14 @@ import subprocess
 import sys
 import time
 
-ROWS = ["harris2d", "harris3d", "harris3d_cnn:none", "harris3d_cnn:harris2d", "harris3d_cnn:harris3d", "spectro_cnn"]
+ROWS = [
+    "harris2d",
+    "harris3d",
+    "harris3d_cnn:none",
+    "harris3d_cnn:harris2d",
+    "harris3d_cnn:harris3d",
+    "spectro_cnn",
+]
 
 
 def measure(row: str, batch: int, frames: int, size: int, repeats: int, device: str, threads: int) -> dict:
@@ -65,7 +72,11 @@ def measure(row: str, batch: int, frames: int, size: int, repeats: int, device: 
         sync()
         times.append(time.perf_counter() - start)
     ms = statistics.median(times) * 1000
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     return {"row": row, "ms": ms / batch if per == "clip" else ms, "per": per, "peak_mib": peak}
 
 
@@ -81,15 +92,23 @@ def main() -> None:
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one row in this process
     args = p.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.batch, args.frames, args.size, args.repeats, args.device, args.threads)))
+        print(
+            json.dumps(
+                measure(args.one, args.batch, args.frames, args.size, args.repeats, args.device, args.threads)
+            )
+        )
         return
-    print(f"device {args.device}, {args.threads} thread(s); spans of {args.frames} x {args.size} x {args.size} "
-          f"frames, batch {args.batch}; log-mel 64 x 50; median of {args.repeats}")
+    print(
+        f"device {args.device}, {args.threads} thread(s); spans of {args.frames} x {args.size} x {args.size} "
+        f"frames, batch {args.batch}; log-mel 64 x 50; median of {args.repeats}"
+    )
     print("| row | time | per | peak memory MiB |")
     print("|---|---|---|---|")
     for row in args.rows:
         cmd = [sys.executable, __file__, "--one", row] + [
-            a for k in ("batch", "frames", "size", "repeats", "device", "threads") for a in (f"--{k}", str(getattr(args, k)))
+            a
+            for k in ("batch", "frames", "size", "repeats", "device", "threads")
+            for a in (f"--{k}", str(getattr(args, k)))
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode:

@@ -1,4 +1,5 @@
-"""The RAVDESS reference the raw audio encoders are measured against: eGeMAPS functionals + logistic regression.
+"""The RAVDESS reference the raw audio encoders are measured against: eGeMAPS functionals +
+logistic regression.
 
     python benchmarks/ravdess_egemaps_lr.py --data path/to/RavdessDataSet
 
@@ -67,7 +68,9 @@ def main() -> None:
         predicted = model.predict(x[split["test"]])
         test = float((predicted == labels[split["test"]]).mean())
         f1 = f1_score(labels[split["test"]], predicted, average="macro")
-        print(f"| eGeMAPS functionals, {mode} | {c:g} | {100 * valid:.1f} | {100 * test:.1f} | {100 * f1:.1f} |")
+        print(
+            f"| eGeMAPS functionals, {mode} | {c:g} | {100 * valid:.1f} | {100 * test:.1f} | {100 * f1:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def make_run(root: Path) -> tuple[Path, Path]:
     from emofuse.cli.main import main
 
     folder = make_folder(root / "fet", 6)
-    if main(["extract", str(folder), "--out", str(root / "feat.pkl"), "--cache", str(root / "cache"), "--quiet"]):
+    if main(
+        ["extract", str(folder), "--out", str(root / "feat.pkl"), "--cache", str(root / "cache"), "--quiet"]
+    ):
         raise SystemExit("serve_load: extraction of the generated clips failed")
     if main(["train", "--data", str(root / "feat.pkl"), "--model", "fusion_matched", "--modalities", "T+A+V",
              "--epochs", "1", "--threads", "1", "--batch-size", "2", "--quiet", "--out", str(root / "run"),
@@ -76,9 +78,30 @@ class Server:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "emofuse.cli.main", "serve", "--run", str(run), "--host", HOST,
-             "--port", str(self.port), "--workers", str(workers), "--queue", str(queue), "--timeout", str(timeout),
-             "--threads", "1"], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "emofuse.cli.main",
+                "serve",
+                "--run",
+                str(run),
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--queue",
+                str(queue),
+                "--timeout",
+                str(timeout),
+                "--threads",
+                "1",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     def wait_ready(self, seconds: float) -> float:
         import httpx
@@ -86,7 +109,9 @@ class Server:
         started = time.monotonic()
         while time.monotonic() - started < seconds:
             if self.proc.poll() is not None:
-                raise SystemExit(f"serve_load: the server exited ({self.proc.returncode}); see {self.log.name}")
+                raise SystemExit(
+                    f"serve_load: the server exited ({self.proc.returncode}); see {self.log.name}"
+                )
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return time.monotonic() - started
@@ -183,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(run, args.workers, args.queue, args.timeout, root / "server.log")
         try:
             ready = server.wait_ready(300)
-            print(f"server on {server.url}: ready in {ready:.1f} s (workers {args.workers}, queue {args.queue}, "
-                  f"explain {'off' if args.no_explain else 'on'}); peak RSS after start-up "
-                  f"{peak_rss_mib(server.proc.pid):.0f} MiB", flush=True)
+            print(
+                f"server on {server.url}: ready in {ready:.1f} s "
+                f"(workers {args.workers}, queue {args.queue}, "
+                f"explain {'off' if args.no_explain else 'on'}); peak RSS after start-up "
+                f"{peak_rss_mib(server.proc.pid):.0f} MiB",
+                flush=True,
+            )
             rows = []
             for clients in levels:
                 row = level(server.url, clip, clients, args.requests, args.time_cap, not args.no_explain,
@@ -196,13 +225,20 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
         finally:
             server.stop()
-    print("| clients | requests | ok | errors (by status) | answers/s | ok/s | p50 s | p95 s | server peak RSS MiB "
-          "| all answered |")
+    print(
+        "| clients | requests | ok | errors (by status) | answers/s | ok/s | p50 s | p95 s "
+        "| server peak RSS MiB "
+        "| all answered |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "-"
-        print(f"| {r['clients']} | {r['requests']} | {r['ok']} | {errors} | {r['rps']:.2f} | {r['ok_rps']:.2f} | "
-              f"{r['p50']:.2f} | {r['p95']:.2f} | {r['rss']:.0f} | {'yes' if r['answered'] == r['requests'] else 'NO'} |")
+        print(
+            f"| {r['clients']} | {r['requests']} | {r['ok']} | {errors} | "
+            f"{r['rps']:.2f} | {r['ok_rps']:.2f} | "
+            f"{r['p50']:.2f} | {r['p95']:.2f} | {r['rss']:.0f} | "
+            f"{'yes' if r['answered'] == r['requests'] else 'NO'} |"
+        )
     unanswered = sum(r["requests"] - r["answered"] for r in rows)
     print(f"every request got an answer: {'yes' if not unanswered else f'no, {unanswered} without one'}")
     return 0 if not unanswered else 1

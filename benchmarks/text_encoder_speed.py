@@ -38,7 +38,13 @@ def measure(encoder: str, finetune: str, splits: DatasetSplits, steps: int, batc
     from emofuse.training.config import TrainConfig
     from emofuse.training.optim import make_optimizer
 
-    config = TrainConfig(model="late_fusion", modalities="T", text_encoder=encoder, text_finetune=finetune, batch_size=batch_size)
+    config = TrainConfig(
+        model="late_fusion",
+        modalities="T",
+        text_encoder=encoder,
+        text_finetune=finetune,
+        batch_size=batch_size,
+    )
     tokenizer, hf = load_tokenizer_and_encoder(encoder)
     data = tokenize_splits(splits.select_modalities(["text"]), tokenizer, text_encoder_config(config))
     model = build_model(config, model_spec_for(data, ("text",)), hf)
@@ -76,7 +82,9 @@ def measure(encoder: str, finetune: str, splits: DatasetSplits, steps: int, batc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--encoders", nargs="+", default=["minilm", "mpnet"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -90,9 +98,14 @@ def main() -> None:
             try:
                 rows.append(measure(encoder, finetune, splits, args.steps, args.batch_size))
             except Exception as err:  # e.g. mpnet not installed: say so, go on with the rest
-                rows.append({"encoder": encoder, "mode": finetune, "error": f"{type(err).__name__}: {str(err)[:90]}"})
-    print(f"texts: {source} ({len(splits.train)} training utterances); {args.threads} thread(s), batch {args.batch_size}, "
-          f"epoch time from {args.steps} steps after a warm-up")
+                rows.append(
+                    {"encoder": encoder, "mode": finetune, "error": f"{type(err).__name__}: {str(err)[:90]}"}
+                )
+    print(
+        f"texts: {source} ({len(splits.train)} training utterances); {args.threads} thread(s), "
+        f"batch {args.batch_size}, "
+        f"epoch time from {args.steps} steps after a warm-up"
+    )
     print("| encoder | mode | s / epoch | train utt/s | eval utt/s | parameters |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -34,7 +34,13 @@ DEFAULT_MODELS = ["fusion_matched", "ef_lstm", "late_fusion", "tfn", "lmf", "mfn
 
 
 def measure(
-    model_name: str, layout: str, batches: int, batch_size: int, device: str, threads: int, adam: str = "default"
+    model_name: str,
+    layout: str,
+    batches: int,
+    batch_size: int,
+    device: str,
+    threads: int,
+    adam: str = "default",
 ) -> dict:
     import torch
 
@@ -96,7 +102,9 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--batches", type=int, default=5)
@@ -115,17 +123,33 @@ def main() -> None:
     rows = []
     for layout in args.layouts:
         for model in args.models:
-            cmd = [sys.executable, __file__, "--child", f"{model}:{layout}", "--batches", str(args.batches),
-                   "--batch-size", str(args.batch_size), "--device", args.device, "--threads", str(args.threads),
-                   "--adam", args.adam]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                f"{model}:{layout}",
+                "--batches",
+                str(args.batches),
+                "--batch-size",
+                str(args.batch_size),
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+                "--adam",
+                args.adam,
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 rows.append({"model": model, "layout": layout, "error": done.stderr.strip().splitlines()[-1]})
             else:
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     mem = "peak GPU MiB (allocated)" if args.device.startswith("cuda") else "peak RSS MiB (process)"
-    print(f"device {args.device}, {args.threads} thread(s), Adam {args.adam}, batch {args.batch_size}, epoch = 1284 clips, "
-          f"time from {args.batches} steps after a warm-up")
+    print(
+        f"device {args.device}, {args.threads} thread(s), Adam {args.adam}, "
+        f"batch {args.batch_size}, epoch = 1284 clips, "
+        f"time from {args.batches} steps after a warm-up"
+    )
     print(f"| layout | model | s / epoch | ms / step | {mem} | parameters |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -68,10 +68,10 @@ ms per step, the mean number of steps a batch is padded to, the ratio to MMSA an
 
 Accuracy (--accuracy). Both implementations train on the same SYNTHETIC MOSI-shaped regression
 set (emofuse.data.synthetic with 768/5/20 features by default, `--dims` to change them, and a
-planted signal; every clip full length, shorter than MOSI's 50 words to keep it fast) for the same epochs, batch, learning rate
-(MMSA's MOSI lr for the model) and gradient clipping (MMSA's, where it has one), plain Adam,
-the same shuffling per seed; test MAE and Acc-2 (non-zero labels, MMSA's definition) are
-reported per model as mean and spread over seeds.
+planted signal; every clip full length, shorter than MOSI's 50 words to keep it fast) for the
+same epochs, batch, learning rate (MMSA's MOSI lr for the model) and gradient clipping (MMSA's,
+where it has one), plain Adam, the same shuffling per seed; test MAE and Acc-2 (non-zero labels,
+MMSA's definition) are reported per model as mean and spread over seeds.
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ def import_mmsa() -> tuple[Any, Any]:
     """MMSA's `get_config_regression` and `AMIO`, without running MMSA/__init__.py."""
     spec = importlib.util.find_spec("MMSA")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("MMSA is not installed here: run benchmarks/setup_mmsa.sh and use .venv-bench/bin/python")
+        raise SystemExit(
+            "MMSA is not installed here: run benchmarks/setup_mmsa.sh and use .venv-bench/bin/python"
+        )
     if "MMSA" not in sys.modules:
         package = types.ModuleType("MMSA")
         package.__path__ = list(spec.submodule_search_locations)
@@ -208,7 +210,11 @@ MULT_AS_MMSA = {
 
 class EmofuseSide:
     def __init__(
-        self, name: str, lengths: dict[str, int], mult_config: str = "emofuse", dims: dict[str, int] | None = None
+        self,
+        name: str,
+        lengths: dict[str, int],
+        mult_config: str = "emofuse",
+        dims: dict[str, int] | None = None,
     ) -> None:
         from emofuse.models import ModelSpec, create_model
 
@@ -243,7 +249,9 @@ def random_batch(lengths: dict[str, int], seed: int) -> tuple[dict[str, Any], An
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    feats = {m: torch.randn(BATCH, lengths[m], MOSI_DIMS[m], generator=g) for m in ("text", "audio", "vision")}
+    feats = {
+        m: torch.randn(BATCH, lengths[m], MOSI_DIMS[m], generator=g) for m in ("text", "audio", "vision")
+    }
     labels = torch.rand(BATCH, generator=g) * 6 - 3
     return feats, labels
 
@@ -359,9 +367,14 @@ def measure_epoch(side: str, name: str, word_counts: list[int], seed: int) -> di
                    if len(b.labels) > 1]  # BatchNorm (TFN/LMF subnets) needs two clips
     times = [timed_train_step(impl, opt, inputs, y) for inputs, y, _ in batches]
     return {
-        "side": side, "model": name, "epoch_s": sum(times[1:]), "ms_per_step": 1000 * statistics.mean(times[1:]),
-        "steps": len(times), "padded_to": statistics.mean(b[2] for b in batches),
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_mib": rss_before,
+        "side": side,
+        "model": name,
+        "epoch_s": sum(times[1:]),
+        "ms_per_step": 1000 * statistics.mean(times[1:]),
+        "steps": len(times),
+        "padded_to": statistics.mean(b[2] for b in batches),
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "base_mib": rss_before,
     }
 
 
@@ -372,15 +385,26 @@ def epoch(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         for name in args.models:
             for side in EPOCH_SIDES if r % 2 == 0 else EPOCH_SIDES[::-1]:
-                payload = {"kind": "epoch", "side": side, "model": name, "word_counts": word_counts, "seed": r}
+                payload = {
+                    "kind": "epoch",
+                    "side": side,
+                    "model": name,
+                    "word_counts": word_counts,
+                    "seed": r,
+                }
                 res = run_child(payload, args.timeout)
                 if "error" in res:
                     errors[(name, side)] = res["error"]
                     print(f"round {r}: {name} {side}: {res['error']}", file=sys.stderr)
                     continue
                 results.setdefault((name, side), []).append(res)
-                print(f"round {r}: {name} {side}: {res['epoch_s']:.1f} s/epoch, {res['ms_per_step']:.0f} ms/step, "
-                      f"padded to {res['padded_to']:.1f}, peak {res['peak_mib']:.0f} MiB", file=sys.stderr, flush=True)
+                print(
+                    f"round {r}: {name} {side}: {res['epoch_s']:.1f} s/epoch, "
+                    f"{res['ms_per_step']:.0f} ms/step, "
+                    f"padded to {res['padded_to']:.1f}, peak {res['peak_mib']:.0f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
     print(f"\nCPU, 1 thread, one training epoch over a MOSI-shaped split with MOSI's real training-split "
           f"lengths ({len(word_counts)} clips, mean {statistics.mean(word_counts):.1f} words), aligned, "
           f"batch {BATCH}, plain Adam; median over {args.rounds} round(s), one subprocess each, sides "
@@ -397,8 +421,10 @@ def epoch(args: argparse.Namespace) -> None:
                 continue
             s_ep = statistics.median(r["epoch_s"] for r in runs)
             ratio = f"{s_ep / base_s:.2f}x" if base_s else "-"
-            print(f"| {name} | {side} | {s_ep:.1f} | {statistics.median(r['ms_per_step'] for r in runs):.0f} | "
-                  f"{runs[0]['padded_to']:.1f} | {ratio} | {max(r['peak_mib'] for r in runs):.0f} |")
+            print(
+                f"| {name} | {side} | {s_ep:.1f} | {statistics.median(r['ms_per_step'] for r in runs):.0f} | "
+                f"{runs[0]['padded_to']:.1f} | {ratio} | {max(r['peak_mib'] for r in runs):.0f} |"
+            )
 
 
 # ---------------------------------------------------------------------------- accuracy
@@ -469,8 +495,15 @@ def train_accuracy(
     # the floor: a model whose MAE is not under this one has learned nothing
     mean_mae = mae(np.full_like(y, float(y_train.mean())), y)
     return {
-        "side": side, "model": name, "seed": seed, "mae": mae(p, y), "mean_mae": mean_mae, "acc2": acc2_non0(p, y)[0],
-        "train_s": train_s, "lr": lr, "clip": clip,
+        "side": side,
+        "model": name,
+        "seed": seed,
+        "mae": mae(p, y),
+        "mean_mae": mean_mae,
+        "acc2": acc2_non0(p, y)[0],
+        "train_s": train_s,
+        "lr": lr,
+        "clip": clip,
     }
 
 
@@ -510,7 +543,9 @@ def speed(args: argparse.Namespace) -> None:
                                     skipped[key] = "skipped (--mmsa-mult-unaligned-steps 0)"
                                 continue
                             if _available_gib() < args.mmsa_mult_unaligned_min_gib:
-                                skipped[key] = f"skipped: under {args.mmsa_mult_unaligned_min_gib} GiB available"
+                                skipped[key] = (
+                                    f"skipped: under {args.mmsa_mult_unaligned_min_gib} GiB available"
+                                )
                                 continue
                             steps, warmup, timeout = args.mmsa_mult_unaligned_steps, 0, 900.0
                         payload = {"kind": "speed", "side": side, "model": name, "layout": layout,
@@ -524,11 +559,15 @@ def speed(args: argparse.Namespace) -> None:
                         print(f"round {r}: {name} {layout} {mode} {side}: "
                               f"{statistics.median(res['ms']):.0f} ms/step, peak {res['peak_mib']:.0f} MiB",
                               file=sys.stderr, flush=True)
-    print(f"\nCPU, torch {args.threads_note}, batch {BATCH}, Adam ({args.adam}) for both sides; median ms per "
-          f"step over {args.rounds} round(s) x {args.steps} step(s) after 1 warm-up, one subprocess each, "
-          "MMSA and emofuse alternating; peak = max RSS of the subprocess (in brackets: above its RSS "
-          "before building the model)")
-    print("| model | layout | mode | emofuse ms | MMSA ms | emofuse / MMSA | emofuse peak MiB | MMSA peak MiB |")
+    print(
+        f"\nCPU, torch {args.threads_note}, batch {BATCH}, Adam ({args.adam}) for both sides; median ms per "
+        f"step over {args.rounds} round(s) x {args.steps} step(s) after 1 warm-up, one subprocess each, "
+        "MMSA and emofuse alternating; peak = max RSS of the subprocess (in brackets: above its RSS "
+        "before building the model)"
+    )
+    print(
+        "| model | layout | mode | emofuse ms | MMSA ms | emofuse / MMSA | emofuse peak MiB | MMSA peak MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for layout in args.layouts:
@@ -554,9 +593,18 @@ def accuracy(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         for name in args.models:
             for side in SIDES if seed % 2 == 0 else SIDES[::-1]:
-                payload = {"kind": "accuracy", "side": side, "model": name, "seed": seed, "epochs": args.epochs,
-                           "n_train": args.n_train, "n_test": args.n_test, "words": args.words,
-                           "mult_config": args.mult_config, "dims": args.dims}
+                payload = {
+                    "kind": "accuracy",
+                    "side": side,
+                    "model": name,
+                    "seed": seed,
+                    "epochs": args.epochs,
+                    "n_train": args.n_train,
+                    "n_test": args.n_test,
+                    "words": args.words,
+                    "mult_config": args.mult_config,
+                    "dims": args.dims,
+                }
                 res = run_child(payload, None)
                 if "error" in res:
                     print(f"{name} {side} seed {seed}: {res['error']}", file=sys.stderr)
@@ -577,9 +625,15 @@ def accuracy(args: argparse.Namespace) -> None:
           "mean ± sd over seeds")
     everything = [r for runs in rows.values() for r in runs]
     if everything:
-        print(f"Predicting the training mean gives test MAE {statistics.mean(r['mean_mae'] for r in everything):.3f} "
-              "(a model under it has learned something); MulT's emofuse configuration: " + args.mult_config)
-    print("| model | lr | emofuse MAE | MMSA MAE | emofuse Acc-2 | MMSA Acc-2 | emofuse train s | MMSA train s |")
+        print(
+            "Predicting the training mean gives test MAE "
+            f"{statistics.mean(r['mean_mae'] for r in everything):.3f} "
+            "(a model under it has learned something); MulT's emofuse configuration: " + args.mult_config
+        )
+    print(
+        "| model | lr | emofuse MAE | MMSA MAE | emofuse Acc-2 | MMSA Acc-2 "
+        "| emofuse train s | MMSA train s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
         e, m = rows.get((name, "emofuse"), []), rows.get((name, "mmsa"), [])
@@ -591,7 +645,9 @@ def accuracy(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
@@ -612,16 +668,24 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=480)
     parser.add_argument("--n-test", type=int, default=256)
     parser.add_argument("--words", type=int, default=20)
-    parser.add_argument("--dims", default="768,5,20",
-                        help="--accuracy: text,audio,vision feature sizes of the synthetic set (MOSI's by default)")
+    parser.add_argument(
+        "--dims",
+        default="768,5,20",
+        help="--accuracy: text,audio,vision feature sizes of the synthetic set (MOSI's by default)",
+    )
     parser.add_argument("--mult-config", default="emofuse", choices=["emofuse", "mmsa"],
                         help="--accuracy: emofuse's MulT with its own defaults, or with MMSA's MOSI settings "
                              "where emofuse has the option (MULT_AS_MMSA)")
-    parser.add_argument("--epoch", action="store_true",
-                        help="one training epoch at MOSI's real clip lengths, emofuse's batching against MMSA's")
-    parser.add_argument("--mosi-labels",
-                        help="MOSI's label.csv, for --epoch's clip lengths (default: the shared data's, found as "
-                             "emofuse.data.shared_data finds it)")
+    parser.add_argument(
+        "--epoch",
+        action="store_true",
+        help="one training epoch at MOSI's real clip lengths, emofuse's batching against MMSA's",
+    )
+    parser.add_argument(
+        "--mosi-labels",
+        help="MOSI's label.csv, for --epoch's clip lengths (default: the shared data's, found as "
+        "emofuse.data.shared_data finds it)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -656,8 +720,10 @@ def main() -> None:
 
             found = shared_data_file("mosi", "label.csv")
             if found is None:
-                raise SystemExit("--epoch needs MOSI's label.csv for the clip lengths: none in the shared data "
-                                 "(../shared/data/mosi or $EMOFUSE_SHARED_DATA); pass --mosi-labels PATH")
+                raise SystemExit(
+                    "--epoch needs MOSI's label.csv for the clip lengths: none in the shared data "
+                    "(../shared/data/mosi or $EMOFUSE_SHARED_DATA); pass --mosi-labels PATH"
+                )
             args.mosi_labels = str(found)
         elif not os.path.isfile(args.mosi_labels):
             raise SystemExit(f"--mosi-labels {args.mosi_labels}: no such file")

@@ -61,7 +61,9 @@ def test_an_emofuse_warning_is_one_line_without_its_source_line(fresh_warnings, 
     w = caught[0]
     before = warnings._formatwarning_orig(w.message, w.category, w.filename, w.lineno)  # type: ignore[attr-defined]
     # Python's own format: path, line, category, then the source line the warning points at
-    assert "UserWarning" in before and '"train": check_score_range(' in before and len(before.splitlines()) == 2
+    assert (
+        "UserWarning" in before and '"train": check_score_range(' in before and len(before.splitlines()) == 2
+    )
 
     install_warning_format()
     clipped_labels()
@@ -94,7 +96,9 @@ def test_installing_twice_changes_nothing(fresh_warnings, thirdlib, capsys) -> N
     install_warning_format()
     assert warnings.showwarning is show_warning and warnings.formatwarning is format_warning
     thirdlib.going_away()
-    assert capsys.readouterr().err == "emofuse: warning: FutureWarning from thirdlib: going_away goes in 2.0\n"
+    assert (
+        capsys.readouterr().err == "emofuse: warning: FutureWarning from thirdlib: going_away goes in 2.0\n"
+    )
     # the filters still decide what prints: only the printing changed
     warnings.simplefilter("ignore", FutureWarning)
     thirdlib.going_away()

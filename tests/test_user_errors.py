@@ -67,7 +67,9 @@ def test_an_unknown_model_name_is_an_option_error(capsys) -> None:
         create_model("nope", _spec(*TAV))
     with pytest.raises(OptionError, match="known models"):
         get_recipe("nope")
-    _refused_in_one_line(capsys, ["train", "--model", "nope", "--epochs", "1"], OptionError, "unknown model 'nope'")
+    _refused_in_one_line(
+        capsys, ["train", "--model", "nope", "--epochs", "1"], OptionError, "unknown model 'nope'"
+    )
 
 
 def test_encoder_options_are_option_errors() -> None:
@@ -158,7 +160,14 @@ def test_a_speaker_ref_folder_without_media_is_one_line(tmp_path: Path, capsys) 
     empty = tmp_path / "refs"
     empty.mkdir()
     (empty / "notes.txt").write_text("no clips here")
-    argv = ["predict", str(tmp_path / "clip.mp4"), "--run", str(tmp_path / "run"), "--speaker-ref", str(empty)]
+    argv = [
+        "predict",
+        str(tmp_path / "clip.mp4"),
+        "--run",
+        str(tmp_path / "run"),
+        "--speaker-ref",
+        str(empty),
+    ]
     _refused_in_one_line(capsys, argv, UserError, "the folder holds no")
     argv[-1] = str(tmp_path / "absent")
     _refused_in_one_line(capsys, argv, UserError, "no such file or folder")
@@ -166,10 +175,30 @@ def test_a_speaker_ref_folder_without_media_is_one_line(tmp_path: Path, capsys) 
 
 def test_transcripts_and_explain_out_are_option_errors(tmp_path: Path, capsys) -> None:
     run = str(tmp_path / "run")
-    _refused_in_one_line(capsys, ["predict", "a.mp4", "b.mp4", "--run", run, "--transcript", "hi", "--transcript",
-                                  "there", "--transcript", "again"], OptionError, "--transcript given 3 times")
-    _refused_in_one_line(capsys, ["explain", "a.mp4", "--run", run, "--out", str(tmp_path / "a.txt")], OptionError,
-                         "give a .png file name")
+    _refused_in_one_line(
+        capsys,
+        [
+            "predict",
+            "a.mp4",
+            "b.mp4",
+            "--run",
+            run,
+            "--transcript",
+            "hi",
+            "--transcript",
+            "there",
+            "--transcript",
+            "again",
+        ],
+        OptionError,
+        "--transcript given 3 times",
+    )
+    _refused_in_one_line(
+        capsys,
+        ["explain", "a.mp4", "--run", run, "--out", str(tmp_path / "a.txt")],
+        OptionError,
+        "give a .png file name",
+    )
 
 
 def test_an_out_path_behind_a_file_is_an_output_error(tmp_path: Path) -> None:
@@ -234,5 +263,7 @@ def test_a_missing_serve_extra_is_a_missing_dependency(monkeypatch, capsys) -> N
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a)
+    )
     _refused_in_one_line(capsys, ["serve", "--run", "unused"], MissingDependency, "serve needs uvicorn")

@@ -65,7 +65,9 @@ def field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def build_config(cls: type[T], options: Mapping[str, Any], what: str, error: type[UserError] = OptionError) -> T:
+def build_config(
+    cls: type[T], options: Mapping[str, Any], what: str, error: type[UserError] = OptionError
+) -> T:
     """`cls(**options)`, with unknown keys and rejected values raised as `error` naming `what`.
 
     what: the thing being configured, as the user knows it ("model tfn", "data source ravdess").

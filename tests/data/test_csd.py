@@ -412,9 +412,15 @@ def _toy_folder(folder: Path, labels: tuple[float, float] = (1.5, -0.5)) -> Path
         vec[5] = 0.0  # the SDK's vector for 'sp'
         vectors[vid] = (vec, word_iv)
         a_starts = np.arange(16) * 0.25
-        audio[vid] = (a_starts[:, None].astype(np.float32) + 100 * k, np.stack([a_starts, a_starts + 0.25], 1))
+        audio[vid] = (
+            a_starts[:, None].astype(np.float32) + 100 * k,
+            np.stack([a_starts, a_starts + 0.25], 1),
+        )
         v_starts = np.arange(4.0)
-        vision[vid] = (np.stack([v_starts, v_starts], 1).astype(np.float32), np.stack([v_starts, v_starts + 1], 1))
+        vision[vid] = (
+            np.stack([v_starts, v_starts], 1).astype(np.float32),
+            np.stack([v_starts, v_starts + 1], 1),
+        )
         label_data[vid] = (np.array([[labels[0] + k / 2], [labels[1]]]), iv((0, 2), (2, 4)))
     for name, data in [("CMU_TOY_TimestampedWords", words), ("CMU_TOY_TimestampedWordVectors", vectors),
                        ("CMU_TOY_COVAREP", audio), ("CMU_TOY_Visual_Facet_42", vision),
@@ -446,7 +452,9 @@ def test_csd_folder_loads_aligned_to_words_by_the_standard_folds(tmp_path: Path)
 
 def test_csd_folder_with_two_files_for_one_modality_lists_them(tmp_path: Path) -> None:
     folder = _toy_folder(tmp_path / "toy")
-    (folder / "CMU_TOY_Visual_OpenFace_2.csd").write_bytes((folder / "CMU_TOY_Visual_Facet_42.csd").read_bytes())
+    (folder / "CMU_TOY_Visual_OpenFace_2.csd").write_bytes(
+        (folder / "CMU_TOY_Visual_Facet_42.csd").read_bytes()
+    )
     with pytest.warns(UserWarning), pytest.raises(
         DataFormatError, match=r"more than one .*'vision': \['CMU_TOY_Visual_Facet_42\.csd', "
         r"'CMU_TOY_Visual_OpenFace_2\.csd'\]"

@@ -151,7 +151,9 @@ def test_at_most_five_rows_are_listed(tmp_path: Path) -> None:
 
 def test_empty_text_is_kept_when_the_words_come_from_the_audio(tmp_path: Path) -> None:
     # `extract --asr` / `--words auto` recognise the words, so a clip without text is legitimate
-    path = write_csv(tmp_path, [*GOOD_ROWS, "vidC,7,,1,Positive,train,0,1", "vidC,8,   ,-1,Negative,test,0,1"])
+    path = write_csv(
+        tmp_path, [*GOOD_ROWS, "vidC,7,,1,Positive,train,0,1", "vidC,8,   ,-1,Negative,test,0,1"]
+    )
     df = read_label_csv(path, allow_empty_text=True)
     assert len(df) == 5 and df["text"].tolist()[3:] == ["", ""]
     assert df["text"].tolist()[:3] == ["hello there", "NA", "well, maybe"]  # the others as written
@@ -161,7 +163,9 @@ def test_empty_text_is_kept_when_the_words_come_from_the_audio(tmp_path: Path) -
     with pytest.raises(DataFormatError, match=r"mode other than.*line 5 \(vidC/7\)"):
         read_label_csv(bad, allow_empty_text=True)
     # the default (text features from label.csv need the words) still refuses them
-    with pytest.raises(DataFormatError, match=r"2 row\(s\) with empty text: line 5 \(vidC/7\), line 6 \(vidC/8\)"):
+    with pytest.raises(
+        DataFormatError, match=r"2 row\(s\) with empty text: line 5 \(vidC/7\), line 6 \(vidC/8\)"
+    ):
         read_label_csv(path)
     with pytest.raises(TypeError):
         read_label_csv(path, False, "regression", True)  # keyword-only: never a positional slip

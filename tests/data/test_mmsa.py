@@ -355,7 +355,9 @@ def test_front_padded_aligned_pickle_is_moved_to_the_front(tmp_path: Path) -> No
         for m in ("text", "audio", "vision"):
             split[m] = _front_padded(split[m], lengths)
     path = write(tmp_path / "front.pkl", raw)
-    with pytest.warns(UserWarning, match=r"front\.pkl: split 'train': padded at the front.*text in \d+ clip.*audio.*vision"):
+    with pytest.warns(
+        UserWarning, match=r"front\.pkl: split 'train': padded at the front.*text in \d+ clip.*audio.*vision"
+    ):
         splits = load_mmsa_pickle(path)
     assert_splits_equal(splits, expected)
 
@@ -398,7 +400,10 @@ def test_splits_with_different_padded_lengths_are_padded_alike(tmp_path: Path) -
     test = raw["test"]
     test["audio"] = np.concatenate([test["audio"], np.zeros((4, 5, 5), np.float32)], axis=1)  # L 25
     path = write(tmp_path / "lens.pkl", raw)
-    with pytest.warns(UserWarning, match=r"lens\.pkl: the splits have different padded lengths \(audio: train 20, valid 20, test 25\)"):
+    with pytest.warns(
+        UserWarning,
+        match=r"lens\.pkl: the splits have different padded lengths \(audio: train 20, valid 20, test 25\)",
+    ):
         splits = load_mmsa_pickle(path)
     assert {name: d.max_lengths()["audio"] for name, d in splits.items()} == {
         "train": 25, "valid": 25, "test": 25,

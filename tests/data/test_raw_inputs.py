@@ -18,7 +18,9 @@ SMALL = SyntheticRawConfig(n_train=24, n_valid=8, n_test=8, frames=6, size=24, n
 
 
 def _store(tmp_path: Path, n: int = 5) -> LazyRawArray:
-    files = [write_clip(tmp_path, f"{i:03d}", np.full((i + 1, 2, 3), i, dtype=np.uint8), "uint8") for i in range(n)]
+    files = [
+        write_clip(tmp_path, f"{i:03d}", np.full((i + 1, 2, 3), i, dtype=np.uint8), "uint8") for i in range(n)
+    ]
     return LazyRawArray(files, (2, 3), "uint8")
 
 
@@ -56,8 +58,12 @@ def test_synthetic_raw_is_deterministic_and_cached(tmp_path: Path) -> None:
     for other in (b, c):
         assert torch.equal(a.train.labels, other.train.labels)
         idx = np.arange(len(a.train))
-        np.testing.assert_array_equal(a.train.extras["raw_vision"].load(idx, 6), other.train.extras["raw_vision"].load(idx, 6))
-        np.testing.assert_array_equal(a.test.extras["raw_audio"].load([0, 1], 6), other.test.extras["raw_audio"].load([0, 1], 6))
+        np.testing.assert_array_equal(
+            a.train.extras["raw_vision"].load(idx, 6), other.train.extras["raw_vision"].load(idx, 6)
+        )
+        np.testing.assert_array_equal(
+            a.test.extras["raw_audio"].load([0, 1], 6), other.test.extras["raw_audio"].load([0, 1], 6)
+        )
 
 
 def test_changing_the_distractor_never_changes_a_label(tmp_path: Path) -> None:
@@ -77,7 +83,8 @@ def test_the_cue_patch_moves_in_the_labelled_direction(tmp_path: Path) -> None:
     n_words = data.lengths["vision"].numpy()
     for i in range(len(data)):
         clip = frames[i, : n_words[i]].reshape(-1, SMALL.size, SMALL.size)
-        # rows where the bright patch (0.95) sits; the checkerboard peaks at 0.9: their mean row in the first and last frame
+        # rows where the bright patch (0.95) sits; the checkerboard peaks at 0.9: their mean row in the
+        # first and last frame
         rows = [np.nonzero((f >= 240).any(axis=1))[0].mean() for f in (clip[0], clip[-1])]
         shift = rows[1] - rows[0]
         if v[i] == 0:
@@ -124,10 +131,16 @@ def test_ravdess_speaker_norm_removes_each_actors_envelope_and_keeps_their_level
 
     fake_ravdess(tmp_path)
     plain = load_ravdess(tmp_path, cache=tmp_path / "cache", progress=False)
-    normed = load_ravdess(tmp_path, RavdessConfig(speaker_norm="mean"), cache=tmp_path / "cache", progress=False)
+    normed = load_ravdess(
+        tmp_path, RavdessConfig(speaker_norm="mean"), cache=tmp_path / "cache", progress=False
+    )
     for split in ("train", "valid", "test"):
         p, n = getattr(plain, split), getattr(normed, split)
-        assert p.ids == n.ids and torch.equal(p.labels, n.labels) and torch.equal(p.lengths["audio"], n.lengths["audio"])
+        assert (
+            p.ids == n.ids
+            and torch.equal(p.labels, n.labels)
+            and torch.equal(p.lengths["audio"], n.lengths["audio"])
+        )
         actors = sorted({i.split("$_$")[0] for i in p.ids})
         for actor in actors:
             idx = [k for k, i in enumerate(p.ids) if i.startswith(actor)]
@@ -141,7 +154,9 @@ def test_ravdess_speaker_norm_removes_each_actors_envelope_and_keeps_their_level
             shift = before - after
             np.testing.assert_allclose(shift, np.broadcast_to(shift[:1, :1, :, :1], shift.shape), atol=0.05)
     # meanvar: every band of every actor at mean -50 dB and spread 20 dB over their frames
-    standard = load_ravdess(tmp_path, RavdessConfig(speaker_norm="meanvar"), cache=tmp_path / "cache", progress=False)
+    standard = load_ravdess(
+        tmp_path, RavdessConfig(speaker_norm="meanvar"), cache=tmp_path / "cache", progress=False
+    )
     for split in ("train", "valid", "test"):
         d = getattr(standard, split)
         for actor in sorted({i.split("$_$")[0] for i in d.ids}):
@@ -174,14 +189,18 @@ def test_data_options_configure_computed_sources_and_are_refused_elsewhere(tmp_p
 
     os.environ["EMOFUSE_CACHE"] = str(tmp_path / "cache")
     try:
-        small = load_splits("synthetic-raw", data_options={"n_train": 12, "n_valid": 4, "n_test": 4, "size": 16})
+        small = load_splits(
+            "synthetic-raw", data_options={"n_train": 12, "n_valid": 4, "n_test": 4, "size": 16}
+        )
         assert [len(d) for _, d in small.items()] == [12, 4, 4]
         assert small.train.extras["raw_vision"].item_shape[1:] == (16, 16)
         with pytest.raises(DataFormatError, match="unknown data option.*n_trian"):
             load_splits("synthetic-raw", data_options={"n_trian": 3})
         sized = load_splits("synthetic-unaligned", data_options={"n_train": 30, "n_valid": 5, "n_test": 5})
         assert [len(d) for _, d in sized.items()] == [30, 5, 5]
-        assert sized.train.features["audio"].shape[1] > sized.train.features["text"].shape[1]  # still unaligned
+        assert (
+            sized.train.features["audio"].shape[1] > sized.train.features["text"].shape[1]
+        )  # still unaligned
         with pytest.raises(DataFormatError, match="aligned is set by the source's name"):
             load_splits("synthetic", data_options={"aligned": False})
         with pytest.raises(DataFormatError, match="synthetic sources and RAVDESS folders only"):

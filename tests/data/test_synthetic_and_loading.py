@@ -14,7 +14,10 @@ from emofuse.metrics import regression_metrics
 
 
 def test_same_seed_same_data_and_labels_in_range():
-    a, b = make_synthetic(SyntheticConfig(n_train=50, n_valid=10, n_test=10)), make_synthetic(SyntheticConfig(n_train=50, n_valid=10, n_test=10))
+    a, b = (
+        make_synthetic(SyntheticConfig(n_train=50, n_valid=10, n_test=10)),
+        make_synthetic(SyntheticConfig(n_train=50, n_valid=10, n_test=10)),
+    )
     torch.testing.assert_close(a.train.features["audio"], b.train.features["audio"])
     assert a.train.labels.abs().max() <= 3
 
@@ -36,7 +39,10 @@ def test_interaction_is_invisible_to_each_single_modality():
 def test_ceilings_are_ordered():
     test = make_synthetic().test
     y = test.labels.numpy()
-    full, additive, text = (regression_metrics(test.extras[k], y)["mae"] for k in ("oracle_full", "oracle_additive", "oracle_text"))
+    full, additive, text = (
+        regression_metrics(test.extras[k], y)["mae"]
+        for k in ("oracle_full", "oracle_additive", "oracle_text")
+    )
     assert full < 0.25 < additive < text
 
 
@@ -120,7 +126,9 @@ def test_sources_without_the_asked_label_kind_say_so(tmp_path):
     with pytest.raises(DataFormatError, match="holds class labels, not sentiment scores"):
         load_splits("synthetic-classes", labels="regression")
     path = _pickle(tmp_path, classification=False)
-    with pytest.raises(DataFormatError, match=r"data\.pkl \[split 'train'\]: missing label key 'classification_labels'"):
+    with pytest.raises(
+        DataFormatError, match=r"data\.pkl \[split 'train'\]: missing label key 'classification_labels'"
+    ):
         load_splits(path, labels="classification")
 
 
@@ -129,7 +137,9 @@ def test_label_csv_as_mosei_holds_it(tmp_path):
         "video_id,clip_id,text,label,label_T,mode\n"
         "a,1,so good,2.0,1,train\na,2,not good,-9,1,train\nb,1,fine i guess,0.4,0,dev\nc,1,bad,-1.2,0,test\n"
     )
-    with pytest.raises(DataFormatError, match=r"label\.csv: 1 sentiment label.*line 3 \(a/2\) in split train = -9"):
+    with pytest.raises(
+        DataFormatError, match=r"label\.csv: 1 sentiment label.*line 3 \(a/2\) in split train = -9"
+    ):
         load_splits(str(tmp_path), TextOptions(model=None))
     with pytest.warns(UserWarning, match="clipped"):
         splits = load_splits(str(tmp_path), TextOptions(model=None), clip_labels=True)

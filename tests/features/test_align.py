@@ -35,8 +35,12 @@ def test_a_frame_overlapping_the_word_belongs_to_it_though_its_centre_is_outside
     assert word_frames(TIMES, *WORD)[0].tolist() == [1, 2, 3]
     np.testing.assert_allclose(average_over_words(stream(), *WORD), [[14.0 / 3]])
     # the rule itself, on the frames' intervals
-    np.testing.assert_allclose(frame_intervals(TIMES), [[0, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4]], atol=1e-12)
-    assert overlapping(np.array([[0.17, 0.33]]), frame_intervals(TIMES)).tolist() == [[False, True, True, True]]
+    np.testing.assert_allclose(
+        frame_intervals(TIMES), [[0, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4]], atol=1e-12
+    )
+    assert overlapping(np.array([[0.17, 0.33]]), frame_intervals(TIMES)).tolist() == [
+        [False, True, True, True]
+    ]
 
 
 def test_extract_and_csd_loading_give_a_word_the_same_value() -> None:

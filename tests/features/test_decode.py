@@ -68,7 +68,9 @@ def test_decode_scales_large_frames_down(tmp_path: Path) -> None:
     assert clip.audio is None
 
 
-@pytest.mark.parametrize("case, error", [("zero_bytes", UnreadableMedia), ("unreadable_file", UnreadableMedia)])
+@pytest.mark.parametrize(
+    "case, error", [("zero_bytes", UnreadableMedia), ("unreadable_file", UnreadableMedia)]
+)
 def test_decode_rejects_broken_files_in_one_line(media, case, error) -> None:
     path = media["broken"][case]
     with pytest.raises(error) as info:
@@ -80,11 +82,19 @@ def test_decode_rejects_broken_files_in_one_line(media, case, error) -> None:
 # ffmpeg options that write each container with codecs it usually carries (FLV: Sorenson video and
 # MP3 audio, as CREMA-D's clips; webm: VP8 + Opus; ...); audio-only containers drop the video
 CONTAINERS = {
-    ".mp4": ["-c:v", "mpeg4", "-c:a", "aac"], ".avi": ["-c:v", "mpeg4", "-c:a", "libmp3lame"],
-    ".webm": ["-c:v", "libvpx", "-b:v", "300k", "-c:a", "libopus"], ".mkv": ["-c", "copy"], ".mov": ["-c", "copy"],
-    ".flv": ["-c:v", "flv", "-q:v", "3", "-c:a", "libmp3lame", "-ar", "22050"], ".m4v": ["-c", "copy"],
-    ".wav": ["-vn", "-c:a", "pcm_s16le"], ".mp3": ["-vn", "-c:a", "libmp3lame"], ".flac": ["-vn", "-c:a", "flac"],
-    ".m4a": ["-vn", "-c:a", "copy"], ".aac": ["-vn", "-c:a", "copy"], ".ogg": ["-vn", "-c:a", "libvorbis"],
+    ".mp4": ["-c:v", "mpeg4", "-c:a", "aac"],
+    ".avi": ["-c:v", "mpeg4", "-c:a", "libmp3lame"],
+    ".webm": ["-c:v", "libvpx", "-b:v", "300k", "-c:a", "libopus"],
+    ".mkv": ["-c", "copy"],
+    ".mov": ["-c", "copy"],
+    ".flv": ["-c:v", "flv", "-q:v", "3", "-c:a", "libmp3lame", "-ar", "22050"],
+    ".m4v": ["-c", "copy"],
+    ".wav": ["-vn", "-c:a", "pcm_s16le"],
+    ".mp3": ["-vn", "-c:a", "libmp3lame"],
+    ".flac": ["-vn", "-c:a", "flac"],
+    ".m4a": ["-vn", "-c:a", "copy"],
+    ".aac": ["-vn", "-c:a", "copy"],
+    ".ogg": ["-vn", "-c:a", "libvorbis"],
     ".opus": ["-vn", "-c:a", "libopus"],
 }
 
@@ -99,18 +109,26 @@ def test_decode_reads_every_listed_container(media, tmp_path: Path, suffix: str)
     """What `extract` scans for and `serve` accepts (MEDIA_SUFFIXES) really decodes, with the
     speech and the frames of the original clip."""
     path = tmp_path / f"clip{suffix}"
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(media["clip"]), *CONTAINERS[suffix], str(path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", "-i", str(media["clip"]), *CONTAINERS[suffix], str(path)],
+        check=True,
+        capture_output=True,
+    )
     decoder = create_extractor("pyav", "decode")
     original, clip = decoder(media["clip"]), decoder(path)
     assert clip.has_audio and clip.sample_rate == 16000
     # lossy codecs pad or trim a frame's worth of samples (MP3, Opus and AAC priming)
     assert abs(clip.duration - original.duration) < 0.15
-    assert _envelope_match(clip.audio, original.audio) > 0.98  # the same words at the same times (noise: 0.23)
+    assert (
+        _envelope_match(clip.audio, original.audio) > 0.98
+    )  # the same words at the same times (noise: 0.23)
     if suffix in AUDIO_SUFFIXES:
         assert not clip.has_video
     else:
-        assert clip.frames.shape[1:] == original.frames.shape[1:] and abs(len(clip.frames) - len(original.frames)) <= 2
+        assert (
+            clip.frames.shape[1:] == original.frames.shape[1:]
+            and abs(len(clip.frames) - len(original.frames)) <= 2
+        )
         # the same picture: the face in the same place (FLV's codec is coarse, so a loose bound)
         assert np.abs(clip.frames[5].astype(int) - original.frames[5].astype(int)).mean() < 12
 
@@ -214,7 +232,9 @@ def test_model_files_are_checked(tmp_path: Path, monkeypatch) -> None:
     assert registry.file_hash(str(media_models.face_landmarker_path())) == media_models.FACE_LANDMARKER_SHA256
 
 
-def _envelope_match(a: np.ndarray, b: np.ndarray, window: int = 480, hop: int = 80, max_lag: int = 30) -> float:
+def _envelope_match(
+    a: np.ndarray, b: np.ndarray, window: int = 480, hop: int = 80, max_lag: int = 30
+) -> float:
     """Best correlation of two loudness envelopes (30 ms windows every 5 ms) over shifts up to
     150 ms: lossy codecs and containers without an edit list move the samples by their priming
     delay (AAC's 1024 samples), which a sample-by-sample comparison would call different sound."""

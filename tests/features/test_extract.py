@@ -88,7 +88,12 @@ def test_extract_clip_gives_words_streams_and_word_level_features(folder: Path) 
     with ClipExtractor(ExtractConfig()) as extractor:
         forced = extractor.extract(path, "I love this movie!")
         asr = extractor.extract(path)
-    assert forced.words.source == "forced:pocketsphinx" and forced.words.words == ["I", "love", "this", "movie!"]
+    assert forced.words.source == "forced:pocketsphinx" and forced.words.words == [
+        "I",
+        "love",
+        "this",
+        "movie!",
+    ]
     assert forced.raw_text == "I love this movie!"
     assert asr.words.source == "asr:whisper-base"
     assert [w.strip(".,!").lower() for w in asr.words.words] == ["i", "love", "this", "movie"]
@@ -109,8 +114,10 @@ def test_extract_clip_gives_words_streams_and_word_level_features(folder: Path) 
 
 def test_audio_only_input_gives_text_and_audio(tmp_path: Path, folder: Path) -> None:
     wav = tmp_path / "speech.wav"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(folder / "Raw" / "v2" / "1.mp4"), "-vn", str(wav)],
-                   check=True)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-i", str(folder / "Raw" / "v2" / "1.mp4"), "-vn", str(wav)],
+        check=True,
+    )
     features = extract_clip(wav, "a fine day", ExtractConfig(require_video=False))
     assert features.modalities == ("text", "audio") and features.word_crops is None
     with pytest.raises(ClipError, match="no video track"):
@@ -158,7 +165,9 @@ def test_folder_extraction_reports_failures_and_writes_pickles_train_reads(extra
 
 def test_pad_keeps_failed_clips_as_zero_rows_and_stop_ends_the_run(extracted, folder: Path) -> None:
     _, out, cache = extracted
-    padded = extract_dataset(folder, out.with_name("pad.pkl"), cache_dir=cache, on_error="pad", progress=False)
+    padded = extract_dataset(
+        folder, out.with_name("pad.pkl"), cache_dir=cache, on_error="pad", progress=False
+    )
     data = load_mmsa_pickle(padded.outputs[0])
     assert len(data.train) == 2 + len(BROKEN)
     status = dict(zip(data.train.ids, data.train.extras["extract_status"], strict=True))
@@ -199,7 +208,9 @@ def test_shards_merge_into_the_same_pickle_and_gaps_are_caught(extracted, folder
         extract_dataset(folder, out.with_name("x.pkl"), shard="3/3")
 
 
-def test_kill_9_resumes_and_gives_the_same_pickle_with_two_workers(extracted, folder: Path, tmp_path: Path) -> None:
+def test_kill_9_resumes_and_gives_the_same_pickle_with_two_workers(
+    extracted, folder: Path, tmp_path: Path
+) -> None:
     _, reference, _ = extracted
     out, cache = tmp_path / "feat.pkl", tmp_path / "cache"
     cmd = [sys.executable, "-m", "emofuse.cli.main", "extract", str(folder), "--out", str(out),

@@ -36,8 +36,12 @@ def _label_csv(tmp_path: Path, rows: list[tuple], columns: list[str]) -> Path:
 
 # --------------------------------------------------------------------------- label.csv classes
 def test_class_names_column_gives_sorted_ids_and_names(tmp_path: Path) -> None:
-    rows = [("v", "1", "hi", "sad", "train"), ("v", "2", "ho", "angry", "valid"), ("v", "3", "ha", "sad", "test"),
-            ("v", "4", "he", "happy", "train")]
+    rows = [
+        ("v", "1", "hi", "sad", "train"),
+        ("v", "2", "ho", "angry", "valid"),
+        ("v", "3", "ha", "sad", "test"),
+        ("v", "4", "he", "happy", "train"),
+    ]
     path = _label_csv(tmp_path, rows, ["video_id", "clip_id", "text", "emotion", "mode"])
     df = read_label_csv(path, labels="auto")  # a class-name column means classification
     assert df["label"].dtype == np.int64 and df["label"].tolist() == [2, 0, 2, 1]
@@ -48,8 +52,11 @@ def test_class_names_column_gives_sorted_ids_and_names(tmp_path: Path) -> None:
 
 def test_class_ids_are_checked_and_scores_outside_the_range_point_to_classification(tmp_path: Path) -> None:
     columns = ["video_id", "clip_id", "text", "label", "mode"]
-    ids = _label_csv(tmp_path, [("v", str(i), "t", str(c), "train") for i, c in enumerate([0, 7, 3, 1, 2, 4, 5, 6])],
-                     columns)
+    ids = _label_csv(
+        tmp_path,
+        [("v", str(i), "t", str(c), "train") for i, c in enumerate([0, 7, 3, 1, 2, 4, 5, 6])],
+        columns,
+    )
     with pytest.raises(DataFormatError, match=r"outside \[-3, 3\].*--labels classification"):
         read_label_csv(ids)
     df = read_label_csv(ids, labels="classification")
@@ -79,8 +86,9 @@ def ravdess(tmp_path_factory) -> Path:
 
 
 @needs_stack
-def test_ravdess_folder_extracts_audio_only_with_emotion_classes_that_train_reads(ravdess: Path, tmp_path: Path,
-                                                                                  capsys) -> None:
+def test_ravdess_folder_extracts_audio_only_with_emotion_classes_that_train_reads(
+    ravdess: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "rav.pkl"
     assert main(["extract", str(ravdess), "--out", str(out), "--modalities", "A", "--no-video", "--quiet",
                  "--cache", str(tmp_path / "cache")]) == 0
@@ -100,7 +108,9 @@ def test_ravdess_folder_extracts_audio_only_with_emotion_classes_that_train_read
     assert report["config"]["text"] is False and report["config"]["video"] is False
 
     splits = load_splits(str(out), labels="classification")
-    assert splits.class_names == EMOTIONS and splits.num_classes == 8 and splits.train.modalities == ("audio",)
+    assert (
+        splits.class_names == EMOTIONS and splits.num_classes == 8 and splits.train.modalities == ("audio",)
+    )
     run = tmp_path / "run"
     assert main(["train", "--data", str(out), "--labels", "classification", "--model", "fusion_matched",
                  "--modalities", "A", "--epochs", "1", "--threads", "1", "--quiet", "--out", str(run),
@@ -132,7 +142,9 @@ def test_no_video_and_no_text_skip_the_face_and_text_models(tmp_path: Path) -> N
     with ClipExtractor(extract_config("A")) as extractor:
         features = extractor.extract(clip, "a fine day")
         assert extractor.face is None and extractor._embedder is None  # neither model was loaded
-    assert features.modalities == ("audio",) and features.word_crops is None and features.face_fraction is None
+    assert (
+        features.modalities == ("audio",) and features.word_crops is None and features.face_fraction is None
+    )
     assert not {"face", "text"} & set(features.timings)
     assert features.aligned["audio"].shape == (3, 40) and features.words.words == ["a", "fine", "day"]
 

@@ -112,7 +112,9 @@ def test_a_run_on_another_feature_set_is_one_line(trained, tmp_path: Path, capsy
     assert main(["train", "--data", "synthetic", "--model", "ef_lstm", "--modalities", "T+A", "--epochs", "1",
                  "--threads", "1", "--quiet", "--out", str(run), "-o", "hidden=8"]) == 0
     capsys.readouterr()
-    code = main(["predict", str(trained["root"] / "new.wav"), "--transcript", NEW, "--run", str(run / "seed_1")])
+    code = main(
+        ["predict", str(trained["root"] / "new.wav"), "--transcript", NEW, "--run", str(run / "seed_1")]
+    )
     assert code == 2
     err = _errors(capsys.readouterr().err)
     assert len(err) == 1 and "reads 16-d text features and `emofuse extract` gives 384-d" in err[0]
@@ -147,9 +149,31 @@ def test_an_audio_only_run_loads_no_text_model_nor_face(trained, tmp_path: Path,
     from emofuse.inference import Predictor
 
     run = tmp_path / "A"
-    assert main(["train", "--data", str(trained["root"] / "feat.pkl"), "--model", "fusion_matched", "--modalities",
-                 "A", "--epochs", "1", "--threads", "1", "--batch-size", "2", "--quiet", "--out", str(run),
-                 "-o", "hidden=16"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(trained["root"] / "feat.pkl"),
+                "--model",
+                "fusion_matched",
+                "--modalities",
+                "A",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--batch-size",
+                "2",
+                "--quiet",
+                "--out",
+                str(run),
+                "-o",
+                "hidden=16",
+            ]
+        )
+        == 0
+    )
     with Predictor(run / "seed_1") as predictor:
         # a video clip: its face is not wanted by an A run, so it is not even decoded
         result = predictor.predict(trained["root"] / "new.mp4", NEW)
@@ -159,7 +183,9 @@ def test_an_audio_only_run_loads_no_text_model_nor_face(trained, tmp_path: Path,
     assert [w["word"] for w in result["words"]] == NEW.split()
 
 
-def test_speaker_reference_clips_normalise_a_new_speaker_as_training_did(trained, tmp_path: Path, capsys) -> None:
+def test_speaker_reference_clips_normalise_a_new_speaker_as_training_did(
+    trained, tmp_path: Path, capsys
+) -> None:
     import numpy as np
     from fake_ravdess import fake_ravdess
 
@@ -167,9 +193,37 @@ def test_speaker_reference_clips_normalise_a_new_speaker_as_training_did(trained
 
     fake_ravdess(tmp_path / "rav")
     run = tmp_path / "rav_run"
-    assert main(["train", "--data", str(tmp_path / "rav"), "-D", "speaker_norm=meanvar", "-D", "window=1.0",
-                 "--model", "pooled", "--modalities", "A", "--audio-encoder", "spectro_cnn", "--encoder-dim", "8",
-                 "-E", "audio:channels=[4,8]", "--epochs", "1", "--threads", "1", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "rav"),
+                "-D",
+                "speaker_norm=meanvar",
+                "-D",
+                "window=1.0",
+                "--model",
+                "pooled",
+                "--modalities",
+                "A",
+                "--audio-encoder",
+                "spectro_cnn",
+                "--encoder-dim",
+                "8",
+                "-E",
+                "audio:channels=[4,8]",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     wav = trained["root"] / "new.wav"
     with pytest.warns(UserWarning, match="speaker_norm=meanvar.*without reference clips of the speaker"):
@@ -188,14 +242,36 @@ def test_speaker_reference_clips_normalise_a_new_speaker_as_training_did(trained
     refs = tmp_path / "refs"
     refs.mkdir()
     (refs / "a.wav").write_bytes(wav.read_bytes())
-    assert main(["predict", str(wav), "--transcript", NEW, "--run", str(run / "seed_1"), "--speaker-ref", str(refs),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(wav),
+                "--transcript",
+                NEW,
+                "--run",
+                str(run / "seed_1"),
+                "--speaker-ref",
+                str(refs),
+                "--json",
+            ]
+        )
+        == 0
+    )
     (result,) = json.loads(capsys.readouterr().out)
     assert result["class"] in result["probabilities"]
     # references for a run trained without speaker normalisation, or a path that is not there: one line each
-    assert main(["predict", str(wav), "--transcript", NEW, "--run", str(trained["ta"]), "--speaker-ref", str(wav)]) == 2
+    assert (
+        main(
+            ["predict", str(wav), "--transcript", NEW, "--run", str(trained["ta"]), "--speaker-ref", str(wav)]
+        )
+        == 2
+    )
     err = _errors(capsys.readouterr().err)
     assert len(err) == 1 and "trained without speaker normalisation" in err[0]
-    assert main(["predict", str(wav), "--run", str(run / "seed_1"), "--speaker-ref", str(tmp_path / "nope")]) == 2
+    assert (
+        main(["predict", str(wav), "--run", str(run / "seed_1"), "--speaker-ref", str(tmp_path / "nope")])
+        == 2
+    )
     err = _errors(capsys.readouterr().err)
     assert len(err) == 1 and "--speaker-ref" in err[0] and "no such file or folder" in err[0]

@@ -65,11 +65,45 @@ def explained(tmp_path_factory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("explain_raw")
     run = root / RUN_NAME
-    assert main(["train", "--data", "synthetic-raw", "-D", "n_train=48", "-D", "n_valid=16", "-D", "n_test=16",
-                 "--model", "fusion_matched", "--modalities", "A+V", "--video-encoder", "harris3d_cnn",
-                 "--audio-encoder", "spectro_cnn", "--encoder-dim", "8", "-E", "vision:channels=[4]",
-                 "-E", f"vision:harris={HARRIS}", "-E", "audio:channels=[8]", "--epochs", "1", "--threads", "1",
-                 "--quiet", "--out", str(run.parent)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic-raw",
+                "-D",
+                "n_train=48",
+                "-D",
+                "n_valid=16",
+                "-D",
+                "n_test=16",
+                "--model",
+                "fusion_matched",
+                "--modalities",
+                "A+V",
+                "--video-encoder",
+                "harris3d_cnn",
+                "--audio-encoder",
+                "spectro_cnn",
+                "--encoder-dim",
+                "8",
+                "-E",
+                "vision:channels=[4]",
+                "-E",
+                f"vision:harris={HARRIS}",
+                "-E",
+                "audio:channels=[8]",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--quiet",
+                "--out",
+                str(run.parent),
+            ]
+        )
+        == 0
+    )
     clip = blinking_clip(root / "clips" / "blink.mp4", NEW_SENTENCE.split())
     with Predictor(run, cache_dir=root / "cache") as predictor:
         result, fig = explain_figure(predictor, clip, NEW_SENTENCE)
@@ -86,8 +120,18 @@ def explained(tmp_path_factory) -> dict[str, Any]:
         contrib = np.array([w["contribution"] for w in result["word_contributions"]])
         short, panels = build_figure(predictor, result, SimpleNamespace(extras={}, lengths={}), contrib, {})
         assert panels == ["word timeline", "modality contributions"]
-    return {"root": root, "run": run, "clip": clip, "png": png, "result": result, "fig": fig, "frames": frames,
-            "encoder": encoder, "analysis": analysis, "short": short}
+    return {
+        "root": root,
+        "run": run,
+        "clip": clip,
+        "png": png,
+        "result": result,
+        "fig": fig,
+        "frames": frames,
+        "encoder": encoder,
+        "analysis": analysis,
+        "short": short,
+    }
 
 
 # ------------------------------------------------------------------------- figure helpers
@@ -169,7 +213,10 @@ def test_run_and_clip_names() -> None:
     assert run_label("/srv/runs/fusion_matched_TAV/seed_1") == "fusion_matched_TAV/seed_1"
     assert run_label("/srv/runs/fusion_matched_TAV/seed_1/") == "fusion_matched_TAV/seed_1"
     assert run_label("/srv/runs/my_run") == "my_run"
-    assert clip_label("/tmp/emofuse-serve-x1/My Clip.mp4") == "My Clip.mp4" and clip_label("<record>") == "<record>"
+    assert (
+        clip_label("/tmp/emofuse-serve-x1/My Clip.mp4") == "My Clip.mp4"
+        and clip_label("<record>") == "<record>"
+    )
 
 
 def test_strips_show_the_top_words_frames_with_the_runs_own_harris_attention(explained) -> None:
@@ -191,7 +238,9 @@ def test_strips_show_the_top_words_frames_with_the_runs_own_harris_attention(exp
         match = re.search(r"\u201c(.+)\u201d\s+([\d.]+)\u2013([\d.]+) s, contribution ([+-][\d.]+)", label)
         assert match, label
         i = next(k for k, w in enumerate(words) if w["word"] == match[1])
-        assert (float(match[2]), float(match[3])) == pytest.approx((words[i]["start"], words[i]["end"]), abs=0.006)
+        assert (float(match[2]), float(match[3])) == pytest.approx(
+            (words[i]["start"], words[i]["end"]), abs=0.006
+        )
         assert float(match[4]) == pytest.approx(contrib[i], abs=1.1e-3)
         shown.append(i)
         frame_axes = [ax for ax in strip.axes if ax.images]
@@ -204,7 +253,9 @@ def test_strips_show_the_top_words_frames_with_the_runs_own_harris_attention(exp
         for ax, t in zip(frame_axes, ts, strict=True):
             crop, overlay = ax.images
             np.testing.assert_allclose(np.asarray(crop.get_array()), explained["frames"][i, t].numpy())
-            np.testing.assert_allclose(np.asarray(overlay.get_array()), analysis.attention[i, t].numpy(), rtol=1e-6)
+            np.testing.assert_allclose(
+                np.asarray(overlay.get_array()), analysis.attention[i, t].numpy(), rtol=1e-6
+            )
             # translucent, and transparent where A = 1 (no key point near)
             alpha, volume = np.asarray(overlay.get_alpha()), analysis.attention[i, t].numpy()
             assert alpha.min() >= 0.0 and alpha.max() <= 0.8 and not alpha[volume <= 1.0].any()

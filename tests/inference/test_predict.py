@@ -73,7 +73,9 @@ def test_record_prediction_matches_evaluate_and_removal_is_the_training_mean(sma
 def test_other_feature_sizes_are_refused_naming_the_run(small_run) -> None:
     run_dir, data = small_run
     with Predictor(run_dir) as predictor:
-        with pytest.raises(RunMismatch, match=r"reads 16-d text features and `emofuse extract` gives 384-d") as err:
+        with pytest.raises(
+            RunMismatch, match=r"reads 16-d text features and `emofuse extract` gives 384-d"
+        ) as err:
             predictor.predict_record(_record({"text": 384, "audio": 8, "vision": 12}))
         assert str(data) in str(err.value) and "\n" not in str(err.value)
 

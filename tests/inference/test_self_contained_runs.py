@@ -43,12 +43,58 @@ def raw_run(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("raw_e2e")
     write_sample_folder(root / "fet")
     data = root / "data"
-    assert main(["extract", str(root / "fet"), "--out", str(data / "feat.pkl"), "--raw", "--crop-frames", "8",
-                 "--crop-size", "32", "--logmel-frames", "16", "--cache", str(root / "cache"), "--quiet"]) == 0
-    assert main(["train", "--data", str(data / "feat.pkl"), "--model", "fusion_matched", "--modalities", "T+A+V",
-                 "--video-encoder", "harris3d_cnn", "--audio-encoder", "spectro_cnn", "--encoder-dim", "8",
-                 "--epochs", "2", "--threads", "1", "--batch-size", "2", "--quiet", "-o", "hidden=8",
-                 "--out", str(root / "runs")]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(root / "fet"),
+                "--out",
+                str(data / "feat.pkl"),
+                "--raw",
+                "--crop-frames",
+                "8",
+                "--crop-size",
+                "32",
+                "--logmel-frames",
+                "16",
+                "--cache",
+                str(root / "cache"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data / "feat.pkl"),
+                "--model",
+                "fusion_matched",
+                "--modalities",
+                "T+A+V",
+                "--video-encoder",
+                "harris3d_cnn",
+                "--audio-encoder",
+                "spectro_cnn",
+                "--encoder-dim",
+                "8",
+                "--epochs",
+                "2",
+                "--threads",
+                "1",
+                "--batch-size",
+                "2",
+                "--quiet",
+                "-o",
+                "hidden=8",
+                "--out",
+                str(root / "runs"),
+            ]
+        )
+        == 0
+    )
     return {"root": root, "data": data, "run": root / "runs" / "seed_1", "clips": root / "fet" / "Raw"}
 
 
@@ -84,7 +130,9 @@ def test_a_moved_dataset_folder_loads_and_a_lost_store_is_named(raw_run, tmp_pat
     # every word of the clip has its crops and its log-mel patch
     assert int(train.lengths["vision"][0]) == len(np.load(train.extras["raw_vision"].files[0]))
     shutil.rmtree(moved / "feat.raw")
-    with pytest.raises(Exception, match=r"feat\.pkl.*raw vision files are missing.*must move with the pickle"):
+    with pytest.raises(
+        Exception, match=r"feat\.pkl.*raw vision files are missing.*must move with the pickle"
+    ):
         load_splits(str(moved / "feat.pkl"))
 
 
@@ -122,7 +170,9 @@ def test_predict_on_a_training_clip_feeds_what_training_fed(raw_run) -> None:
         fed = predictor.dataset(features.record(), raw, "v1/1.mp4")
     n = int(train.lengths["text"][i])
     assert int(fed.lengths["text"][0]) == n
-    torch.testing.assert_close(fed.features["text"][0, :n], train.features["text"][i, :n], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        fed.features["text"][0, :n], train.features["text"][i, :n], atol=1e-4, rtol=1e-4
+    )
     for key, m in RAW_EXTRAS.items():
         words = int(train.lengths[m][i])
         trained = train.extras[key].load([i], words)[0]
@@ -131,7 +181,9 @@ def test_predict_on_a_training_clip_feeds_what_training_fed(raw_run) -> None:
 
 
 @needs_stack
-def test_a_face_in_part_of_the_clip_predicts_and_marks_the_other_words(raw_run, tmp_path: Path, capsys) -> None:
+def test_a_face_in_part_of_the_clip_predicts_and_marks_the_other_words(
+    raw_run, tmp_path: Path, capsys
+) -> None:
     words = "what a wonderful film this was".split()
     audio, times = speech(words)
     n = int(np.ceil(len(audio) / 16_000 * 25))
@@ -139,7 +191,10 @@ def test_a_face_in_part_of_the_clip_predicts_and_marks_the_other_words(raw_run, 
     cut = int(times[2][1] * 25) + 1  # the face turns away after the third word
     frames[cut:] = face_frames(n - cut, face=False)
     clip = mux(tmp_path / "turned.mp4", frames, audio)
-    assert main(["predict", str(clip), "--run", str(raw_run["run"]), "--transcript", " ".join(words), "--json"]) == 0
+    assert (
+        main(["predict", str(clip), "--run", str(raw_run["run"]), "--transcript", " ".join(words), "--json"])
+        == 0
+    )
     captured = capsys.readouterr()
     (result,) = json.loads(captured.out)
     # third-party progress bars do not reach the user's terminal (the text model loads here)
@@ -167,8 +222,24 @@ def test_empty_text_rows_and_other_containers_extract_by_recognition(tmp_path: P
     flv.parent.mkdir(parents=True)
     import subprocess
 
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(clip), "-c:v", "flv", "-c:a", "libmp3lame",
-                    "-ar", "22050", str(flv)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(clip),
+            "-c:v",
+            "flv",
+            "-c:a",
+            "libmp3lame",
+            "-ar",
+            "22050",
+            str(flv),
+        ],
+        check=True,
+    )
     rows = [("v1", "1", "", 1.0, "pos", "train"), ("v2", "1", "", 1.0, "pos", "valid"),
             ("v3", "1", "", 1.0, "pos", "test")]
     pd.DataFrame(rows, columns=["video_id", "clip_id", "text", "label", "annotation", "mode"]).to_csv(
@@ -205,7 +276,9 @@ def test_the_one_log_mel_front_end_is_what_ravdess_and_extract_compute() -> None
 
     rng = np.random.default_rng(0)
     t = np.arange(16_000) / 16_000
-    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (t > 0.5) + 1e-4 * rng.normal(size=t.size)).astype(np.float32)
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (t > 0.5) + 1e-4 * rng.normal(size=t.size)).astype(
+        np.float32
+    )
     reference = log_mel_db(audio, LogMelConfig(n_mels=40))
     np.testing.assert_allclose(log_mel(audio, RavdessConfig(n_mels=40)), reference, atol=1e-4)
     stream = LogMel(LogMel.Config(n_mels=40))(audio, 16_000)
@@ -244,14 +317,49 @@ def test_a_ravdess_run_predicts_on_the_windows_its_loader_made(tmp_path: Path, m
 @needs_stack
 def test_whisper_base_trains_on_an_extracted_store_with_whispers_own_map(tmp_path: Path, capsys) -> None:
     write_sample_folder(tmp_path / "fet")
-    assert main(["extract", str(tmp_path / "fet"), "--out", str(tmp_path / "w.pkl"), "--raw", "--modalities", "A",
-                 "--no-video", "--n-mels", "80", "--n-fft", "400", "--logmel-frames", "16", "--quiet",
-                 "--cache", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(tmp_path / "fet"),
+                "--out",
+                str(tmp_path / "w.pkl"),
+                "--raw",
+                "--modalities",
+                "A",
+                "--no-video",
+                "--n-mels",
+                "80",
+                "--n-fft",
+                "400",
+                "--logmel-frames",
+                "16",
+                "--quiet",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     meta = pickle.loads((tmp_path / "w.pkl").read_bytes())["emofuse"]
-    assert meta["logmel"]["n_mels"] == 80 and meta["logmel"]["n_fft"] == 400 and "vision" not in meta["raw"]["shapes"]
+    assert (
+        meta["logmel"]["n_mels"] == 80
+        and meta["logmel"]["n_fft"] == 400
+        and "vision" not in meta["raw"]["shapes"]
+    )
     assert main(["train", "--data", str(tmp_path / "w.pkl"), "--model", "pooled", "--modalities", "A",
                  "--audio-encoder", "whisper_base", "--encoder-dim", "8", "--epochs", "1", "--threads", "1",
                  "--batch-size", "2", "--quiet", "--out", str(tmp_path / "runs")]) == 0
-    assert main(["predict", str(tmp_path / "fet" / "Raw" / "v1" / "1.mp4"), "--run", str(tmp_path / "runs" / "seed_1"),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "fet" / "Raw" / "v1" / "1.mp4"),
+                "--run",
+                str(tmp_path / "runs" / "seed_1"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()

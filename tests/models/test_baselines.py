@@ -535,7 +535,9 @@ def test_pooled_is_mean_and_max_over_real_steps_and_an_empty_modality_pools_to_z
     masks = {"text": torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool),
              "audio": torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)}
     text[0, 2:] = 1e6  # padding far above the real values: a max that read it would show
-    out = model(Batch({"text": text, "audio": audio}, masks, torch.zeros(2, dtype=torch.long), torch.arange(2))).prediction
+    out = model(
+        Batch({"text": text, "audio": audio}, masks, torch.zeros(2, dtype=torch.long), torch.arange(2))
+    ).prediction
     pooled = torch.stack([
         torch.cat([text[0, :2].mean(0), text[0, :2].amax(0), audio[0, :3].mean(0), audio[0, :3].amax(0)]),
         torch.cat([text[1].mean(0), text[1].amax(0), torch.zeros(2), torch.zeros(2)]),  # no audio: zeros

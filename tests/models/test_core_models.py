@@ -47,7 +47,13 @@ def make_batch(lengths: dict[str, int], b: int = 3, seed: int = 0, classes: int 
 
 def build(name: str, mods: tuple[str, ...], lengths: dict[str, int], task: str = "regression"):
     """The model on `mods`; for a subset it refuses by design, checks the refusal and xfails."""
-    spec = ModelSpec(mods, {m: DIMS[m] for m in mods}, {m: lengths[m] for m in mods}, task, 3 if task == "classification" else 1)
+    spec = ModelSpec(
+        mods,
+        {m: DIMS[m] for m in mods},
+        {m: lengths[m] for m in mods},
+        task,
+        3 if task == "classification" else 1,
+    )
     refuses, reason = UNSUPPORTED.get(name, (lambda mods: False, ""))
     if refuses(mods):
         with pytest.raises(ValueError, match=name.upper()):
@@ -96,7 +102,14 @@ def test_padding_and_batch_mates_do_not_change_predictions(name):
     with torch.no_grad():
         a = model(batch).prediction
         b = model(more).prediction
-        alone = model(Batch({m: x[1:2] for m, x in batch.features.items()}, {m: x[1:2] for m, x in batch.masks.items()}, batch.labels[1:2], batch.indices[1:2])).prediction
+        alone = model(
+            Batch(
+                {m: x[1:2] for m, x in batch.features.items()},
+                {m: x[1:2] for m, x in batch.masks.items()},
+                batch.labels[1:2],
+                batch.indices[1:2],
+            )
+        ).prediction
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(a[1:2], alone, atol=1e-5, rtol=1e-4)
 

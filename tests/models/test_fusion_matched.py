@@ -124,8 +124,11 @@ def test_unimodal_option_lets_the_head_read_a_modality_the_pivot_hides(mods):
         create_model("fusion_matched_xattn", spec, unimodal=True, **SMALL)
 
 
-@pytest.mark.parametrize(("name", "options"), [("fusion_matched", {}), ("fusion_matched", AIDS), ("fusion_matched_xattn", {})],
-                         ids=["fusion_matched", "fusion_matched+aids", "fusion_matched_xattn"])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("fusion_matched", {}), ("fusion_matched", AIDS), ("fusion_matched_xattn", {})],
+    ids=["fusion_matched", "fusion_matched+aids", "fusion_matched_xattn"],
+)
 @pytest.mark.parametrize("mods", SUBSETS, ids=lambda m: "+".join(x[0].upper() for x in m))
 def test_both_models_train_on_every_subset_unaligned(name, options, mods):
     lengths = {"text": 6, "audio": 11, "vision": 8}
@@ -153,7 +156,13 @@ def test_recipes_are_the_papers_and_mmsas():
     assert get_recipe("lmf").weight_decay == 5e-3 and get_recipe("lmf").batch_size == 64
     assert (get_recipe("mfn").lr, get_recipe("mfn").batch_size) == (2e-3, 128)
     assert get_recipe("mult").grad_clip == 0.8 and get_recipe("mult").batch_size == 24
-    assert get_recipe("fusion_matched").settings() == {"lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "grad_clip": 1.0, "patience": 8}
+    assert get_recipe("fusion_matched").settings() == {
+        "lr": 1e-3,
+        "batch_size": 32,
+        "weight_decay": 0.0,
+        "grad_clip": 1.0,
+        "patience": 8,
+    }
     with pytest.raises(ValueError, match="known models"):
         get_recipe("nope")
 
@@ -262,7 +271,10 @@ def test_time_code_option_appends_the_relative_time_code_to_every_e():
     torch.testing.assert_close(mat, code_x @ code_y.transpose(1, 2))
     assert mat.abs().sum() > 0
     # no identity prior unless asked for
-    assert create_model("fusion_matched", _spec(), time_code=6, **SMALL).coupling["audio"][d:, d:].abs().max() < 0.1
+    assert (
+        create_model("fusion_matched", _spec(), time_code=6, **SMALL).coupling["audio"][d:, d:].abs().max()
+        < 0.1
+    )
 
 
 def test_same_time_prior_starts_w_at_a_scaled_identity_on_the_time_block():
@@ -305,7 +317,11 @@ def test_aids_are_set_from_the_command_line():
     parsed = [_parse_option(t) for t in ("time_code=16", "same_time_prior=0.5", "encoder_skip=true")]
     options = _model_options(parsed, ["fusion_matched"])["fusion_matched"]
     model = create_model("fusion_matched", _spec(), **options, **SMALL)
-    assert (model.config.time_code, model.config.same_time_prior, model.config.encoder_skip) == (16, 0.5, True)
+    assert (model.config.time_code, model.config.same_time_prior, model.config.encoder_skip) == (
+        16,
+        0.5,
+        True,
+    )
 
 
 def test_extension_keeps_the_three_aids_on_by_default():
@@ -316,7 +332,9 @@ def test_extension_keeps_the_three_aids_on_by_default():
     torch.manual_seed(5)
     ext = create_model("fusion_matched_xattn", spec, **SMALL)
     torch.manual_seed(5)
-    faithful = create_model("fusion_matched", spec, time_code=32, same_time_prior=0.5, encoder_skip=True, **SMALL)
+    faithful = create_model(
+        "fusion_matched", spec, time_code=32, same_time_prior=0.5, encoder_skip=True, **SMALL
+    )
     d = SMALL["hidden"]
     # the shared part (encoders, W, eqs 10-15) is built identically: same shapes, same initial values
     shared = {k: v for k, v in faithful.state_dict().items() if not k.startswith("head")}
@@ -327,7 +345,9 @@ def test_extension_keeps_the_three_aids_on_by_default():
     assert ext.encode(make_batch(spec.max_lengths))["text"].shape[-1] == d + 32
     assert (ext.coupling["audio"].detach()[d:, d:] - 0.5 * torch.eye(32)).abs().max() < 0.1
     # and each can be turned off there too
-    off = create_model("fusion_matched_xattn", spec, time_code=0, same_time_prior=0, encoder_skip=False, **SMALL)
+    off = create_model(
+        "fusion_matched_xattn", spec, time_code=0, same_time_prior=0, encoder_skip=False, **SMALL
+    )
     assert off.coupling["audio"].shape == (d, d) and off.encoders["audio"].local is None
 
 
@@ -340,9 +360,36 @@ def test_a_run_saved_before_the_matching_aids_were_options_still_loads(tmp_path,
     from emofuse.models.fusion_matched import MATCHING_AIDS_BEFORE_OPTIONS
 
     aids = [x for k, v in MATCHING_AIDS_BEFORE_OPTIONS.items() for x in ("-o", f"{k}={json.dumps(v)}")]
-    assert main(["train", "--data", "synthetic", "-D", "n_train=64", "-D", "n_valid=16", "-D", "n_test=16",
-                 "--model", "fusion_matched", "--modalities", "T+A+V", "--epochs", "1", "--threads", "1", "--quiet",
-                 "-o", "hidden=8", *aids, "--out", str(tmp_path / "runs")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic",
+                "-D",
+                "n_train=64",
+                "-D",
+                "n_valid=16",
+                "-D",
+                "n_test=16",
+                "--model",
+                "fusion_matched",
+                "--modalities",
+                "T+A+V",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--quiet",
+                "-o",
+                "hidden=8",
+                *aids,
+                "--out",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "runs" / "seed_1"
     before = load_run(run).model.state_dict()
     # what such a run recorded then: only the options the user typed (here: hidden)

@@ -110,11 +110,19 @@ def ref_select(r: np.ndarray, mode: str, cfg: HarrisConfig, contrast: np.ndarray
         scale = 1.0 if contrast is None else contrast[b]
         found = []
         for t, y, x in itertools.product(*(range(n) for n in r.shape[1:])):
-            window = r[b, max(t - rt, 0) : t + rt + 1, max(y - rs, 0) : y + rs + 1, max(x - rs, 0) : x + rs + 1]
+            window = r[
+                b, max(t - rt, 0) : t + rt + 1, max(y - rs, 0) : y + rs + 1, max(x - rs, 0) : x + rs + 1
+            ]
             value = r[b, t, y, x]
             strength = value / scale if scale > 0 else 0.0
             inside = cfg.border <= y < h_ - cfg.border and cfg.border <= x < w_ - cfg.border
-            if value == window.max() and value > 0 and strength > floor and value >= cfg.threshold * top and inside:
+            if (
+                value == window.max()
+                and value > 0
+                and strength > floor
+                and value >= cfg.threshold * top
+                and inside
+            ):
                 found.append((value, t, y, x))
         for _, t, y, x in sorted(found, reverse=True)[: cfg.max_points]:
             out[b, t, y, x] = True
@@ -177,9 +185,17 @@ def test_response_matches_reference(mode, sigma, tau):
     [
         HarrisConfig(threshold=0.3, max_points=5, min_strength2d=0.0, min_strength3d=0.0),
         HarrisConfig(
-            threshold=0.0, max_points=1000, nms_radius=1, nms_radius_t=2, min_strength2d=0.5, min_strength3d=0.5, border=0
+            threshold=0.0,
+            max_points=1000,
+            nms_radius=1,
+            nms_radius_t=2,
+            min_strength2d=0.5,
+            min_strength3d=0.5,
+            border=0,
         ),
-        HarrisConfig(threshold=0.5, max_points=3, min_strength2d=0.8, min_strength3d=0.8, nms_radius=0, border=2),
+        HarrisConfig(
+            threshold=0.5, max_points=3, min_strength2d=0.8, min_strength3d=0.8, nms_radius=0, border=2
+        ),
     ],
 )
 @pytest.mark.parametrize("contrast", [None, np.array([0.5, 2.0])])
@@ -195,7 +211,11 @@ def test_keypoint_selection_matches_reference(mode, cfg, contrast):
 
 @pytest.mark.parametrize(
     "cfg",
-    [HarrisConfig(), HarrisConfig(spread="box", spread_radius=2, spread_radius_t=0), HarrisConfig(spread_radius_t=3)],
+    [
+        HarrisConfig(),
+        HarrisConfig(spread="box", spread_radius=2, spread_radius_t=0),
+        HarrisConfig(spread_radius_t=3),
+    ],
 )
 def test_attention_matches_reference(cfg):
     rng = np.random.default_rng(3)
@@ -338,7 +358,11 @@ def test_one_and_two_frame_clips():
 
 
 def test_clips_of_a_batch_do_not_interact():
-    clips = [_square_clip([4 + min(t, 11) for t in range(T)]), _square_clip([12] * T), torch.zeros(1, T, H, W)]
+    clips = [
+        _square_clip([4 + min(t, 11) for t in range(T)]),
+        _square_clip([12] * T),
+        torch.zeros(1, T, H, W),
+    ]
     batched = harris_analysis(torch.cat(clips), "harris3d")
     for i, clip in enumerate(clips):
         alone = harris_analysis(clip, "harris3d")
@@ -473,7 +497,9 @@ def test_synthetic_raw_cue_is_found_and_the_checkerboard_is_not():
             moving_words += 1
             moved = change.nonzero()
             events = (moved[:, 0].min().item() + 0.5, moved[:, 0].max().item() + 0.5)  # start, stop
-            near_patch = [((moved[:, 1:] - torch.tensor([y, x])).abs().amax(1) <= 3).any() for _, y, x in points]
+            near_patch = [
+                ((moved[:, 1:] - torch.tensor([y, x])).abs().amax(1) <= 3).any() for _, y, x in points
+            ]
             near_event = [min(abs(t - e) for e in events) <= 2 for t, _, _ in points]
             at_cue = [p for p, a, b in zip(points, near_patch, near_event) if a and b]
             assert at_cue, (v, w, events, points)

@@ -76,7 +76,11 @@ def test_fine_tuning_trains_only_what_is_unfrozen_and_reloads(tmp_path):
     # the run folder reopens with its encoder and predicts the same
     run = load_run(tmp_path / "run")
     preds = predictions_for(run, data.test)
-    saved = [float(line.split(",")[-1]) for line in (tmp_path / "run" / "predictions.csv").read_text().splitlines() if line.startswith("test,")]
+    saved = [
+        float(line.split(",")[-1])
+        for line in (tmp_path / "run" / "predictions.csv").read_text().splitlines()
+        if line.startswith("test,")
+    ]
     np.testing.assert_allclose(preds, saved, atol=1e-4)
     assert result.metrics["test"]["n"] == 16
 
@@ -84,7 +88,9 @@ def test_fine_tuning_trains_only_what_is_unfrozen_and_reloads(tmp_path):
 @needs_minilm
 def test_encoder_needs_text(tmp_path):
     data = make_synthetic(SyntheticConfig(n_train=16, n_valid=8, n_test=8, max_words=5, min_words=3))
-    config = TrainConfig(model="ef_lstm", modalities="A", epochs=1, text_encoder="minilm", text_finetune="none")
+    config = TrainConfig(
+        model="ef_lstm", modalities="A", epochs=1, text_encoder="minilm", text_finetune="none"
+    )
     with pytest.raises(ValueError, match="text modality"):
         train_run(config, data, tmp_path / "run", progress=False)
 
@@ -93,7 +99,12 @@ def test_encoder_needs_text(tmp_path):
 # A BERT-style WordPiece vocabulary small enough to write down: 'unbelievably' is three tokens.
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "an", "un", "##believ", "##ably", "good", "movie",
          "bad", "i", "did", "not", "like", "the", "plot", "at", "all"]
-CLIPS = ["an unbelievably good movie", "bad", "i did not like the plot", "i did not like the plot at all an bad"]
+CLIPS = [
+    "an unbelievably good movie",
+    "bad",
+    "i did not like the plot",
+    "i did not like the plot at all an bad",
+]
 TOKENS = 10  # the pickle's padded token length: the last clip (12 tokens) is cut to 10
 
 
@@ -129,7 +140,9 @@ def token_aligned_split(tokenizer, word_aligned: bool = False) -> dict:
 def token_aligned_data(tmp_path: Path, tokenizer, word_aligned: bool = False):
     path = tmp_path / "aligned_50.pkl"
     with open(path, "wb") as handle:
-        pickle.dump({s: token_aligned_split(tokenizer, word_aligned) for s in ("train", "valid", "test")}, handle)
+        pickle.dump(
+            {s: token_aligned_split(tokenizer, word_aligned) for s in ("train", "valid", "test")}, handle
+        )
     return load_mmsa_pickle(path).train
 
 

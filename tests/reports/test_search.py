@@ -46,8 +46,16 @@ def test_search_grid_parsing_and_relative_values():
 def test_search_picks_the_lowest_validation_loss_and_reuses_its_run(tmp_path):
     splits = make_synthetic(SMALL)
     base = TrainConfig(modalities="T+A", epochs=2, patience=0)
-    result = compare_models(base, ["ef_lstm", "late_fusion"], [1, 2], tmp_path, splits=splits, n_boot=50,
-                            model_options={"ef_lstm": TINY, "late_fusion": TINY}, search=parse_search("lr=x0.1,x3"))
+    result = compare_models(
+        base,
+        ["ef_lstm", "late_fusion"],
+        [1, 2],
+        tmp_path,
+        splits=splits,
+        n_boot=50,
+        model_options={"ef_lstm": TINY, "late_fusion": TINY},
+        search=parse_search("lr=x0.1,x3"),
+    )
     for model in ("ef_lstm", "late_fusion"):
         record = json.loads((tmp_path / model / "search.json").read_text())
         assert len(record["points"]) == 2 and "test never read" in record["criterion"]
@@ -59,7 +67,9 @@ def test_search_picks_the_lowest_validation_loss_and_reuses_its_run(tmp_path):
         assert result["settings"][model]["lr"] == pytest.approx(best["settings"]["lr"])
         # the chosen point's run is the final seed-1 run: the same predictions
         chosen = tmp_path / model / "search" / f"lr={best['settings']['lr']:g}" / "seed_1"
-        assert (chosen / "predictions.csv").read_text() == (tmp_path / model / "seed_1" / "predictions.csv").read_text()
+        assert (chosen / "predictions.csv").read_text() == (
+            tmp_path / model / "seed_1" / "predictions.csv"
+        ).read_text()
     assert "search (validation)" in (tmp_path / "settings.md").read_text()
     # late_fusion's recipe (batch 128, weight decay 1e-2) is applied, not ef_lstm's
     run = json.loads((tmp_path / "late_fusion" / "seed_1" / "config.json").read_text())["train"]
@@ -86,7 +96,10 @@ def test_resume_reuses_finished_runs_and_continues_interrupted_ones(tmp_path):
 
 def test_model_options_are_scoped_per_model():
     parsed = [("tfn:hidden", 32), ("fusion_matched:time_code", 8)]
-    assert _model_options(parsed, ["tfn", "fusion_matched"]) == {"tfn": {"hidden": 32}, "fusion_matched": {"time_code": 8}}
+    assert _model_options(parsed, ["tfn", "fusion_matched"]) == {
+        "tfn": {"hidden": 32},
+        "fusion_matched": {"time_code": 8},
+    }
     assert _model_options([("hidden", 8)], ["ef_lstm"]) == {"ef_lstm": {"hidden": 8}}  # train: the one model
     with pytest.raises(ValueError, match="scope the option"):
         _model_options([("hidden", 8)], ["tfn", "ef_lstm"])

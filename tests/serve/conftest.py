@@ -28,11 +28,45 @@ def served(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("serve")
     write_sample_folder(root / "fet")
-    assert main(["extract", str(root / "fet"), "--out", str(root / "feat.pkl"), "--cache", str(root / "cache"),
-                 "--quiet"]) == 0
-    assert main(["train", "--data", str(root / "feat.pkl"), "--model", "fusion_matched", "--modalities", "T+A+V",
-                 "--epochs", "1", "--threads", "1", "--batch-size", "2", "--quiet", "--out", str(root / "TAV"),
-                 "-o", "hidden=16"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(root / "fet"),
+                "--out",
+                str(root / "feat.pkl"),
+                "--cache",
+                str(root / "cache"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root / "feat.pkl"),
+                "--model",
+                "fusion_matched",
+                "--modalities",
+                "T+A+V",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--batch-size",
+                "2",
+                "--quiet",
+                "--out",
+                str(root / "TAV"),
+                "-o",
+                "hidden=16",
+            ]
+        )
+        == 0
+    )
     speaking_clip(root / "new.mp4", NEW.split())
     broken = broken_inputs(root / "broken", ["this", "is", "bad"])
     uploads = root / "uploads"

@@ -98,8 +98,11 @@ def test_type_size_and_form_problems(served, api) -> None:
 
 def convert(source: Path, target: Path, *options: str) -> Path:
     """`source` rewritten by ffmpeg into the container `target`'s suffix names."""
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(source), *options, str(target)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", "-i", str(source), *options, str(target)],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 
@@ -139,7 +142,9 @@ def test_the_accepted_suffixes_are_the_decoder_s_and_content_types_name_one() ->
     from emofuse.serve.uploads import CONTENT_TYPES, SUFFIXES, UploadError, media_suffix
 
     assert SUFFIXES == MEDIA_SUFFIXES
-    assert {".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".wav", ".mp3", ".flac", ".m4a", ".ogg"} <= set(SUFFIXES)
+    assert {".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".wav", ".mp3", ".flac", ".m4a", ".ogg"} <= set(
+        SUFFIXES
+    )
     assert set(CONTENT_TYPES.values()) <= set(SUFFIXES)
     assert media_suffix("clip.FLV", "application/octet-stream") == ".flv"  # the name decides first
     # a part without a suffix (the page's recording, curl -F 'file=@-;type=...') by its content type
@@ -150,14 +155,20 @@ def test_the_accepted_suffixes_are_the_decoder_s_and_content_types_name_one() ->
         assert media_suffix("blob", content_type) == suffix, content_type
     with pytest.raises(UploadError) as info:
         media_suffix("notes.txt", "video/mp4")  # a named file is what its name says
-    assert info.value.status == 415 and ".txt files are not accepted; send one of .mp4, " in info.value.message
+    assert (
+        info.value.status == 415 and ".txt files are not accepted; send one of .mp4, " in info.value.message
+    )
 
 
 def test_a_client_path_is_only_a_name(served, api) -> None:
     # the name points at a real clip on this machine, the bytes are garbage: the bytes are what is read
-    response = api.post("/v1/predict", files={"file": (str(served["new"]), b"not a video at all", "video/mp4")})
+    response = api.post(
+        "/v1/predict", files={"file": (str(served["new"]), b"not a video at all", "video/mp4")}
+    )
     assert response.status_code == 415 and response.json()["clip"] == "new.mp4"
-    traversal = post(api, served["broken"]["no_speech"], name="../../../etc/passwd.mp4", params={"explain": "false"})
+    traversal = post(
+        api, served["broken"]["no_speech"], name="../../../etc/passwd.mp4", params={"explain": "false"}
+    )
     assert traversal.status_code == 422 and traversal.json()["clip"] == "passwd.mp4"
     assert_no_uploads_left(served)
 
@@ -250,9 +261,14 @@ def test_model_health_and_unknown_ids(served, api) -> None:
     assert "/v1/predict" in api.get("/openapi.json").json()["paths"]
 
 
-@pytest.mark.parametrize("option, message", [
-    (["--workers", "0"], "workers must be at least 1"), (["--timeout", "0"], "the time limit must be positive"),
-    (["--max-upload-mb", "0"], "the upload limit must be positive")])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--workers", "0"], "workers must be at least 1"),
+        (["--timeout", "0"], "the time limit must be positive"),
+        (["--max-upload-mb", "0"], "the upload limit must be positive"),
+    ],
+)
 def test_serve_refuses_bad_options_in_one_line(served, capsys, option: list[str], message: str) -> None:
     from emofuse.cli.main import main
 

@@ -18,7 +18,9 @@ ABSENT = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
 pytestmark = pytest.mark.skipif(bool(ABSENT),
                                 reason=f"headless browser test needs Debian's chromium and chromium-driver, "
                                 f"missing {ABSENT} (bash scripts/install_serve.sh as root)")
-selenium = pytest.importorskip("selenium", reason="the browser test needs selenium (scripts/install_serve.sh)")
+selenium = pytest.importorskip(
+    "selenium", reason="the browser test needs selenium (scripts/install_serve.sh)"
+)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -135,6 +137,8 @@ def test_a_webcam_recording_is_uploaded_as_webm_and_decoded(served, server, brow
     time.sleep(2.0)
     browser.find_element(By.ID, "record-stop").click()
     error = WebDriverWait(browser, 120).until(ec.visibility_of_element_located((By.ID, "error")))
-    assert error.text.startswith(("Error 422 (no_speech): recording.webm: ", "Error 422 (no_face): recording.webm: "))
+    assert error.text.startswith(
+        ("Error 422 (no_speech): recording.webm: ", "Error 422 (no_face): recording.webm: ")
+    )
     print(f"\nthe recording's answer: {error.text}")
     assert list(served["uploads"].iterdir()) == []

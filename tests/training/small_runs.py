@@ -10,7 +10,9 @@ SMALL = SyntheticConfig(n_train=96, n_valid=32, n_test=32, max_words=8, min_word
 
 def config(**kw) -> TrainConfig:
     """A tiny EF-LSTM run on T+A; keyword arguments override any field."""
-    base = dict(model="ef_lstm", modalities="T+A", epochs=3, batch_size=16, patience=0, model_options={"hidden": 8})
+    base = dict(
+        model="ef_lstm", modalities="T+A", epochs=3, batch_size=16, patience=0, model_options={"hidden": 8}
+    )
     return TrainConfig(**{**base, **kw})
 
 

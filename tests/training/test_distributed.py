@@ -64,7 +64,15 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path):
     script = tmp_path / "ddp_runs.py"
     script.write_text(SCRIPT.format(args=TRAIN))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [*_torchrun(), "--standalone", "--nproc-per-node", "2", str(script), str(data), str(tmp_path / "ddp")]
+    cmd = [
+        *_torchrun(),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        str(data),
+        str(tmp_path / "ddp"),
+    ]
     # a session of its own: a hung run is ended with all its worker processes
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -98,7 +106,9 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path):
 
     # a DDP run folder is a normal run folder: a single process reopens it
     shutil.copytree(full, tmp_path / "copy")
-    again = train_run(config(epochs=4, data=str(data)), splits, tmp_path / "copy", resume=True, progress=False)
+    again = train_run(
+        config(epochs=4, data=str(data)), splits, tmp_path / "copy", resume=True, progress=False
+    )
     assert again.metrics["test"] == metrics["test"]
 
 

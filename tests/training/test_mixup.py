@@ -17,18 +17,25 @@ def _batch() -> Batch:
     """Two clips: clip 0 has 2 audio words, clip 1 has 1 (its word 2 is padding)."""
     mel = torch.tensor([[[-30.0], [-40.0]], [[-60.0], [0.0]]]).view(2, 2, 1, 1).repeat(1, 1, 2, 3).half()
     crops = torch.tensor([[200, 100], [50, 0]], dtype=torch.uint8).view(2, 2, 1, 1, 1).repeat(1, 1, 1, 2, 2)
-    masks = {"audio": torch.tensor([[True, True], [True, False]]), "vision": torch.tensor([[True, True], [True, False]]),
-             "text": torch.tensor([[True, False], [True, True]])}
+    masks = {
+        "audio": torch.tensor([[True, True], [True, False]]),
+        "vision": torch.tensor([[True, True], [True, False]]),
+        "text": torch.tensor([[True, False], [True, True]]),
+    }
     features = {"text": torch.tensor([[[1.0], [0.0]], [[3.0], [5.0]]]), "audio": torch.zeros(2, 2, 1),
                 "vision": torch.zeros(2, 2, 1)}
-    return Batch(features, masks, torch.tensor([0, 1]), torch.arange(2), {"raw_audio": mel, "raw_vision": crops})
+    return Batch(
+        features, masks, torch.tensor([0, 1]), torch.arange(2), {"raw_audio": mel, "raw_vision": crops}
+    )
 
 
 def test_mixed_batch_blends_every_input_and_pads_log_mel_with_silence() -> None:
     batch, swap, lam = _batch(), torch.tensor([1, 0]), 0.75
     mixed = mix_batch(batch, swap, lam)
     # features: a plain blend (padding zeros are the standardised training mean)
-    torch.testing.assert_close(mixed.features["text"][0], 0.75 * torch.tensor([[1.0], [0.0]]) + 0.25 * torch.tensor([[3.0], [5.0]]))
+    torch.testing.assert_close(
+        mixed.features["text"][0], 0.75 * torch.tensor([[1.0], [0.0]]) + 0.25 * torch.tensor([[3.0], [5.0]])
+    )
     # a word is real where either clip has it
     assert mixed.masks["audio"].all() and mixed.masks["text"].all()
     mel = mixed.extras["raw_audio"].float()
@@ -68,7 +75,23 @@ def test_mixup_training_learns_and_resumes_exactly(tmp_path, splits) -> None:
 
 
 def test_mixup_with_a_text_encoder_is_one_clear_line(tmp_path, capsys) -> None:
-    code = main(["train", "--data", "synthetic", "--modalities", "T", "--text-encoder", "minilm", "--mixup", "0.2",
-                 "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "train",
+            "--data",
+            "synthetic",
+            "--modalities",
+            "T",
+            "--text-encoder",
+            "minilm",
+            "--mixup",
+            "0.2",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 2
     assert "--mixup cannot mix an in-model text encoder's token ids" in capsys.readouterr().err

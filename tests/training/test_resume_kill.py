@@ -131,7 +131,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "small.pkl"
-    save_mmsa_pickle(make_synthetic(SyntheticConfig(n_train=384, n_valid=64, n_test=64, max_words=10, min_words=5)), path)
+    save_mmsa_pickle(
+        make_synthetic(SyntheticConfig(n_train=384, n_valid=64, n_test=64, max_words=10, min_words=5)), path
+    )
     return path
 
 
@@ -168,10 +170,31 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path: P
 def test_sigkill_mid_epoch_of_a_text_encoder_run_resumes_exactly(tmp_path: Path) -> None:
     """The fine-tuned encoder's warm-up/decay schedule resumes where it was, step for step."""
     data = tmp_path / "tiny.pkl"
-    save_mmsa_pickle(make_synthetic(SyntheticConfig(n_train=64, n_valid=16, n_test=16, max_words=6, min_words=3)), data)
-    extra = ["--model", "ef_lstm", "--modalities", "T+A", "--epochs", "3", "--patience", "2", "--batch-size", "8",
-             "--text-encoder", "minilm", "--text-finetune", "top:1", "--max-words", "6", "--max-tokens", "16",
-             "-o", "hidden=8"]
+    save_mmsa_pickle(
+        make_synthetic(SyntheticConfig(n_train=64, n_valid=16, n_test=16, max_words=6, min_words=3)), data
+    )
+    extra = [
+        "--model",
+        "ef_lstm",
+        "--modalities",
+        "T+A",
+        "--epochs",
+        "3",
+        "--patience",
+        "2",
+        "--batch-size",
+        "8",
+        "--text-encoder",
+        "minilm",
+        "--text-finetune",
+        "top:1",
+        "--max-words",
+        "6",
+        "--max-tokens",
+        "16",
+        "-o",
+        "hidden=8",
+    ]
     from emofuse.models.text_encoder import load_tokenizer_and_encoder
 
     load_tokenizer_and_encoder("minilm")  # imports transformers once, before the forks

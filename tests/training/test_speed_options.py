@@ -62,8 +62,12 @@ def test_bucketing_gives_every_example_once_in_batches_of_similar_length(unalign
 
 
 def test_bucketing_works_with_raw_per_word_inputs(tmp_path):
-    raw = make_synthetic_raw(SyntheticRawConfig(n_train=24, n_valid=8, n_test=8, max_words=4, min_words=1, frames=2,
-                                                size=8, n_mels=8, mel_steps=4), cache=tmp_path)
+    raw = make_synthetic_raw(
+        SyntheticRawConfig(
+            n_train=24, n_valid=8, n_test=8, max_words=4, min_words=1, frames=2, size=8, n_mels=8, mel_steps=4
+        ),
+        cache=tmp_path,
+    )
     data = raw.train
     chunks = data.batch_indices(8, shuffle=True, generator=torch.Generator().manual_seed(0), bucket=True)
     assert sorted(torch.cat(chunks).tolist()) == list(range(len(data)))

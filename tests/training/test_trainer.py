@@ -43,10 +43,26 @@ def test_best_checkpoint_is_the_lowest_validation_loss(tmp_path, splits):
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, splits):
-    full = train_run(config(epochs=4, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}), splits, tmp_path / "full", progress=False)
+    full = train_run(
+        config(epochs=4, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}),
+        splits,
+        tmp_path / "full",
+        progress=False,
+    )
     # interrupted after 2 epochs: a run with epochs=2, then resumed with epochs=4
-    train_run(config(epochs=2, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}), splits, tmp_path / "part", progress=False)
-    resumed = train_run(config(epochs=4, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}), splits, tmp_path / "part", resume=True, progress=False)
+    train_run(
+        config(epochs=2, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}),
+        splits,
+        tmp_path / "part",
+        progress=False,
+    )
+    resumed = train_run(
+        config(epochs=4, model="fusion_matched", model_options={"hidden": 8, "time_code": 8}),
+        splits,
+        tmp_path / "part",
+        resume=True,
+        progress=False,
+    )
     assert resumed.epochs_run == 4
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
@@ -78,8 +94,12 @@ def test_seeds_summary_and_reproducibility(tmp_path, splits):
 
 
 def test_classification_training_and_evaluate(tmp_path):
-    data = make_synthetic(SyntheticConfig(n_train=96, n_valid=32, n_test=32, max_words=8, min_words=4, classes=3))
-    result = train_run(config(data="synthetic-classes", model="late_fusion"), data, tmp_path / "cls", progress=False)
+    data = make_synthetic(
+        SyntheticConfig(n_train=96, n_valid=32, n_test=32, max_words=8, min_words=4, classes=3)
+    )
+    result = train_run(
+        config(data="synthetic-classes", model="late_fusion"), data, tmp_path / "cls", progress=False
+    )
     assert set(result.metrics["test"]) >= {"accuracy", "f1_weighted", "confusion_matrix", "per_class"}
     assert (tmp_path / "cls" / "confusion_test.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -96,7 +116,9 @@ def test_evaluate_trusts_the_checkpoint_when_config_json_names_another_model(tmp
     from emofuse.data.mmsa import save_mmsa_pickle
 
     save_mmsa_pickle(splits, tmp_path / "small.pkl")
-    result = train_run(config(epochs=1, data=str(tmp_path / "small.pkl")), splits, tmp_path / "run", progress=False)
+    result = train_run(
+        config(epochs=1, data=str(tmp_path / "small.pkl")), splits, tmp_path / "run", progress=False
+    )
     path = tmp_path / "run" / "config.json"
     saved = json.loads(path.read_text())
     saved["train"].update(model="late_fusion", model_options={"hidden": 32})  # overwritten by hand
@@ -126,9 +148,17 @@ def test_mean_std_leaves_out_and_counts_nan_seeds():
     metrics = [{"test": {"accuracy": a, "f1_weighted": 0.5, "f1_macro": f}} for a, f in
                [(0.6, float("nan")), (0.8, 0.4), (0.7, float("nan"))]]
     summary = summarise([RunResult(None, m, 1, 1) for m in metrics])
-    assert summary["accuracy"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.1), "n": 3, "dropped": 0}
+    assert summary["accuracy"] == {
+        "mean": pytest.approx(0.7),
+        "std": pytest.approx(0.1),
+        "n": 3,
+        "dropped": 0,
+    }
     assert summary["f1_macro"] == {"mean": 0.4, "std": 0.0, "n": 1, "dropped": 2}
-    assert dropped_note(summary, 3) == "undefined (NaN) for some seeds and left out of mean ± std: f1_macro (2 of 3)"
+    assert (
+        dropped_note(summary, 3)
+        == "undefined (NaN) for some seeds and left out of mean ± std: f1_macro (2 of 3)"
+    )
     assert dropped_note({"accuracy": summary["accuracy"]}, 3) is None
 
 

@@ -42,7 +42,9 @@ class SealedTest(MultimodalDataset):
 def _sealed_splits(splits: DatasetSplits, out) -> DatasetSplits:
     t = splits.test
     sealed = SealedTest(t.features, t.lengths, t.labels, t.ids, t.raw_text, t.source, t.extras)
-    return DatasetSplits(splits.train, splits.valid, sealed.seal(out / "best"), splits.name, splits.class_names)
+    return DatasetSplits(
+        splits.train, splits.valid, sealed.seal(out / "best"), splits.name, splits.class_names
+    )
 
 
 def test_three_trial_study_never_reads_test_and_its_best_is_a_normal_run(tmp_path):
@@ -51,7 +53,11 @@ def test_three_trial_study_never_reads_test_and_its_best_is_a_normal_run(tmp_pat
     save_mmsa_pickle(splits, data)
     base = config(data=str(data), epochs=3)
     out = tmp_path / "tune"
-    space = [parse_param("lr=log:1e-3:3e-2"), parse_param("hidden=int:4:12"), parse_param("batch_size=cat:16,32")]
+    space = [
+        parse_param("lr=log:1e-3:3e-2"),
+        parse_param("hidden=int:4:12"),
+        parse_param("batch_size=cat:16,32"),
+    ]
     result = tune(base, _sealed_splits(splits, out), space, out, trials=3, prune_startup=1, progress=False)
 
     trials = result.study.trials

@@ -113,11 +113,17 @@ def add_training_arguments(p: argparse.ArgumentParser, exclude: tuple[str, ...] 
 
     add_config_file_arguments(p)
     for name, cls in CONFIG_GROUPS:
-        add_config_arguments(p, cls, exclude=exclude, title=f"{name}: {(cls.__doc__ or '').splitlines()[0].rstrip('.')}")
+        add_config_arguments(
+            p, cls, exclude=exclude, title=f"{name}: {(cls.__doc__ or '').splitlines()[0].rstrip('.')}"
+        )
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean ± std reported")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs in --out, to the result an "
-                   "uninterrupted run gives (same settings; --epochs may grow, except for a fine-tuned "
-                   "--text-encoder, whose lr schedule spans the run)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue interrupted runs in --out, to the result an "
+        "uninterrupted run gives (same settings; --epochs may grow, except for a fine-tuned "
+        "--text-encoder, whose lr schedule spans the run)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -129,10 +135,13 @@ def add_run_arguments(p: argparse.ArgumentParser, only: tuple[str, ...] | None =
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--same-recipe", action="store_true",
-                   help="train every model with one setting (TrainConfig's defaults and the flags given) instead of "
-                        "each model's own recipe; --lr/--batch-size/--weight-decay/--grad-clip/--patience given "
-                        "explicitly always apply to every model")
+    p.add_argument(
+        "--same-recipe",
+        action="store_true",
+        help="train every model with one setting (TrainConfig's defaults and the flags given) instead of "
+        "each model's own recipe; --lr/--batch-size/--weight-decay/--grad-clip/--patience given "
+        "explicitly always apply to every model",
+    )
 
 
 def load_data(config):
@@ -141,8 +150,14 @@ def load_data(config):
     from emofuse.data.loading import TextOptions, load_splits
 
     model = None if config.text_encoder else config.text_model  # an in-model encoder reads raw text
-    return load_splits(config.data, TextOptions(model, config.max_words), config.classes, labels=config.labels,
-                       clip_labels=config.clip_labels, data_options=dict(config.data_options))
+    return load_splits(
+        config.data,
+        TextOptions(model, config.max_words),
+        config.classes,
+        labels=config.labels,
+        clip_labels=config.clip_labels,
+        data_options=dict(config.data_options),
+    )
 
 
 def check_writable_parent(out: Path, given: str) -> None:
@@ -154,6 +169,8 @@ def check_writable_parent(out: Path, given: str) -> None:
     except (FileExistsError, NotADirectoryError):
         raise OutputError(f"--out {given}: a file is in the way of its folder {parent}") from None
     except OSError as err:
-        raise OutputError(f"--out {given}: cannot create its folder {parent} ({err.strerror or err})") from None
+        raise OutputError(
+            f"--out {given}: cannot create its folder {parent} ({err.strerror or err})"
+        ) from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"--out {given}: no permission to write in {parent}")

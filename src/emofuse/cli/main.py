@@ -27,7 +27,9 @@ ORDER = ("demo", "train", "ablate", "evaluate", "compare", "robustness", "prepar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emofuse", description="Multimodal emotion and sentiment analysis (text, audio, video).")
+    parser = argparse.ArgumentParser(
+        prog="emofuse", description="Multimodal emotion and sentiment analysis (text, audio, video)."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ORDER:

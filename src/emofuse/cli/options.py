@@ -76,7 +76,9 @@ def add_config_arguments(
     holds the field's default, for commands that read the namespace directly.
     """
     excluded, wanted = set(exclude), None if only is None else set(only)
-    target = parser.add_argument_group(title) if title and isinstance(parser, argparse.ArgumentParser) else parser
+    target = (
+        parser.add_argument_group(title) if title and isinstance(parser, argparse.ArgumentParser) else parser
+    )
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
@@ -173,7 +175,12 @@ def _coerce(classes: list[type], name: str, value: Any, source: str) -> Any:
             if f.name != name:
                 continue
             kind = _scalar_type(typing.get_type_hints(cls)[name])
-            if value is None or isinstance(value, (bool, dict, list)) or kind is str or f.metadata.get("parse"):
+            if (
+                value is None
+                or isinstance(value, (bool, dict, list))
+                or kind is str
+                or f.metadata.get("parse")
+            ):
                 return value
             try:
                 return kind(value)
@@ -183,10 +190,16 @@ def _coerce(classes: list[type], name: str, value: Any, source: str) -> Any:
 
 
 def add_config_file_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="settings from a YAML or JSON file (a run's config.json "
-                        "works); flags given as well win over it")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML (a valid "
-                        "--config) and exit")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings from a YAML or JSON file (a run's config.json works); flags given as well win over it",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings as YAML (a valid --config) and exit",
+    )
 
 
 def config_yaml(config: Any, groups: Iterable[tuple[str, type]]) -> str:

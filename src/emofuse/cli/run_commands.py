@@ -24,7 +24,11 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the report to this JSON file")
 
 
-@command("evaluate", help="score a run's best checkpoint, on its data or another dataset", arguments=_evaluate_arguments)
+@command(
+    "evaluate",
+    help="score a run's best checkpoint, on its data or another dataset",
+    arguments=_evaluate_arguments,
+)
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from emofuse.evaluation.evaluate import evaluate_run
     from emofuse.reports.tables import markdown_table
@@ -49,7 +53,11 @@ def _robustness_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p, only=("device",))
 
 
-@command("robustness", help="a run's test score with one modality missing or noised at levels 0-0.9", arguments=_robustness_arguments)
+@command(
+    "robustness",
+    help="a run's test score with one modality missing or noised at levels 0-0.9",
+    arguments=_robustness_arguments,
+)
 def cmd_robustness(args: argparse.Namespace) -> int:
     from emofuse.evaluation.evaluate import load_data, load_run
     from emofuse.evaluation.robustness import plot_robustness, robustness_curves
@@ -64,7 +72,11 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     plot_robustness(result, out / "robustness.png", f"{run.config.model} {run.config.modalities}")
     key = result["metric"]
     print(f"{key} on test: clean {100 * result['clean']:.1f}")
-    print("| modality | missing | " + " | ".join(f"{lv:.1f}" for lv in next(iter(result["modalities"].values()))["levels"]) + " | AUC |")
+    print(
+        "| modality | missing | "
+        + " | ".join(f"{lv:.1f}" for lv in next(iter(result["modalities"].values()))["levels"])
+        + " | AUC |"
+    )
     print("|---|---|" + "---|" * (len(next(iter(result["modalities"].values()))["levels"]) + 1))
     for m, c in result["modalities"].items():
         cells = " | ".join(f"{100 * s:.1f}" for s in c["scores"])
@@ -82,7 +94,9 @@ def _transcripts(args: argparse.Namespace) -> list[str | None]:
     if not given:
         return [None] * len(args.clips)
     if len(given) != len(args.clips):
-        raise OptionError(f"--transcript given {len(given)} times for {len(args.clips)} clips: give it once per clip")
+        raise OptionError(
+            f"--transcript given {len(given)} times for {len(args.clips)} clips: give it once per clip"
+        )
     return list(given)
 
 
@@ -103,9 +117,11 @@ def _print_prediction(p: dict[str, Any]) -> None:
         print(f"  note: {note}")
 
 
-SPEAKER_REF_HELP = ("a clip of the same speaker, or a folder of them; repeatable. For a run trained with -D "
-                    "speaker_norm (RAVDESS): they fit the speaker's log-mel normalisation, as all of an actor's "
-                    "clips did in training")
+SPEAKER_REF_HELP = (
+    "a clip of the same speaker, or a folder of them; repeatable. For a run trained with -D "
+    "speaker_norm (RAVDESS): they fit the speaker's log-mel normalisation, as all of an actor's "
+    "clips did in training"
+)
 
 
 def _speaker_references(paths: list[str] | None) -> list[Path]:
@@ -118,7 +134,9 @@ def _speaker_references(paths: list[str] | None) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in MEDIA_EXTENSIONS)
             if not found:
-                raise UserError(f"--speaker-ref {given}: the folder holds no {'/'.join(MEDIA_EXTENSIONS)} files")
+                raise UserError(
+                    f"--speaker-ref {given}: the folder holds no {'/'.join(MEDIA_EXTENSIONS)} files"
+                )
             out += found
         elif path.is_file():
             out.append(path)
@@ -130,13 +148,21 @@ def _speaker_references(paths: list[str] | None) -> list[Path]:
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("clips", nargs="+", metavar="CLIP")
     add_run_arguments(p)
-    p.add_argument("--transcript", action="append", help="the words spoken (force-aligned instead of recognised); "
-                                                        "once per clip")
+    p.add_argument(
+        "--transcript",
+        action="append",
+        help="the words spoken (force-aligned instead of recognised); once per clip",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per clip")
     p.add_argument("--speaker-ref", action="append", metavar="PATH", help=SPEAKER_REF_HELP)
 
 
-@command("predict", help="score clips (mp4, or wav + --transcript) with a trained run: labels, words, " "per-modality contributions, time per stage", arguments=_predict_arguments)
+@command(
+    "predict",
+    help="score clips (mp4, or wav + --transcript) with a trained run: labels, words, "
+    "per-modality contributions, time per stage",
+    arguments=_predict_arguments,
+)
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
@@ -144,7 +170,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     transcripts = _transcripts(args)
-    with Predictor(args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)) as predictor:
+    with Predictor(
+        args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)
+    ) as predictor:
         results = predictor.predict_many(args.clips, transcripts)
     failed = [r for r in results if "error" in r]
     if args.json:
@@ -166,7 +194,12 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speaker-ref", action="append", metavar="PATH", help=SPEAKER_REF_HELP)
 
 
-@command("explain", help="one clip's prediction as a picture: words by contribution, matching matrices, " "attention, Harris-3D frames", arguments=_explain_arguments)
+@command(
+    "explain",
+    help="one clip's prediction as a picture: words by contribution, matching matrices, "
+    "attention, Harris-3D frames",
+    arguments=_explain_arguments,
+)
 def cmd_explain(args: argparse.Namespace) -> int:
     import torch
 
@@ -177,10 +210,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise OptionError(f"--out {args.out}: give a .png file name")
     check_writable_parent(out, args.out)
-    with Predictor(args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)) as predictor:
+    with Predictor(
+        args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)
+    ) as predictor:
         result = explain(predictor, args.clip, out, args.transcript)
     _print_prediction(result)
-    print("  word contributions: " + ", ".join(f"{w['word']} {w['contribution']:+.3f}" for w in result["word_contributions"]))
+    print(
+        "  word contributions: "
+        + ", ".join(f"{w['word']} {w['contribution']:+.3f}" for w in result["word_contributions"])
+    )
     print(f"wrote {out} ({', '.join(result['panels'])})")
     return 0
 
@@ -192,11 +230,17 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="clips scored at once (each loads its own models)")
     p.add_argument("--queue", type=int, default=4, help="requests that may wait; more are answered 503")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="larger uploads are answered 413")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request, queue included (504 past it)")
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per request, queue included (504 past it)"
+    )
     p.add_argument("--explain-cache", type=int, default=64, help="explain pictures kept in memory")
 
 
-@command("serve", help="an HTTP API and a page for trying a run on clips (pip install " "'emofuse[serve]'); docs at /docs", arguments=_serve_arguments)
+@command(
+    "serve",
+    help="an HTTP API and a page for trying a run on clips (pip install 'emofuse[serve]'); docs at /docs",
+    arguments=_serve_arguments,
+)
 def cmd_serve(args: argparse.Namespace) -> int:
     import importlib.util
 

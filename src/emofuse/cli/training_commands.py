@@ -39,11 +39,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     with process_group(config.device) as ctx:  # torchrun: one process of several (DDP)
         if not ctx.is_main:  # rank 0 writes the run folders and prints; the others train alongside
             for seed in args.seeds:
-                train_run(dataclasses.replace(config, seed=seed), splits, out / f"seed_{seed}", resume=args.resume,
-                          progress=False)
+                train_run(
+                    dataclasses.replace(config, seed=seed),
+                    splits,
+                    out / f"seed_{seed}",
+                    resume=args.resume,
+                    progress=False,
+                )
             return 0
         print(f"data: {splits.describe()}", file=sys.stderr)
-        results, summary = train_seeds(config, splits, out, args.seeds, resume=args.resume, progress=not args.quiet)
+        results, summary = train_seeds(
+            config, splits, out, args.seeds, resume=args.resume, progress=not args.quiet
+        )
     keys = summary_keys(results[0].metrics["test"])
     print(markdown_table([summary_row(f"{config.model} {code}", summary["test"])], keys))
     note = dropped_note({k: summary["test"][k] for k in keys}, len(args.seeds))
@@ -58,33 +65,64 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--workers", type=int, default=2, help="parallel training processes (one thread each)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small shared machines)")
-    p.add_argument("--resume", action="store_true", help="reuse finished runs in --out, continue interrupted ones")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on small shared machines)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="reuse finished runs in --out, continue interrupted ones"
+    )
     p.add_argument("--quiet", action="store_true")
 
 
-@command("demo", help="both fusion-matched networks and two baselines on the synthetic data, aligned and " "unaligned, next to the ceilings: two tables", arguments=_demo_arguments)
+@command(
+    "demo",
+    help="both fusion-matched networks and two baselines on the synthetic data, aligned and "
+    "unaligned, next to the ceilings: two tables",
+    arguments=_demo_arguments,
+)
 def cmd_demo(args: argparse.Namespace) -> int:
     from emofuse.reports.demo import run_demo
 
-    run_demo(Path(args.out), epochs=args.epochs, seeds=args.seeds, progress=not args.quiet, threads=args.threads,
-             resume=args.resume, workers=args.workers)
+    run_demo(
+        Path(args.out),
+        epochs=args.epochs,
+        seeds=args.seeds,
+        progress=not args.quiet,
+        threads=args.threads,
+        resume=args.resume,
+        workers=args.workers,
+    )
     return 0
 
 
 def _ablate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", "--model", nargs="+", dest="models", default=["fusion_matched", "fusion_matched_xattn"],
-                   help="default: both fusion-matched networks (the paper's and the extension)")
+    p.add_argument(
+        "--models",
+        "--model",
+        nargs="+",
+        dest="models",
+        default=["fusion_matched", "fusion_matched_xattn"],
+        help="default: both fusion-matched networks (the paper's and the extension)",
+    )
     p.add_argument("--out", help="output folder (default runs/ablate_<models>)")
-    p.add_argument("--attention", action="store_true",
-                   help="instead of modality subsets: the raw video encoder's attention harris3d vs harris2d vs none "
-                        "(--video-encoder, default harris3d_cnn), with a paired bootstrap")
-    p.add_argument("--attention-modalities", default="V", help="modalities of the --attention runs (default V)")
+    p.add_argument(
+        "--attention",
+        action="store_true",
+        help="instead of modality subsets: the raw video encoder's attention harris3d vs harris2d vs none "
+        "(--video-encoder, default harris3d_cnn), with a paired bootstrap",
+    )
+    p.add_argument(
+        "--attention-modalities", default="V", help="modalities of the --attention runs (default V)"
+    )
     add_recipe_arguments(p)
     add_training_arguments(p, exclude=("model", "modalities"))
 
 
-@command("ablate", help="models over all seven modality subsets: table, CSV and bar plots", arguments=_ablate_arguments)
+@command(
+    "ablate",
+    help="models over all seven modality subsets: table, CSV and bar plots",
+    arguments=_ablate_arguments,
+)
 def cmd_ablate(args: argparse.Namespace) -> int:
     from emofuse.reports.ablate import run_ablation
 
@@ -95,8 +133,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     base = train_config(args, model=models[0], modalities="T+A+V", per_model_options=True)
     splits = load_data(base)
     out = Path(args.out or f"runs/ablate_{'_'.join(models) if len(models) < 3 else 'models'}")
-    run_ablation(base, splits, args.seeds, out, progress=not args.quiet, models=models, same_recipe=args.same_recipe,
-                 overrides=recipe_overrides(args), model_options=options, resume=args.resume)
+    run_ablation(
+        base,
+        splits,
+        args.seeds,
+        out,
+        progress=not args.quiet,
+        models=models,
+        same_recipe=args.same_recipe,
+        overrides=recipe_overrides(args),
+        model_options=options,
+        resume=args.resume,
+    )
     print((out / "ablation.md").read_text())
     print(f"CSV, Markdown and bar plots (PNG) in {out}")
     return 0
@@ -122,17 +170,27 @@ def _ablate_attention(args: argparse.Namespace, models: list[str]) -> int:
 
 
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="+", default=["fusion_matched", "fusion_matched_xattn", "ef_lstm", "late_fusion"])
+    p.add_argument(
+        "--models", nargs="+", default=["fusion_matched", "fusion_matched_xattn", "ef_lstm", "late_fusion"]
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel training processes (one thread each)")
     p.add_argument("--out", help="output folder (default runs/compare)")
-    p.add_argument("--search", action="append", metavar="KEY=V1,V2[,KEY=...]",
-                   help="per-model grid scored on validation only, e.g. lr=x0.3,x1,x3 (xF: F times the model's recipe "
-                        "value), batch_size=32,64; keys: lr, batch_size, weight_decay, grad_clip")
+    p.add_argument(
+        "--search",
+        action="append",
+        metavar="KEY=V1,V2[,KEY=...]",
+        help="per-model grid scored on validation only, e.g. lr=x0.3,x1,x3 (xF: F times the model's recipe "
+        "value), batch_size=32,64; keys: lr, batch_size, weight_decay, grad_clip",
+    )
     add_recipe_arguments(p)
     add_training_arguments(p, exclude=("model",))
 
 
-@command("compare", help="several models on one dataset: mean ± std, paired bootstrap, plots", arguments=_compare_arguments)
+@command(
+    "compare",
+    help="several models on one dataset: mean ± std, paired bootstrap, plots",
+    arguments=_compare_arguments,
+)
 def cmd_compare(args: argparse.Namespace) -> int:
     from emofuse.reports.compare import compare_models
     from emofuse.reports.search import parse_search
@@ -142,9 +200,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     search = parse_search(args.search)
     base = train_config(args, model=args.models[0], per_model_options=True)
     splits = load_data(base) if args.workers == 1 else None
-    result = compare_models(base, args.models, args.seeds, out,
-                            workers=args.workers, progress=not args.quiet, splits=splits, same_recipe=args.same_recipe,
-                            overrides=recipe_overrides(args), model_options=options, search=search, resume=args.resume)
+    result = compare_models(
+        base,
+        args.models,
+        args.seeds,
+        out,
+        workers=args.workers,
+        progress=not args.quiet,
+        splits=splits,
+        same_recipe=args.same_recipe,
+        overrides=recipe_overrides(args),
+        model_options=options,
+        search=search,
+        resume=args.resume,
+    )
     print(result["table"])
     print("\ntraining settings per model:")
     print(result["settings_table"])
@@ -159,9 +228,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _tune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default runs/tune_<model>)")
-    p.add_argument("--space", action="append", metavar="KEY=KIND:...",
-                   help="a search dimension: lr=log:1e-4:1e-2, hidden=int:32:128, dropout=float:0:0.5, "
-                        "batch_size=cat:16,32; TrainConfig fields set the field, other keys are model options")
+    p.add_argument(
+        "--space",
+        action="append",
+        metavar="KEY=KIND:...",
+        help="a search dimension: lr=log:1e-4:1e-2, hidden=int:32:128, dropout=float:0:0.5, "
+        "batch_size=cat:16,32; TrainConfig fields set the field, other keys are model options",
+    )
     p.add_argument("--space-file", help="the search space as a JSON, YAML or TOML mapping of KEY to KIND:...")
     p.add_argument("--trials", type=int, default=20, help="trials this process runs")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
@@ -172,7 +245,12 @@ def _tune_arguments(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p)
 
 
-@command("tune", help="Optuna search over training settings and model options, on validation loss; " "the best trial becomes OUT/best, a normal run folder", arguments=_tune_arguments)
+@command(
+    "tune",
+    help="Optuna search over training settings and model options, on validation loss; "
+    "the best trial becomes OUT/best, a normal run folder",
+    arguments=_tune_arguments,
+)
 def cmd_tune(args: argparse.Namespace) -> int:
     from emofuse.training.tune import load_space, parse_param, tune
 
@@ -189,7 +267,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best = result.study.best_trial
     print(f"\nbest trial {best.number}: validation loss {best.value:.4f} with {best.params}")
     if result.best_dir is not None:
-        keys = [k for k in ("mae", "corr", "acc2_non0", "accuracy", "f1_weighted") if k in result.best_metrics["test"]]
+        keys = [
+            k
+            for k in ("mae", "corr", "acc2_non0", "accuracy", "f1_weighted")
+            if k in result.best_metrics["test"]
+        ]
         test = ", ".join(f"{k} {result.best_metrics['test'][k]:.4f}" for k in keys)
         print(f"its run folder: {result.best_dir} (test, scored once after the search: {test})")
     print(f"all trials: {out / 'study.csv'}, {out / 'history.png'}")

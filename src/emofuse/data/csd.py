@@ -401,7 +401,10 @@ def pad_sequence(
     side='post' keeps the first max_len rows and pads at the end (what `MultimodalDataset`'s
     masks assume); side='pre' keeps the last max_len rows and pads at the front.
     """
-    if side not in ("post", "pre"):  # a bug, not the user's: emofuse pads 'post' with DataConfig's checked max_words
+    if side not in (
+        "post",
+        "pre",
+    ):  # a bug, not the user's: emofuse pads 'post' with DataConfig's checked max_words
         raise ValueError(f"side must be 'post' or 'pre', not {side!r}")
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, not {max_len}")
@@ -473,7 +476,9 @@ def csd_to_splits(
     words = sequences.get("words")
     modal = {k: v for k, v in sequences.items() if k != "words"}
     unknown = [k for k in modal if k not in MODALITIES]
-    if unknown or not modal:  # a bug, not the user's: load_csd_folder builds both from the files it recognised
+    if (
+        unknown or not modal
+    ):  # a bug, not the user's: load_csd_folder builds both from the files it recognised
         raise ValueError(f"sequences must be keyed by {MODALITIES} (plus 'words'), got {list(sequences)}")
     if set(folds) - set(SPLITS):
         raise ValueError(f"folds must be keyed by {SPLITS} (see standard_folds), got {list(folds)}")
@@ -547,7 +552,9 @@ def _split_dataset(
     if not np.isfinite(label_matrix).all():
         raise DataFormatError(f"{where}: labels hold NaN/inf")
     if not 0 <= label_column < label_matrix.shape[1]:
-        raise OptionError(f"label_column {label_column} is out of range: labels have {label_matrix.shape[1]} columns")
+        raise OptionError(
+            f"label_column {label_column} is out of range: labels have {label_matrix.shape[1]} columns"
+        )
     ids = [r["id"] for r in rows]
     labels = check_score_range(
         label_matrix[:, label_column].astype(np.float32), where,

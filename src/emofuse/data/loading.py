@@ -30,7 +30,13 @@ from emofuse.metrics.regression import sentiment_class_names, sentiment_classes
 
 __all__ = ["SYNTHETIC_SOURCES", "TextOptions", "fit_lengths", "load_splits", "regression_to_classes"]
 
-SYNTHETIC_SOURCES = ("synthetic", "synthetic-unaligned", "synthetic-classes", "synthetic-raw", "synthetic-clips")
+SYNTHETIC_SOURCES = (
+    "synthetic",
+    "synthetic-unaligned",
+    "synthetic-classes",
+    "synthetic-raw",
+    "synthetic-clips",
+)
 
 
 def load_splits(
@@ -71,14 +77,19 @@ def load_splits(
 
 
 def _load(
-    source: str, text: TextOptions, labels: str = "auto", clip_labels: bool = False, options: dict[str, Any] | None = None
+    source: str,
+    text: TextOptions,
+    labels: str = "auto",
+    clip_labels: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> DatasetSplits:
     """The registered source that reads `source` (`emofuse.data.sources`), loaded."""
     options = options or {}
     found = resolve_source(source)
     if options and not (found is not None and found.options):
         raise DataFormatError(
-            f"{source}: data options ({', '.join(options)}) apply to the synthetic sources and RAVDESS folders only"
+            f"{source}: data options ({', '.join(options)}) apply to the synthetic sources "
+            "and RAVDESS folders only"
         )
     if found is None:
         raise _unreadable(source)
@@ -95,7 +106,9 @@ def _unreadable(source: str) -> DataFormatError:
             f"a MELD folder, or one of {', '.join(SYNTHETIC_SOURCES)})"
         )
     if path.is_dir():
-        return DataFormatError(f"{path}: folder holds neither label.csv, MELD's train_sent_emo.csv nor .csd files")
+        return DataFormatError(
+            f"{path}: folder holds neither label.csv, MELD's train_sent_emo.csv nor .csd files"
+        )
     if path.suffix == ".csd":
         return DataFormatError(
             f"{path}: give the folder holding the computational sequences (text, audio, vision and "

@@ -126,8 +126,10 @@ def _attach_raw_store(datasets: dict[str, MultimodalDataset], path: Path, meta: 
             if absent:
                 store = (meta.get("raw") or {}).get("store", "the raw store")
                 raise DataFormatError(
-                    f"{path} [split {split!r}]: {len(absent)} of {len(files)} raw {m} files are missing, e.g. "
-                    f"{absent[0]}; the raw store ({store}, relative to the pickle) must move with the pickle")
+                    f"{path} [split {split!r}]: {len(absent)} of {len(files)} raw {m} files are missing, "
+                    "e.g. "
+                    f"{absent[0]}; the raw store ({store}, relative to the pickle) must move with the pickle"
+                )
             shape = shapes.get(m) or list(np.load(files[0], mmap_mode="r").shape[1:])
             ds.extras[RAW_KEY_OF[m]] = LazyRawArray(files, tuple(shape), RAW_DTYPES[RAW_KEY_OF[m]])
 
@@ -505,7 +507,12 @@ def _front_padding(
     if lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.number):
         return leading
     shift = x.shape[1] - np.clip(np.nan_to_num(lengths), 1, x.shape[1]).astype(np.int64)
-    _check_shift(x, shift, where, f"{modality} is padded at the front, but {key!r} is longer than the real steps at the end")
+    _check_shift(
+        x,
+        shift,
+        where,
+        f"{modality} is padded at the front, but {key!r} is longer than the real steps at the end",
+    )
     return shift
 
 
@@ -652,7 +659,9 @@ def _class_names(datasets: dict[str, MultimodalDataset]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- saving
-def save_mmsa_pickle(splits: DatasetSplits, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> None:
+def save_mmsa_pickle(
+    splits: DatasetSplits, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
+) -> None:
     """Write `splits` as an MMSA pickle (atomically: temp file beside `path`, then os.replace).
 
     Features are float32 N x L x D under 'text'/'audio'/'vision'; labels go to

@@ -58,7 +58,9 @@ class RavdessConfig:
 
     def __post_init__(self) -> None:
         if self.speaker_norm not in SPEAKER_NORMS:
-            raise OptionError(f"speaker_norm must be one of {', '.join(SPEAKER_NORMS)}, not {self.speaker_norm!r}")
+            raise OptionError(
+                f"speaker_norm must be one of {', '.join(SPEAKER_NORMS)}, not {self.speaker_norm!r}"
+            )
 
 
 def is_ravdess_dir(path: Path) -> bool:
@@ -115,7 +117,9 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
     for split, actors in ACTOR_SPLITS.items():
         idx = [i for i, (_, c) in enumerate(items) if c["actor"] in actors]
         if not idx:
-            raise DataFormatError(f"{root}: no clips of actors {actors.start}-{actors.stop - 1} for the {split} split")
+            raise DataFormatError(
+                f"{root}: no clips of actors {actors.start}-{actors.stop - 1} for the {split} split"
+            )
         n = len(idx)
         lengths = torch.tensor([counts[i] for i in idx], dtype=torch.int64)
         splits[split] = MultimodalDataset(
@@ -125,12 +129,18 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
             ids=[f"Actor_{items[i][1]['actor']:02d}$_${items[i][0].stem}" for i in idx],
             raw_text=[STATEMENTS.get(items[i][1]["statement"], "") for i in idx],
             source=f"{root}:{split}",
-            extras={"raw_audio": LazyRawArray([files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"])},
+            extras={
+                "raw_audio": LazyRawArray(
+                    [files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"]
+                )
+            },
         )
     return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS), frontend=ravdess_frontend(cfg))
 
 
-@register_source("ravdess", matches=lambda path: path.is_dir() and is_ravdess_dir(path), options=True, order=30)
+@register_source(
+    "ravdess", matches=lambda path: path.is_dir() and is_ravdess_dir(path), options=True, order=30
+)
 def _ravdess_source(request: SourceRequest) -> DatasetSplits:
     """A RAVDESS folder; the data options are a `RavdessConfig` (e.g. n_mels=80, n_fft=400)."""
     assert request.path is not None
@@ -141,8 +151,13 @@ def ravdess_frontend(cfg: RavdessConfig) -> dict:
     """How a RAVDESS run's audio is made (`emofuse.data.frontend`): fixed windows of the one log-mel."""
     from emofuse.data.frontend import frontend_record
 
-    return frontend_record("ravdess", segments="windows", logmel=logmel_config(cfg).describe(),
-                           raw_shapes={"audio": [cfg.n_mels, window_steps(cfg)]}, ravdess=dataclasses.asdict(cfg))
+    return frontend_record(
+        "ravdess",
+        segments="windows",
+        logmel=logmel_config(cfg).describe(),
+        raw_shapes={"audio": [cfg.n_mels, window_steps(cfg)]},
+        ravdess=dataclasses.asdict(cfg),
+    )
 
 
 def speaker_normalised(files: list[str], actors: list[int], mode: str, store: Path) -> list[str]:
@@ -180,13 +195,17 @@ class SpeakerMap:
     @classmethod
     def fit(cls, patches: list[np.ndarray], mode: str) -> SpeakerMap:
         """patches: each words x n_mels x steps (dB), all with the same n_mels."""
-        if mode not in SPEAKER_NORMS or mode == "none":  # a bug, not the user's: callers pass a checked speaker_norm
+        if (
+            mode not in SPEAKER_NORMS or mode == "none"
+        ):  # a bug, not the user's: callers pass a checked speaker_norm
             raise ValueError(f"speaker normalisation mode must be mean or meanvar, not {mode!r}")
         frames = np.concatenate([np.asarray(p, np.float32).transpose(1, 0, 2).reshape(p.shape[1], -1)
                                  for p in patches], axis=1)
         band_mean = frames.mean(axis=1)
         if mode == "meanvar":
-            scale = NORMALISED_SCALE_DB / np.maximum(frames.std(axis=1), 1e-3)  # a constant band: no 0 division
+            scale = NORMALISED_SCALE_DB / np.maximum(
+                frames.std(axis=1), 1e-3
+            )  # a constant band: no 0 division
             return cls(band_mean, scale, NORMALISED_CENTER_DB)
         return cls(band_mean - band_mean.mean(), np.ones_like(band_mean), 0.0)
 
@@ -203,7 +222,9 @@ def read_wav(path: Path) -> np.ndarray:
     try:
         return read_audio(path, SAMPLE_RATE)
     except ValueError as err:
-        raise DataFormatError(str(err) if str(path) in str(err) else f"{path}: unreadable audio ({err})") from None
+        raise DataFormatError(
+            str(err) if str(path) in str(err) else f"{path}: unreadable audio ({err})"
+        ) from None
 
 
 def window_steps(cfg: RavdessConfig) -> int:

@@ -148,14 +148,18 @@ def register_word_features(embed: Callable[[Sequence[str], str, int], tuple[np.n
     _WORD_FEATURES[:] = [embed]
 
 
-def word_embedder(text: TextOptions, source: str) -> Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]] | None:
+def word_embedder(
+    text: TextOptions, source: str
+) -> Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]] | None:
     """`embed(texts) -> (features, lengths)` as `text` asks, or None for model=None (the raw text
     only, for an in-model text encoder); a DataFormatError when no embedder is registered."""
     if text.model is None:
         return None
     if not _WORD_FEATURES:
-        raise DataFormatError(f"{source}: word features from text model {text.model!r} come from "
-                              "emofuse.features.sources; import it first (the emofuse commands do), or read the "
-                              "raw text only with TextOptions(model=None)")
+        raise DataFormatError(
+            f"{source}: word features from text model {text.model!r} come from "
+            "emofuse.features.sources; import it first (the emofuse commands do), or read the "
+            "raw text only with TextOptions(model=None)"
+        )
     embed, model, max_words = _WORD_FEATURES[0], text.model, text.max_words
     return lambda texts: embed(texts, model, max_words)

@@ -16,8 +16,9 @@ unaligned: audio has `audio_rate` frames per word and vision `vision_rate`). The
 - I (interaction, time-aligned text x audio): about a third of the words are cues, text
   dimension 1 holds c_t in {-1, +1} there (0 elsewhere); audio dimension 1 holds a marker
   m_t in {0, 1} at every step (a fair coin, so the audio alone says nothing); a cue's sign
-  flips where the audio at the SAME step is marked: I = sum_t c_t (1 - 2 m_t) / 2. Given text alone or audio alone, E[I] = 0; only a
-  model that pairs a word with the audio at the same moment can recover it.
+  flips where the audio at the SAME step is marked: I = sum_t c_t (1 - 2 m_t) / 2. Given text
+  alone or audio alone, E[I] = 0; only a model that pairs a word with the audio at the same
+  moment can recover it.
 
 The per-clip components are kept in `extras` (T, A, V, I, and the reference predictions
 `oracle_full` and `oracle_additive`), so reports can show the ceiling that each family of
@@ -73,7 +74,9 @@ def make_synthetic(config: SyntheticConfig | None = None) -> DatasetSplits:
         for name, n in (("train", cfg.n_train), ("valid", cfg.n_valid), ("test", cfg.n_test))
     }
     class_names = ["negative", "neutral", "positive"] if cfg.classes == 3 else []
-    return DatasetSplits(splits["train"], splits["valid"], splits["test"], name="synthetic", class_names=class_names)
+    return DatasetSplits(
+        splits["train"], splits["valid"], splits["test"], name="synthetic", class_names=class_names
+    )
 
 
 def _make_split(rng: np.random.Generator, n: int, cfg: SyntheticConfig, split: str) -> MultimodalDataset:
@@ -169,5 +172,7 @@ def _synthetic_source(request: SourceRequest) -> DatasetSplits:
              "classes": 3 if request.source == "synthetic-classes" else 0}
     clash = sorted(set(request.options) & set(fixed))
     if clash:
-        raise DataFormatError(f"{request.source}: {', '.join(clash)} is set by the source's name, not by a data option")
+        raise DataFormatError(
+            f"{request.source}: {', '.join(clash)} is set by the source's name, not by a data option"
+        )
     return make_synthetic(data_config(SyntheticConfig, {**request.options, **fixed}, request.source))

@@ -90,7 +90,16 @@ SPLITS = ("train", "valid", "test")
 REQUIRED_TOOLS = ("espeak-ng", "sox", "ffmpeg")
 INSTALL_HINT = "apt-get install espeak-ng sox ffmpeg"
 
-POSITIVE_WORDS = ("wonderful", "excellent", "lovely", "happy", "brilliant", "delightful", "fantastic", "perfect")
+POSITIVE_WORDS = (
+    "wonderful",
+    "excellent",
+    "lovely",
+    "happy",
+    "brilliant",
+    "delightful",
+    "fantastic",
+    "perfect",
+)
 NEGATIVE_WORDS = ("terrible", "horrible", "awful", "dreadful", "miserable", "boring", "painful", "disgusting")
 NEUTRAL_WORDS = (
     "table", "window", "paper", "morning", "river", "garden", "number", "kitchen", "pencil", "letter",
@@ -167,7 +176,9 @@ class SyntheticClipsConfig:
         if not 0.0 <= self.same_word <= 1.0:
             raise OptionError(f"same_word is a probability, got {self.same_word}")
         if self.max_words > len(NEUTRAL_WORDS):
-            raise OptionError(f"max_words can be at most {len(NEUTRAL_WORDS)} (the filler words), got {self.max_words}")
+            raise OptionError(
+                f"max_words can be at most {len(NEUTRAL_WORDS)} (the filler words), got {self.max_words}"
+            )
         if self.fps <= 0 or self.sample_rate < 8000 or self.speed <= 0 or self.face_variants < 1:
             raise OptionError("fps, speed and face_variants must be positive and sample_rate >= 8000")
 
@@ -321,8 +332,11 @@ def oracle_predictions(cfg: SyntheticClipsConfig, t: int, a: int, v: int, i: int
     w = cfg.weights
 
     def clean(t_: int, a_: int, v_: int, same: bool) -> float:
-        return float(np.clip(w["t"] * t_ + w["a"] * a_ + w["v"] * v_ + w["i"] * (t_ if same and t_ and v_ else 0),
-                             -3, 3))
+        return float(
+            np.clip(
+                w["t"] * t_ + w["a"] * a_ + w["v"] * v_ + w["i"] * (t_ if same and t_ and v_ else 0), -3, 3
+            )
+        )
 
     def over_same(t_: int, a_: int, v_: int) -> float:
         if not (t_ and v_):
@@ -334,7 +348,9 @@ def oracle_predictions(cfg: SyntheticClipsConfig, t: int, a: int, v: int, i: int
         "oracle_full": clean(t, a, v, bool(i)),
         "oracle_no_interaction": over_same(t, a, v),
         "oracle_no_video": sum(uniform * over_same(t, a, v_) for v_ in CUE_VALUES),
-        "oracle_video": sum(uniform * uniform * over_same(t_, a_, v) for t_ in CUE_VALUES for a_ in CUE_VALUES),
+        "oracle_video": sum(
+            uniform * uniform * over_same(t_, a_, v) for t_ in CUE_VALUES for a_ in CUE_VALUES
+        ),
     }
 
 
@@ -398,8 +414,29 @@ class _Speech:
                     handle.setframerate(SPEECH_RATE)
                     handle.writeframes(x.tobytes())
                 out = _run_tool(
-                    ["sox", "-D", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1",
-                     "-r", str(SPEECH_RATE), "-", "tempo", "-s", f"{ratio:.6f}"], stdin=buf.getvalue())
+                    [
+                        "sox",
+                        "-D",
+                        "-t",
+                        "wav",
+                        "-",
+                        "-t",
+                        "raw",
+                        "-e",
+                        "floating-point",
+                        "-b",
+                        "32",
+                        "-c",
+                        "1",
+                        "-r",
+                        str(SPEECH_RATE),
+                        "-",
+                        "tempo",
+                        "-s",
+                        f"{ratio:.6f}",
+                    ],
+                    stdin=buf.getvalue(),
+                )
                 y = np.frombuffer(out, dtype=np.float32).astype(np.float64)
             # the last small change of length (and the rate change) by interpolation
             y = np.interp(np.linspace(0, len(y) - 1, target), np.arange(len(y)), y)
@@ -541,7 +578,9 @@ def render_event_frame(base: np.ndarray, warp: _Warp, amplitude: float) -> np.nd
                    axis=-1)
     if warp.dark is not None and amplitude > 0:  # the mouth's opening: a dark ellipse growing with it
         mx, my, offset, semi_x, semi_y = warp.dark
-        r = ((warp.xx - mx) / semi_x) ** 2 + ((warp.yy - (my + amplitude * offset)) / (amplitude * semi_y)) ** 2
+        r = ((warp.xx - mx) / semi_x) ** 2 + (
+            (warp.yy - (my + amplitude * offset)) / (amplitude * semi_y)
+        ) ** 2
         mask = 0.85 * amplitude * np.clip(1.5 - r, 0, 1)
         out = out * (1 - mask[..., None]) + 35.0 * mask[..., None]
     frame = base.copy()
@@ -559,7 +598,9 @@ def envelope(plan: ClipPlan, times: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
-def default_root(config: SyntheticClipsConfig | None = None, cache: str | os.PathLike[str] | None = None) -> Path:
+def default_root(
+    config: SyntheticClipsConfig | None = None, cache: str | os.PathLike[str] | None = None
+) -> Path:
     """<emofuse cache>/synthetic_clips/<hash of the config, GENERATOR_VERSION and espeak-ng's version>."""
     from emofuse.data.raw import store_key
 
@@ -579,8 +620,11 @@ def is_complete(folder: str | os.PathLike[str]) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
-def make_synthetic_clips(config: SyntheticClipsConfig | None = None, root: str | os.PathLike[str] | None = None,
-                         progress: bool = True) -> Path:
+def make_synthetic_clips(
+    config: SyntheticClipsConfig | None = None,
+    root: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Path:
     """Write the clip set (once per config) and return its folder (label.csv, Raw/, planted.json).
 
     root: the folder to write (default `default_root(config)`). A complete folder is returned as
@@ -641,7 +685,9 @@ def _annotation(label: float) -> str:
     return "Positive" if label > 0 else "Negative" if label < 0 else "Neutral"
 
 
-def _record(plan: ClipPlan, nuisance: NuisancePlan, n_frames: int, cfg: SyntheticClipsConfig) -> dict[str, Any]:
+def _record(
+    plan: ClipPlan, nuisance: NuisancePlan, n_frames: int, cfg: SyntheticClipsConfig
+) -> dict[str, Any]:
     return {
         "split": plan.split, "words": plan.words, "starts": plan.starts, "ends": plan.ends,
         "duration": plan.duration, "frames": n_frames,
@@ -685,7 +731,9 @@ def write_clip(path: Path, plan: ClipPlan, nuisance: NuisancePlan, face: _Face, 
         # the part file is `.<name>.<random>.part.mp4` (ffmpeg picks the container from the name)
         with atomic_path(path, suffix=".part.mp4") as part, tempfile.TemporaryFile(dir=tmp) as log:
             # one large write per frame (subprocess.run's input= writes 512 bytes at a time: slow)
-            proc = subprocess.Popen([*cmd, str(part)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+            proc = subprocess.Popen(
+                [*cmd, str(part)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log
+            )
             assert proc.stdin is not None
             try:
                 for frame in frames:
@@ -721,7 +769,9 @@ def planted_extras(folder: str | os.PathLike[str], clip_ids: list[str]) -> dict[
     clips = read_planted(folder)["clips"]
     missing = [c for c in clip_ids if c not in clips]
     if missing:
-        raise DataFormatError(f"{len(missing)} clip id(s) are not in {folder}/planted.json, e.g. {missing[:3]}")
+        raise DataFormatError(
+            f"{len(missing)} clip id(s) are not in {folder}/planted.json, e.g. {missing[:3]}"
+        )
     rows = [clips[c] for c in clip_ids]
     out = {name.upper(): np.array([r[name] for r in rows], dtype=np.float32) for name in "tavi"}
     out.update({name: np.array([r[name] for r in rows], dtype=np.float32) for name in ORACLES})

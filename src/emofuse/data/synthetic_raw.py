@@ -59,10 +59,16 @@ class SyntheticRawConfig:
     distractor_seed: int = 0  # draws the face offsets and checkerboards only: never the label
 
 
-def make_synthetic_raw(config: SyntheticRawConfig | None = None, cache: str | Path | None = None) -> DatasetSplits:
+def make_synthetic_raw(
+    config: SyntheticRawConfig | None = None, cache: str | Path | None = None
+) -> DatasetSplits:
     """Build (or reopen from the cache) train/valid/test; the same config gives the same data."""
     cfg = config or SyntheticRawConfig()
-    root = resolve_cache_dir(cache) / "synthetic_raw" / store_key(**dataclasses.asdict(cfg), version=DRAWING_VERSION)
+    root = (
+        resolve_cache_dir(cache)
+        / "synthetic_raw"
+        / store_key(**dataclasses.asdict(cfg), version=DRAWING_VERSION)
+    )
     rng = np.random.default_rng(cfg.seed)
     # the distractors come from their own stream, so changing them cannot move any label
     distractor_rng = np.random.default_rng([cfg.distractor_seed, 1])
@@ -79,7 +85,12 @@ def make_synthetic_raw(config: SyntheticRawConfig | None = None, cache: str | Pa
 
 
 def _make_split(
-    rng: np.random.Generator, distractor_rng: np.random.Generator, n: int, cfg: SyntheticRawConfig, split: str, folder: Path
+    rng: np.random.Generator,
+    distractor_rng: np.random.Generator,
+    n: int,
+    cfg: SyntheticRawConfig,
+    split: str,
+    folder: Path,
 ) -> MultimodalDataset:
     n_words = rng.integers(cfg.min_words, cfg.max_words + 1, size=n)
     t_part = rng.uniform(-1, 1, size=n)
@@ -117,7 +128,11 @@ def _make_split(
         "oracle_video": np.clip(WEIGHTS["V"] * v_part, -3, 3).astype(np.float32),
     }
     return MultimodalDataset(
-        features={"text": torch.from_numpy(text.astype(np.float32)), "audio": placeholder, "vision": placeholder.clone()},
+        features={
+            "text": torch.from_numpy(text.astype(np.float32)),
+            "audio": placeholder,
+            "vision": placeholder.clone(),
+        },
         lengths={"text": lengths, "audio": lengths.clone(), "vision": lengths.clone()},
         labels=torch.from_numpy(label.astype(np.float32)),
         ids=[f"synthetic_raw_{split}$_${i}" for i in range(n)],
@@ -158,7 +173,11 @@ def draw_face(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[in
 
 
 def draw_clip_frames(
-    rng: np.random.Generator, distractor_rng: np.random.Generator, cfg: SyntheticRawConfig, words: int, v: float
+    rng: np.random.Generator,
+    distractor_rng: np.random.Generator,
+    cfg: SyntheticRawConfig,
+    words: int,
+    v: float,
 ) -> np.ndarray:
     """words x F x S x S uint8. The cue patch moves 2 px a frame for half the frames of one word."""
     img, (pr, pc) = draw_face(distractor_rng, cfg.size)

@@ -34,8 +34,14 @@ def text_options(config: TrainConfig) -> TextOptions:
 
 def load_data(source: str, config: TrainConfig) -> DatasetSplits:
     """`source` read the way `config` was trained on: text features, classes, label kind."""
-    return load_splits(source, text_options(config), config.classes, labels=config.labels, clip_labels=config.clip_labels,
-                       data_options=config.data_options)
+    return load_splits(
+        source,
+        text_options(config),
+        config.classes,
+        labels=config.labels,
+        clip_labels=config.clip_labels,
+        data_options=config.data_options,
+    )
 
 
 @dataclass
@@ -56,7 +62,11 @@ class LoadedRun:
     @property
     def raw_modalities(self) -> tuple[str, ...]:
         """Modalities the model reads through raw-input encoders (face crops, log-mel)."""
-        return tuple(m for m, name in (("vision", self.config.video_encoder), ("audio", self.config.audio_encoder)) if name)
+        return tuple(
+            m
+            for m, name in (("vision", self.config.video_encoder), ("audio", self.config.audio_encoder))
+            if name
+        )
 
     def prepare(self, data: MultimodalDataset) -> MultimodalDataset:
         """Select the run's modalities, fit lengths to the model, apply training statistics."""
@@ -73,7 +83,9 @@ class LoadedRun:
                 continue  # the encoder reads the raw text; the text features are a placeholder
             if m in self.raw_modalities:
                 if RAW_KEY_OF[m] not in data.extras:
-                    raise DataFormatError(f"{data.source}: the model reads raw {m} inputs and the data has none")
+                    raise DataFormatError(
+                        f"{data.source}: the model reads raw {m} inputs and the data has none"
+                    )
                 continue  # a raw encoder fills this slot from the per-word raw inputs
             if data.features[m].shape[-1] != self.spec.dims[m]:
                 raise DataFormatError(
@@ -107,20 +119,34 @@ def load_run(run_dir: Path, device: str = "cpu") -> LoadedRun:
         older = _with_matching_aids(config, spec, encoder, ckpt["model"])
         if older is None:
             first = str(err).strip().splitlines()[0]
-            raise CheckpointError(f"{best}: the weights do not fit a {config.model} model ({first})") from None
+            raise CheckpointError(
+                f"{best}: the weights do not fit a {config.model} model ({first})"
+            ) from None
         config, model = older
-        print(f"emofuse: {run_dir} was trained when fusion_matched always used its matching aids; loaded with "
-              f"{', '.join(f'{k}={v}' for k, v in MATCHING_AIDS_BEFORE_OPTIONS.items())}", file=sys.stderr)
+        print(
+            f"emofuse: {run_dir} was trained when fusion_matched always used its matching aids; loaded with "
+            f"{', '.join(f'{k}={v}' for k, v in MATCHING_AIDS_BEFORE_OPTIONS.items())}",
+            file=sys.stderr,
+        )
     model.to(resolve_device(device)).eval()
-    return LoadedRun(run_dir, config, model, FeatureScaler.from_state_dict(ckpt["scaler"]), class_names, tokenizer,
-                     frontend)
+    return LoadedRun(
+        run_dir,
+        config,
+        model,
+        FeatureScaler.from_state_dict(ckpt["scaler"]),
+        class_names,
+        tokenizer,
+        frontend,
+    )
 
 
 def _with_matching_aids(config: TrainConfig, spec: ModelSpec, encoder: Any, state: dict[str, Any]) -> Any:
     """(config, model) for a fusion_matched run saved before its matching aids became options, or None."""
     if config.model != "fusion_matched" or set(MATCHING_AIDS_BEFORE_OPTIONS) & set(config.model_options):
         return None
-    older = dataclasses.replace(config, model_options={**config.model_options, **MATCHING_AIDS_BEFORE_OPTIONS})
+    older = dataclasses.replace(
+        config, model_options={**config.model_options, **MATCHING_AIDS_BEFORE_OPTIONS}
+    )
     model = build_model(older, spec, encoder)
     try:
         model.load_state_dict(state)
@@ -143,7 +169,11 @@ def _config_of_checkpoint(config: TrainConfig, ckpt: dict[str, Any], path: Path)
     if "text_encoder" in ckpt:  # recorded since text-encoder runs exist; None = no encoder
         enc = ckpt["text_encoder"] or {}
         own["text_encoder"] = enc.get("name", "")
-        for key, field in (("finetune", "text_finetune"), ("max_words", "max_words"), ("max_tokens", "max_tokens")):
+        for key, field in (
+            ("finetune", "text_finetune"),
+            ("max_words", "max_words"),
+            ("max_tokens", "max_tokens"),
+        ):
             if key in enc:
                 own[field] = enc[key]
     differs = sorted(k for k, v in own.items() if getattr(config, k) != v)

@@ -49,7 +49,9 @@ class Corruption:
             noisy = x + self.level * torch.randn(x.shape, generator=g)
             keep = (torch.rand(x.shape[:2], generator=g) >= self.level).unsqueeze(-1).to(x.dtype)
             feats[self.modality] = noisy * keep * mask
-        return MultimodalDataset(feats, data.lengths, data.labels, data.ids, data.raw_text, data.source, data.extras)
+        return MultimodalDataset(
+            feats, data.lengths, data.labels, data.ids, data.raw_text, data.source, data.extras
+        )
 
 
 TOKEN_KINDS = ("drop", "substitute", "mask")
@@ -82,13 +84,23 @@ class TokenCorruption:
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, level: float, **kwargs: Any) -> TokenCorruption:
         mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
-        return cls(level, int(mask_id), int(tokenizer.vocab_size), tuple(int(i) for i in tokenizer.all_special_ids),
-                   int(tokenizer.pad_token_id or 0), **kwargs)
+        return cls(
+            level,
+            int(mask_id),
+            int(tokenizer.vocab_size),
+            tuple(int(i) for i in tokenizer.all_special_ids),
+            int(tokenizer.pad_token_id or 0),
+            **kwargs,
+        )
 
     def apply(self, data: MultimodalDataset) -> MultimodalDataset:
         if "input_ids" not in data.extras:
-            raise DataFormatError(f"{data.source}: token corruption needs tokenised text (input_ids in extras)")
-        ids_in, att_in, words_in = (np.asarray(data.extras[k]) for k in ("input_ids", "attention_mask", "word_index"))
+            raise DataFormatError(
+                f"{data.source}: token corruption needs tokenised text (input_ids in extras)"
+            )
+        ids_in, att_in, words_in = (
+            np.asarray(data.extras[k]) for k in ("input_ids", "attention_mask", "word_index")
+        )
         if not self.missing and self.level <= 0:
             return data
         rng = np.random.default_rng(self.seed)
@@ -104,7 +116,9 @@ class TokenCorruption:
         # text length follows the words left (at least 1, as tokenisation sets it)
         lengths["text"] = torch.from_numpy(np.maximum(words.max(1) + 1, 1)).to(data.lengths["text"].dtype)
         extras = {**data.extras, "input_ids": ids, "attention_mask": att, "word_index": words}
-        return MultimodalDataset(data.features, lengths, data.labels, data.ids, data.raw_text, data.source, extras)
+        return MultimodalDataset(
+            data.features, lengths, data.labels, data.ids, data.raw_text, data.source, extras
+        )
 
     def _corrupt_row(
         self, ids: np.ndarray, att: np.ndarray, words: np.ndarray, rng: np.random.Generator
@@ -114,7 +128,11 @@ class TokenCorruption:
         if n_words <= 0:
             return ids, att, words
         hit = np.ones(n_words, bool) if self.missing else rng.random(n_words) < self.level
-        kind = np.full(n_words, "mask") if self.missing else np.asarray(self.kinds)[rng.integers(len(self.kinds), size=n_words)]
+        kind = (
+            np.full(n_words, "mask")
+            if self.missing
+            else np.asarray(self.kinds)[rng.integers(len(self.kinds), size=n_words)]
+        )
         keep = np.ones(len(ids), bool)
         for w in np.flatnonzero(hit):
             tokens = words == w
@@ -134,7 +152,9 @@ class TokenCorruption:
         return ids[keep], att[keep], new_words[keep]
 
 
-def robustness_curves(run: LoadedRun, test: MultimodalDataset, levels: tuple[float, ...] = LEVELS, seed: int = 0) -> dict[str, Any]:
+def robustness_curves(
+    run: LoadedRun, test: MultimodalDataset, levels: tuple[float, ...] = LEVELS, seed: int = 0
+) -> dict[str, Any]:
     """{modality: {"levels", "scores", "auc", "missing"}} with the run's headline metric."""
     prepared = run.prepare(test)
     key = "accuracy" if prepared.is_classification else "acc2_non0"
@@ -148,7 +168,9 @@ def robustness_curves(run: LoadedRun, test: MultimodalDataset, levels: tuple[flo
         if m == "text" and run.tokenizer is not None:
             # the model reads tokens, not the text feature slot: corrupt the tokens
             def corrupt(level: float, missing: bool = False) -> MultimodalDataset:
-                return TokenCorruption.for_tokenizer(run.tokenizer, level, missing=missing, seed=seed).apply(prepared)
+                return TokenCorruption.for_tokenizer(run.tokenizer, level, missing=missing, seed=seed).apply(
+                    prepared
+                )
 
             kind = "tokens: words dropped, substituted or masked"
         else:
@@ -176,7 +198,12 @@ def plot_robustness(result: dict[str, Any], path: Path, title: str) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for m, curve in result["modalities"].items():
-        line = ax.plot(curve["levels"], [100 * s for s in curve["scores"]], marker="o", label=f"{m} noised (AUC {100 * curve['auc']:.1f})")
+        line = ax.plot(
+            curve["levels"],
+            [100 * s for s in curve["scores"]],
+            marker="o",
+            label=f"{m} noised (AUC {100 * curve['auc']:.1f})",
+        )
         ax.axhline(100 * curve["missing"], ls="--", lw=1, color=line[0].get_color(), label=f"{m} missing")
     ax.set_xlabel("test-time noise level (std and drop probability)")
     ax.set_ylabel(f"{result['metric']} (%)")

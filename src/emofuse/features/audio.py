@@ -4,8 +4,8 @@
   jitter, shimmer, formants, spectral slopes, ...), computed with `process_signal` on the
   decoded array (no temporary file).
 - ``librosa``: 13 MFCCs, pitch (YIN, log2 of F0 in Hz) and energy (log RMS): 15 per frame.
-- ``logmel``: the log-mel map in dB (n_mels per frame, float16; `emofuse.audio_frontend`) for the raw audio encoder; it is cut per
-  word rather than averaged into the pickle.
+- ``logmel``: the log-mel map in dB (n_mels per frame, float16; `emofuse.audio_frontend`) for the
+  raw audio encoder; it is cut per word rather than averaged into the pickle.
 
 Every stream has floor(duration * 100) frames; frame i covers [i/100, (i+1)/100) seconds.
 """
@@ -135,4 +135,6 @@ def logmel_config(n_mels: int, n_fft: int, sample_rate: int):  # -> emofuse.audi
     Extracted pickles record it (`emofuse.features.extract_pickles.pickle_meta`), so it is defined once."""
     from emofuse.audio_frontend import LogMelConfig
 
-    return LogMelConfig(n_mels=n_mels, n_fft=n_fft, win_ms=25.0, hop_ms=1000.0 / FRAME_RATE, sample_rate=sample_rate)
+    return LogMelConfig(
+        n_mels=n_mels, n_fft=n_fft, win_ms=25.0, hop_ms=1000.0 / FRAME_RATE, sample_rate=sample_rate
+    )

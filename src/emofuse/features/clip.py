@@ -78,8 +78,8 @@ class ExtractConfig:
     max_words: int = option(50, "words kept per clip")
     min_duration: float = option(0.5, cli=False)
     min_face_fraction: float = option(0.0, "fewer frames with a face fail the clip (no_face); 0: only a clip "
-                                      "with no face at all fails, and the words without one have their vision "
-                                      "marked missing")
+                                      "with no face at all fails, and the words without one have their "
+                                      "vision marked missing")
     silence_db: float = option(-60.0, "a clip whose loudest 10 ms is quieter (dBFS) fails as no_speech")
     landmarks: bool = option(False, "add the 478 normalised landmarks to the vision features")
     require_video: bool = option(True, cli=False)

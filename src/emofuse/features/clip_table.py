@@ -53,7 +53,9 @@ def recognises_words(config: ExtractConfig) -> bool:
     return config.words != "pocketsphinx"
 
 
-def dataset_rows(dataset_dir: str | os.PathLike[str], labels: str = "auto", allow_empty_text: bool = False) -> DatasetTable:
+def dataset_rows(
+    dataset_dir: str | os.PathLike[str], labels: str = "auto", allow_empty_text: bool = False
+) -> DatasetTable:
     """The folder's clips: <dir>/label.csv (or the label.csv given), or a RAVDESS folder's layout.
 
     labels: 'auto', 'regression' or 'classification', how label.csv's labels are read (see

@@ -101,7 +101,9 @@ class PyAVDecoder(Extractor):
             duration = len(audio_array) / cfg.sample_rate
         if len(time_array):
             duration = max(duration, float(time_array[-1]) + 1.0 / cfg.fps)
-        return DecodedClip(str(path), audio_array, cfg.sample_rate, frame_array, time_array, cfg.fps, duration)
+        return DecodedClip(
+            str(path), audio_array, cfg.sample_rate, frame_array, time_array, cfg.fps, duration
+        )
 
     def _demux(self, container, audio_stream, video_stream, path: Path):  # PyAV objects
         import av

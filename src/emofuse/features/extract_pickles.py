@@ -57,7 +57,9 @@ def write_pickles(table: DatasetTable, results: Sequence[ClipResult], config: Ex
     unaligned = _splits(table, by_id, dims, longest, on_error == "pad", unaligned_path(out).stem,
                         aligned=False)
     meta = pickle_meta(config)
-    save_mmsa_pickle(aligned, out, meta={**meta, "view": "aligned", "raw": None if raw is None else raw["meta"]})
+    save_mmsa_pickle(
+        aligned, out, meta={**meta, "view": "aligned", "raw": None if raw is None else raw["meta"]}
+    )
     save_mmsa_pickle(unaligned, unaligned_path(out), meta={**meta, "view": "unaligned", "raw": None})
     return [out, unaligned_path(out)]
 
@@ -79,7 +81,9 @@ def config_sample_rate(config: ExtractConfig) -> int:
     return int(get_extractor(config.decoder, "decode").Config().sample_rate)
 
 
-def _raw_references(ok: Sequence[ClipResult], config: ExtractConfig, out: Path, store: Path) -> dict[str, Any]:
+def _raw_references(
+    ok: Sequence[ClipResult], config: ExtractConfig, out: Path, store: Path
+) -> dict[str, Any]:
     """Per clip id, its raw files relative to the pickle's folder; an empty file for padded clips."""
     kinds = [m for m in ("vision", "audio") if all(m in r.raw_files for r in ok)]
     shapes = {m: list(shape) for m, shape in config.raw_shapes.items()}
@@ -101,7 +105,9 @@ def _splits(table: DatasetTable, by_id: dict[str, ClipResult], dims: dict[str, i
     classification = table.task == "classification"
     labels_all = df["label"].to_numpy(dtype=np.float64)
     # scores that happen to be class ids also get a classification key (as before)
-    integral = not classification and bool(np.all(labels_all == np.round(labels_all)) and np.all(labels_all >= 0))
+    integral = not classification and bool(
+        np.all(labels_all == np.round(labels_all)) and np.all(labels_all >= 0)
+    )
     datasets = {}
     for split in SPLITS:
         rows = df[df["mode"] == split]
@@ -121,8 +127,16 @@ def _splits(table: DatasetTable, by_id: dict[str, ClipResult], dims: dict[str, i
     return DatasetSplits(**datasets, name=name, class_names=list(table.class_names))
 
 
-def _dataset(samples: list, dims: dict[str, int], max_lengths: dict[str, int], aligned: bool, split: str,
-             integral: bool, classification: bool = False, raw: dict[str, Any] | None = None) -> MultimodalDataset:
+def _dataset(
+    samples: list,
+    dims: dict[str, int],
+    max_lengths: dict[str, int],
+    aligned: bool,
+    split: str,
+    integral: bool,
+    classification: bool = False,
+    raw: dict[str, Any] | None = None,
+) -> MultimodalDataset:
     n = len(samples)
     sequences: dict[str, list[np.ndarray]] = {m: [] for m in dims}
     for _, result in samples:
@@ -164,8 +178,10 @@ def _dataset(samples: list, dims: dict[str, int], max_lengths: dict[str, int], a
         if missing.any():
             extras["vision_missing"] = missing
     for m in raw["empty"] if raw is not None else ():
-        extras[f"raw_{m}_file"] = np.array([raw["files"][r.clip_id][m] if r.clip_id in raw["files"] else raw["empty"][m]
-                                            for r in results], dtype=object)
+        extras[f"raw_{m}_file"] = np.array(
+            [raw["files"][r.clip_id][m] if r.clip_id in raw["files"] else raw["empty"][m] for r in results],
+            dtype=object,
+        )
     return MultimodalDataset(
         features=features,
         lengths=lengths,

@@ -92,7 +92,9 @@ def _edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
     return row[-1]
 
 
-def asr_word_error_rate(results: Sequence[ClipResult], transcripts: dict[str, str | None]) -> dict[str, Any] | None:
+def asr_word_error_rate(
+    results: Sequence[ClipResult], transcripts: dict[str, str | None]
+) -> dict[str, Any] | None:
     """Word error rate of recognised words against the known text (lower case, punctuation dropped).
 
     Only clips whose words came from speech recognition (word_source 'asr:...') and that have a

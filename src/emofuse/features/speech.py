@@ -37,7 +37,9 @@ class Words:
         self.starts = np.asarray(self.starts, dtype=np.float64).reshape(-1)
         self.ends = np.asarray(self.ends, dtype=np.float64).reshape(-1)
         if not (len(self.words) == len(self.starts) == len(self.ends)):
-            raise ValueError("words, starts and ends must have the same length")  # built by emofuse's own stages
+            raise ValueError(
+                "words, starts and ends must have the same length"
+            )  # built by emofuse's own stages
 
     def __len__(self) -> int:
         return len(self.words)
@@ -84,7 +86,9 @@ class WhisperWords(Extractor):
 
     def __call__(self, audio: np.ndarray, sample_rate: int, transcript: str | None = None) -> Words:
         if sample_rate != 16000:
-            raise ValueError(f"whisper needs 16 kHz audio, got {sample_rate} Hz")  # the decoder always gives 16 kHz
+            raise ValueError(
+                f"whisper needs 16 kHz audio, got {sample_rate} Hz"
+            )  # the decoder always gives 16 kHz
         segments, _ = self._load().transcribe(
             np.ascontiguousarray(audio, dtype=np.float32),
             language=self.config.language or None,
@@ -196,7 +200,9 @@ class PocketsphinxAligner(Extractor):
         return Words(originals, starts, ends, source="forced:pocketsphinx")
 
     @staticmethod
-    def _align(decoder, audio: np.ndarray, spoken: list[str], dither: float) -> list[tuple[float, float]] | None:
+    def _align(
+        decoder, audio: np.ndarray, spoken: list[str], dither: float
+    ) -> list[tuple[float, float]] | None:
         rng = np.random.default_rng(0)
         pcm = np.clip(audio, -1.0, 1.0) * 32767.0 + dither * rng.standard_normal(len(audio))
         try:

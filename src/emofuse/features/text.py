@@ -280,7 +280,9 @@ def embed_cached(
     """
     split_words(texts)  # the same errors on a hit as on a miss
     if embedder is not None:
-        if embedder.max_words != max_words:  # a bug, not the user's: the caller built the embedder for max_words
+        if (
+            embedder.max_words != max_words
+        ):  # a bug, not the user's: the caller built the embedder for max_words
             raise ValueError(f"embedder keeps {embedder.max_words} words, asked for {max_words}")
         model = embedder.model_path
     path = feature_cache_path(texts, model, max_words, cache_dir)

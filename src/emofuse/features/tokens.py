@@ -29,7 +29,9 @@ class TokenLimits(Protocol):
     max_tokens: int
 
 
-def tokenize_texts(tokenizer: Any, texts: list[str], max_words: int, max_tokens: int) -> dict[str, np.ndarray]:
+def tokenize_texts(
+    tokenizer: Any, texts: list[str], max_words: int, max_tokens: int
+) -> dict[str, np.ndarray]:
     """Token ids, attention mask and the word each token belongs to (-1: special/padding).
 
     Padded to the longest text here; batches trim again to their own longest.
@@ -38,7 +40,10 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_words: int, max_tokens:
     enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_tokens, padding=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     mask = np.asarray(enc["attention_mask"], dtype=np.int64)
-    word_index = np.array([[-1 if w is None or w >= max_words else w for w in enc.word_ids(i)] for i in range(len(words))], dtype=np.int64)
+    word_index = np.array(
+        [[-1 if w is None or w >= max_words else w for w in enc.word_ids(i)] for i in range(len(words))],
+        dtype=np.int64,
+    )
     return {"input_ids": ids, "attention_mask": mask, "word_index": word_index}
 
 

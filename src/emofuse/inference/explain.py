@@ -61,9 +61,12 @@ def _repeat(data: MultimodalDataset, n: int) -> MultimodalDataset:
 
 
 def word_contributions(predictor: Predictor, data: MultimodalDataset) -> np.ndarray:
-    """Per word: the prediction (score, or the predicted class's probability) minus it with the word occluded."""
+    """Per word: the prediction (score, or the predicted class's probability) minus it with the word
+    occluded."""
     run = predictor.run
-    n_words = int(data.lengths["text"][0]) if "text" in data.lengths else int(next(iter(data.lengths.values()))[0])
+    n_words = (
+        int(data.lengths["text"][0]) if "text" in data.lengths else int(next(iter(data.lengths.values()))[0])
+    )
     full = predictor.forward(data)[0][0]
     k = int(np.argmax(full)) if predictor.is_classifier else None
     copies = _repeat(data, n_words)
@@ -76,7 +79,11 @@ def word_contributions(predictor: Predictor, data: MultimodalDataset) -> np.ndar
             hit = rows[rows < length]
             copies.features[m][hit, hit] = 0.0
     if run.tokenizer is not None and "text" in predictor.modalities:
-        mask_id = run.tokenizer.mask_token_id if run.tokenizer.mask_token_id is not None else run.tokenizer.unk_token_id
+        mask_id = (
+            run.tokenizer.mask_token_id
+            if run.tokenizer.mask_token_id is not None
+            else run.tokenizer.unk_token_id
+        )
         ids, words = copies.extras["input_ids"].copy(), copies.extras["word_index"]
         for i in range(n_words):
             ids[i][words[i] == i] = int(mask_id)
@@ -219,7 +226,9 @@ def _draw_timeline(sub: Any, predictor: Predictor, result: dict[str, Any], contr
     ax.set_xlabel("time (s)")
     what = "p(predicted class)" if predictor.is_classifier else "score"
     ax.set_title(f"words coloured by contribution (change of {what} when the word is occluded)", fontsize=9)
-    sub.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, orientation="vertical", fraction=0.03, pad=0.01)
+    sub.colorbar(
+        cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, orientation="vertical", fraction=0.03, pad=0.01
+    )
     bx = sub.add_subplot(grid[1])
     mods = list(result["contributions"])
     values = [result["contributions"][m]["contribution"] for m in mods]
@@ -247,7 +256,9 @@ def _draw_matrices(sub: Any, predictor: Predictor, result: dict[str, Any], data:
         pair = grid[j].subgridspec(1, 3, width_ratios=[8, 1.2, 0.4], wspace=0.02)
         hx = sub.add_subplot(pair[0])
         image = hx.imshow(mat, aspect="auto", cmap="viridis", interpolation="nearest")
-        hx.set_title(f"M_{m[0]}{pivot[0]} = E_{m[0]} W E_{pivot[0]}^T\n({m} steps x {pivot} steps)", fontsize=9)
+        hx.set_title(
+            f"M_{m[0]}{pivot[0]} = E_{m[0]} W E_{pivot[0]}^T\n({m} steps x {pivot} steps)", fontsize=9
+        )
         if pivot_labels:
             hx.set_xticks(range(len(pivot_labels)))
             hx.set_xticklabels(pivot_labels, rotation=90, fontsize=7)
@@ -257,7 +268,9 @@ def _draw_matrices(sub: Any, predictor: Predictor, result: dict[str, Any], data:
         steps = range(0, n_m, max(1, n_m // 12))
         hx.set_yticks(list(steps))
         if aligned and pivot_labels:
-            hx.set_yticklabels([pivot_labels[r] if r < len(pivot_labels) else str(r) for r in steps], fontsize=7)
+            hx.set_yticklabels(
+                [pivot_labels[r] if r < len(pivot_labels) else str(r) for r in steps], fontsize=7
+            )
         hx.set_ylabel(f"{m} {'per word' if aligned else 'frame'}", fontsize=8, labelpad=1)
         ax_alpha = sub.add_subplot(pair[1])
         alpha = extras.get(f"alpha_{m}")
@@ -297,20 +310,30 @@ def _draw_harris(sub: Any, harris: Harris3DCNN, stack: np.ndarray, strips: np.nd
     keypoints = analysis.keypoints.cpu().numpy()
     config, mode = harris.config.harris, harris.config.attention
     three_d = mode == "harris3d"
-    near = 1 if three_d else 0  # Harris-3D key points are space-time points: show those of the next frames too
+    near = (
+        1 if three_d else 0
+    )  # Harris-3D key points are space-time points: show those of the next frames too
     top = float(attention.max())
     norm = colors.Normalize(1.0, top if top > 1.0 + 1e-6 else 2.0)
     cmap = colormaps["autumn"]  # bright at both ends: it shows on dark and light pixels
     name = "Harris-3D" if three_d else "Harris-2D"
     k = config.k3d if three_d else config.k2d
     tau = f", tau {config.tau:g} frames" if three_d else ""
-    sub.suptitle(_wrap(
-        f"{name} attention A over the face crops of the {len(strips)} words of largest |contribution|, as the run's "
-        f"encoder computes it (its HarrisConfig: sigma {config.sigma:g} px{tau}, k {k:g}, threshold "
-        f"{config.threshold:g}, at most {config.max_points} key points, {config.spread} spread)"), fontsize=10)
-    marks = ("cyan circles: key points on the shown frame; green crosses: key points on the frame just before "
-             "or after it (Harris-3D key points are space-time points, so a frame shows those of frames t-1..t+1)"
-             if three_d else "cyan circles: key points of the shown frame (Harris-2D finds them frame by frame)")
+    sub.suptitle(
+        _wrap(
+            f"{name} attention A over the face crops of the {len(strips)} words "
+            "of largest |contribution|, as the run's "
+            f"encoder computes it (its HarrisConfig: sigma {config.sigma:g} px{tau}, k {k:g}, threshold "
+            f"{config.threshold:g}, at most {config.max_points} key points, {config.spread} spread)"
+        ),
+        fontsize=10,
+    )
+    marks = (
+        "cyan circles: key points on the shown frame; green crosses: key points on the frame just before "
+        "or after it (Harris-3D key points are space-time points, so a frame shows those of frames t-1..t+1)"
+        if three_d
+        else "cyan circles: key points of the shown frame (Harris-2D finds them frame by frame)"
+    )
     sub.supxlabel(_wrap(f"{marks}. Heat map: A, transparent where A = 1 (no key point near); the encoder "
                         "multiplies the crops and its feature maps by it."), fontsize=8)
     n_frames = frames.shape[1]
@@ -318,12 +341,19 @@ def _draw_harris(sub: Any, harris: Harris3DCNN, stack: np.ndarray, strips: np.nd
     rows = sub.subfigures(len(strips), 1, squeeze=False)[:, 0]
     for row, (strip, i) in enumerate(zip(rows, strips, strict=True)):
         i = int(i)
-        w = result["words"][i] if i < len(result["words"]) else {"word": f"word {i + 1}", "start": np.nan, "end": np.nan}
+        w = (
+            result["words"][i]
+            if i < len(result["words"])
+            else {"word": f"word {i + 1}", "start": np.nan, "end": np.nan}
+        )
         n_points = int(keypoints[row].sum())
-        strip.suptitle(f"#{row + 1}  \u201c{w['word']}\u201d  {w['start']:.2f}\u2013{w['end']:.2f} s, "
-                       f"contribution {contrib[i]:+.3f}  ({n_points} key point{'' if n_points == 1 else 's'} in its "
-                       f"{n_frames} frames)",
-                       fontsize=9, fontweight="bold")
+        strip.suptitle(
+            f"#{row + 1}  \u201c{w['word']}\u201d  {w['start']:.2f}\u2013{w['end']:.2f} s, "
+            f"contribution {contrib[i]:+.3f}  ({n_points} key point{'' if n_points == 1 else 's'} in its "
+            f"{n_frames} frames)",
+            fontsize=9,
+            fontweight="bold",
+        )
         axes = strip.subplots(1, len(shown), squeeze=False)[0]
         for ax, t in zip(axes, shown, strict=True):
             ax.imshow(frames[row, t].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -335,12 +365,20 @@ def _draw_harris(sub: Any, harris: Harris3DCNN, stack: np.ndarray, strips: np.nd
             on = keypoints[row, t]
             around = keypoints[row, max(0, t - near): t + near + 1].any(0) & ~on
             ys, xs = np.nonzero(around)
-            ax.scatter(xs, ys, marker="x", s=22, c="lime", linewidths=1.0, label="key points of the next frames")
+            ax.scatter(
+                xs, ys, marker="x", s=22, c="lime", linewidths=1.0, label="key points of the next frames"
+            )
             ys, xs = np.nonzero(on)
             ax.scatter(xs, ys, marker="o", s=34, facecolors="none", edgecolors="cyan", linewidths=1.2,
                        label="key points of the frame")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"frame {t + 1}/{n_frames}", fontsize=8)
-        strip.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), fraction=0.02, pad=0.01, label="attention A")
+        strip.colorbar(
+            cm.ScalarMappable(norm=norm, cmap=cmap),
+            ax=list(axes),
+            fraction=0.02,
+            pad=0.01,
+            label="attention A",
+        )
     return [f"{mode} attention frames"]

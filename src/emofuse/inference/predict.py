@@ -87,7 +87,9 @@ class FeatureLayout:
 
 def _extract_config(values: dict[str, Any], base: ExtractConfig) -> ExtractConfig:
     known = {f.name for f in dataclasses.fields(ExtractConfig)}
-    return dataclasses.replace(base, **{k: tuple(v) if k == "audio" else v for k, v in values.items() if k in known})
+    return dataclasses.replace(
+        base, **{k: tuple(v) if k == "audio" else v for k, v in values.items() if k in known}
+    )
 
 
 def _extract_config_of(report: Path, base: ExtractConfig) -> ExtractConfig:
@@ -113,12 +115,21 @@ def _layout_of_record(run: LoadedRun, record: dict[str, Any]) -> FeatureLayout:
         raise RunMismatch(f"{run.run_dir}/config.json: an unreadable front-end record ({err})") from None
     ravdess = record.get("ravdess") or None
     return FeatureLayout(
-        base, record.get("view", "aligned"), _raw_shapes(run, base, shapes), record.get("source") == "extract",
-        str(config.data), (ravdess or {}).get("speaker_norm", "none") if "audio" in run.raw_modalities else "none",
-        record.get("segments", "words"), ravdess, from_run=True)
+        base,
+        record.get("view", "aligned"),
+        _raw_shapes(run, base, shapes),
+        record.get("source") == "extract",
+        str(config.data),
+        (ravdess or {}).get("speaker_norm", "none") if "audio" in run.raw_modalities else "none",
+        record.get("segments", "words"),
+        ravdess,
+        from_run=True,
+    )
 
 
-def _raw_shapes(run: LoadedRun, base: ExtractConfig, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+def _raw_shapes(
+    run: LoadedRun, base: ExtractConfig, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
     return {m: shapes.get(m, base.raw_shapes[m]) for m in run.raw_modalities}
 
 
@@ -209,7 +220,11 @@ def resize_words(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         raise RunMismatch(f"raw inputs of shape {array.shape[1:]} cannot become the run's {shape}")
     x = torch.from_numpy(np.asarray(array, dtype=np.float32)).unsqueeze(1)
     mode = "trilinear" if len(shape) == 3 else "bilinear"
-    y = torch.nn.functional.interpolate(x, size=tuple(shape), mode=mode, align_corners=False).squeeze(1).numpy()
+    y = (
+        torch.nn.functional.interpolate(x, size=tuple(shape), mode=mode, align_corners=False)
+        .squeeze(1)
+        .numpy()
+    )
     if array.dtype == np.uint8:
         y = np.clip(np.round(y), 0, 255)
     return y.astype(array.dtype)
@@ -232,7 +247,9 @@ def _find(model: torch.nn.Module, kind: type) -> Any:
 
 
 @contextmanager
-def zero_word_vectors(model: torch.nn.Module, modality: str, rows: torch.Tensor | None = None) -> Iterator[None]:
+def zero_word_vectors(
+    model: torch.nn.Module, modality: str, rows: torch.Tensor | None = None
+) -> Iterator[None]:
     """While active, the raw encoder of `modality` outputs zeros (at flat word `rows`, or everywhere).
 
     A raw encoder's output is what fills the modality's slot, so zero vectors remove that
@@ -289,7 +306,8 @@ class Predictor:
             self.fit_speaker(speaker_reference)
         elif self.layout.speaker_norm != "none":
             warnings.warn(
-                f"{self.layout.source}: the run was trained with speaker_norm={self.layout.speaker_norm} (each actor's "
+                f"{self.layout.source}: the run was trained with "
+                f"speaker_norm={self.layout.speaker_norm} (each actor's "
                 "log-mel bands normalised using all of their clips); without reference clips of the speaker "
                 "(--speaker-ref) a new clip is predicted unnormalised, so expect lower accuracy",
                 stacklevel=2,
@@ -300,8 +318,10 @@ class Predictor:
         """Fit the speaker map on reference clips, extracted as the clips to predict are."""
         # refused before any extraction: each reference costs a speech recogniser pass
         if self.layout.speaker_norm == "none":
-            raise RunMismatch(f"{self.run_dir}: the run was trained without speaker normalisation, so speaker "
-                              "reference clips have nothing to do; leave them out")
+            raise RunMismatch(
+                f"{self.run_dir}: the run was trained without speaker normalisation, so speaker "
+                "reference clips have nothing to do; leave them out"
+            )
         patches = []
         for path in clips:
             patches.append(self.reference_patches(path))
@@ -313,7 +333,9 @@ class Predictor:
             return self._windows(path)
         logmel = self.extract(path).word_logmel
         if logmel is None or len(logmel) == 0:
-            raise DataFormatError(f"{path}: a speaker reference clip gave no speech (no word log-mel patches)")
+            raise DataFormatError(
+                f"{path}: a speaker reference clip gave no speech (no word log-mel patches)"
+            )
         return resize_words(np.asarray(logmel), self.layout.raw_shapes["audio"])
 
     def raw_audio(self, features: ClipFeatures) -> np.ndarray:
@@ -351,10 +373,21 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         # the run's own name, never the server's path to it (serve returns this to clients)
-        return {"run": run_label(self.run_dir), "model": self.run.config.model,
-                "modalities": modality_code(self.modalities), "task": self.run.spec.task,
-                "features": self.layout.view, "raw_encoders": {m: n for m, n in (
-                    ("vision", self.run.config.video_encoder), ("audio", self.run.config.audio_encoder)) if n}}
+        return {
+            "run": run_label(self.run_dir),
+            "model": self.run.config.model,
+            "modalities": modality_code(self.modalities),
+            "task": self.run.spec.task,
+            "features": self.layout.view,
+            "raw_encoders": {
+                m: n
+                for m, n in (
+                    ("vision", self.run.config.video_encoder),
+                    ("audio", self.run.config.audio_encoder),
+                )
+                if n
+            },
+        }
 
     # ------------------------------------------------------------------ clips
     def extract(self, path: str | os.PathLike[str], transcript: str | None = None) -> ClipFeatures:
@@ -362,9 +395,12 @@ class Predictor:
         try:
             return self.extractor.extract(path, transcript)
         except NoVideoTrack as err:
-            raise NoVideoTrack(err.path, f"{err.problem}; the run {self.run_dir} reads vision "
-                                         f"({modality_code(self.modalities)}), so it needs a video: use a run "
-                                         "trained without V for audio files") from None
+            raise NoVideoTrack(
+                err.path,
+                f"{err.problem}; the run {self.run_dir} reads vision "
+                f"({modality_code(self.modalities)}), so it needs a video: use a run "
+                "trained without V for audio files",
+            ) from None
 
     def predict(self, path: str | os.PathLike[str], transcript: str | None = None) -> dict[str, Any]:
         """One clip -> the prediction dict (see the module docstring)."""
@@ -380,7 +416,9 @@ class Predictor:
         """
         transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
         if len(transcripts) != len(paths):
-            raise ValueError(f"{len(paths)} clips but {len(transcripts)} transcripts")  # predict checks --transcript first
+            raise ValueError(
+                f"{len(paths)} clips but {len(transcripts)} transcripts"
+            )  # predict checks --transcript first
         out = []
         for path, text in zip(paths, transcripts, strict=True):
             try:
@@ -395,8 +433,10 @@ class Predictor:
 
     def raw_inputs(self, features: ClipFeatures) -> dict[str, np.ndarray | None]:
         """The clip's raw inputs as the model reads them (a RAVDESS run's audio is its windows)."""
-        return {"vision": features.word_crops,
-                "audio": self.raw_audio(features) if "audio" in self.run.raw_modalities else features.word_logmel}
+        return {
+            "vision": features.word_crops,
+            "audio": self.raw_audio(features) if "audio" in self.run.raw_modalities else features.word_logmel,
+        }
 
     def predict_features(self, features: ClipFeatures) -> dict[str, Any]:
         result = self.predict_record(features.record(), self.raw_inputs(features), clip=features.path)
@@ -420,13 +460,16 @@ class Predictor:
                 array = (raw or {}).get(m)
                 if array is None or len(array) == 0:
                     what = "face crops (a video)" if m == "vision" else "log-mel patches"
-                    raise DataFormatError(f"{clip}: the run reads raw {m} through its encoder and the clip gives no "
-                                          f"per-word {what}")
+                    raise DataFormatError(
+                        f"{clip}: the run reads raw {m} through its encoder and the clip gives no "
+                        f"per-word {what}"
+                    )
                 array = resize_words(np.asarray(array), self.layout.raw_shapes[m])
                 if m == "audio" and self.speaker_map is not None:
                     array = self.speaker_map(array).astype(array.dtype)
                 extras[RAW_KEY_OF[m]] = InMemoryRaw(array[None])
-                # a placeholder the encoder overwrites, as wide as the training data's slot (the scaler checks it)
+                # a placeholder the encoder overwrites, as wide as the training data's slot
+                # (the scaler checks it)
                 features[m] = torch.zeros(1, len(array), self._slot_width(m))
                 lengths[m] = torch.tensor([len(array)])
                 continue
@@ -439,7 +482,9 @@ class Predictor:
                 raise DataFormatError(f"{clip}: the run needs {m} features and the clip gives none")
             x = np.asarray(view[m], dtype=np.float32)
             if x.ndim != 2 or len(x) == 0:
-                raise DataFormatError(f"{clip}: {m} features must be a non-empty steps x D array, got {x.shape}")
+                raise DataFormatError(
+                    f"{clip}: {m} features must be a non-empty steps x D array, got {x.shape}"
+                )
             self._check_dims(m, x.shape[1])
             features[m] = torch.from_numpy(x).unsqueeze(0)
             lengths[m] = torch.tensor([len(x)])
@@ -459,12 +504,17 @@ class Predictor:
         want = self.run.spec.dims[m]
         if dim == want:
             return
-        made = (f"its data {self.layout.source} was extracted with another config" if self.layout.from_extract else
-                f"it was trained on {self.layout.source}, another feature set (e.g. MMSA's 768-d BERT text, "
-                "5-d COVAREP audio, 20-d Facet vision)")
+        made = (
+            f"its data {self.layout.source} was extracted with another config"
+            if self.layout.from_extract
+            else f"it was trained on {self.layout.source}, another feature set (e.g. MMSA's 768-d BERT text, "
+            "5-d COVAREP audio, 20-d Facet vision)"
+        )
         raise RunMismatch(
-            f"{self.run_dir}: the run reads {want}-d {m} features and `emofuse extract` gives {dim}-d; {made}. "
-            "Predict from clips needs a run trained on `emofuse extract` output (or raw-input encoders)")
+            f"{self.run_dir}: the run reads {want}-d {m} features and `emofuse extract` gives "
+            f"{dim}-d; {made}. "
+            "Predict from clips needs a run trained on `emofuse extract` output (or raw-input encoders)"
+        )
 
     def forward(self, data: MultimodalDataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Predictions (N, or N x C probabilities) and the model's extras (attention, matching)."""
@@ -483,7 +533,9 @@ class Predictor:
             with zero_word_vectors(self.run.model, modality):
                 return self.forward(data)[0]
         if modality == "text" and self.run.tokenizer is not None:
-            return self.forward(TokenCorruption.for_tokenizer(self.run.tokenizer, 0.0, missing=True).apply(data))[0]
+            return self.forward(
+                TokenCorruption.for_tokenizer(self.run.tokenizer, 0.0, missing=True).apply(data)
+            )[0]
         return self.forward(Corruption(modality, 0.0, missing=True).apply(data))[0]
 
     def summarise(self, pred: np.ndarray) -> dict[str, Any]:
@@ -520,8 +572,10 @@ class Predictor:
         missing = np.asarray(record.get("vision_missing", []), dtype=bool)
         faceless = [str(w) for w, gone in zip(words, missing, strict=False) if gone]
         if "vision" in self.modalities and faceless:
-            notes.append(f"no face was seen during {len(faceless)} of {len(words)} words; their vision input is "
-                         "marked missing (as `emofuse robustness` removes a modality)")
+            notes.append(
+                f"no face was seen during {len(faceless)} of {len(words)} words; their vision input is "
+                "marked missing (as `emofuse robustness` removes a modality)"
+            )
         return {
             "clip": clip,
             "notes": notes,

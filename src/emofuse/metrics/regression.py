@@ -124,7 +124,8 @@ def _half_range(n_classes: int) -> int:
 
 
 def sentiment_classes(scores: Any, n_classes: int) -> np.ndarray:
-    """Sentiment scores as class ids 0..n_classes-1 (int64, the shape of `scores`), as MOSI's metrics bin them.
+    """Sentiment scores as class ids 0..n_classes-1 (int64, the shape of `scores`), as MOSI's metrics
+    bin them.
 
     2: 1 (non-negative) iff ``x >= 0``, else 0 (negative): the has0 convention of Acc-2;
     3 / 5 / 7: ``round(clip(x, -h, h)) + h`` with h = 1 / 2 / 3 (`sentiment_bins`).

@@ -84,7 +84,11 @@ class MultimodalModel(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         config = self.config  # a config instance (is_dataclass is also true of a dataclass type)
-        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) and not isinstance(config, type) else {}
+        return (
+            dataclasses.asdict(config)
+            if dataclasses.is_dataclass(config) and not isinstance(config, type)
+            else {}
+        )
 
 
 @runtime_checkable

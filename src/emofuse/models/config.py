@@ -72,8 +72,10 @@ class ModelConfig:
         parse=parse_model_option,
         help="model config, e.g. -o hidden=32; in compare/ablate scope it to one model: -o tfn:hidden=32")
     # a text encoder inside the model ("" = use the data's pre-extracted text features)
-    text_encoder: str = option("", "a text encoder inside the model (minilm, mpnet, HF name, folder); default: "
-                               "pre-extracted features")
+    text_encoder: str = option(
+        "",
+        "a text encoder inside the model (minilm, mpnet, HF name, folder); default: pre-extracted features",
+    )
     text_finetune: str = option("all", TEXT_FINETUNE_HELP)
     max_tokens: int = option(128, "tokens per clip for an in-model text encoder")
     # raw-input encoders, the paper's front end ("" = the data's pre-extracted features)

@@ -54,7 +54,13 @@ class EFLSTM(MultimodalModel):
 
 @register_model(
     "ef_lstm",
-    recipe=Recipe(lr=1e-3, batch_size=32, weight_decay=5e-3, grad_clip=0.0, source="MMSA 2.2.1 MOSI EF_LSTM: lr 1e-3, batch 32, weight decay 5e-3"),
+    recipe=Recipe(
+        lr=1e-3,
+        batch_size=32,
+        weight_decay=5e-3,
+        grad_clip=0.0,
+        source="MMSA 2.2.1 MOSI EF_LSTM: lr 1e-3, batch 32, weight decay 5e-3",
+    ),
 )
 def ef_lstm(spec: ModelSpec, **options: object) -> EFLSTM:
     return EFLSTM(spec, build_config(EFLSTMConfig, options))

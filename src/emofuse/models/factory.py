@@ -50,7 +50,9 @@ def text_encoder_config(config: ModelSettings) -> TextEncoderConfig:
     return TextEncoderConfig(config.text_encoder, config.text_finetune, config.max_words, config.max_tokens)
 
 
-def build_model(config: ModelSettings, spec: ModelSpec, encoder: torch.nn.Module | None = None) -> MultimodalModel:
+def build_model(
+    config: ModelSettings, spec: ModelSpec, encoder: torch.nn.Module | None = None
+) -> MultimodalModel:
     """The registered model, wrapped with a text encoder when the config asks for one.
 
     `spec` describes the data; with an encoder, the wrapped model sees the encoder's width as
@@ -79,6 +81,8 @@ def raw_encoder_config(config: ModelSettings, spec: ModelSpec) -> RawEncoderConf
             raise UserError(f"{flag} {name} needs the {m} modality in --modalities")
     encoders = {m: name for m, name in names.items() if name}
     try:
-        return RawEncoderConfig(encoders, config.encoder_dim, {m: config.encoder_options.get(m, {}) for m in encoders})
+        return RawEncoderConfig(
+            encoders, config.encoder_dim, {m: config.encoder_options.get(m, {}) for m in encoders}
+        )
     except ValueError as err:
         raise UserError(str(err)) from None

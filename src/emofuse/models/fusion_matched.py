@@ -151,7 +151,9 @@ class FusionMatchedConfig:
         if not isinstance(self.encoder_skip, bool):
             raise OptionError(f"encoder_skip must be true or false, not {self.encoder_skip!r}")
         if isinstance(self.same_time_prior, bool):
-            raise OptionError("same_time_prior is a weight (0 = off), e.g. -o same_time_prior=0.5, not true/false")
+            raise OptionError(
+                "same_time_prior is a weight (0 = off), e.g. -o same_time_prior=0.5, not true/false"
+            )
         if self.same_time_prior < 0:
             raise OptionError(f"same_time_prior must be >= 0 (0 = off), not {self.same_time_prior}")
         if self.same_time_prior > 0 and self.time_code == 0:
@@ -217,7 +219,9 @@ class TemporalAttention(nn.Module):
 
     def forward(self, rows: torch.Tensor, row_mask: torch.Tensor) -> torch.Tensor:
         width = rows.shape[-1]
-        if width > self.pivot_len:  # evaluate and predict fit the data to the model's lengths first (fit_lengths)
+        if (
+            width > self.pivot_len
+        ):  # evaluate and predict fit the data to the model's lengths first (fit_lengths)
             raise ValueError(
                 f"pivot sequence of length {width} exceeds the model's {self.pivot_len}; "
                 "pad or truncate the data to the training length"
@@ -242,7 +246,9 @@ class TensorAttention(nn.Module):
         self.bias = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound))
         self.score = nn.Linear(hidden, 1, bias=False)  # w
 
-    def forward(self, a_xy: torch.Tensor, a_zy: torch.Tensor, mask_x: torch.Tensor, mask_z: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, a_xy: torch.Tensor, a_zy: torch.Tensor, mask_x: torch.Tensor, mask_z: torch.Tensor
+    ) -> torch.Tensor:
         t_x, t_y = a_xy.shape[1], a_xy.shape[2]
         if t_x > self.x_len or t_y > self.pivot_len:  # as above: a caller that skipped fit_lengths
             raise ValueError(
@@ -309,7 +315,9 @@ class FusionMatched(MultimodalModel):
         )
         if len(self.others) == 2:
             x = self.others[0]
-            self.tensor_attention = TensorAttention(spec.max_lengths[x], self.pivot_len, config.attention_hidden)
+            self.tensor_attention = TensorAttention(
+                spec.max_lengths[x], self.pivot_len, config.attention_hidden
+            )
         self.build_head()
 
     def build_head(self) -> None:
@@ -377,7 +385,13 @@ class FusionMatched(MultimodalModel):
         if self.config.unimodal:
             d = self.config.hidden
             summaries = [
-                torch.cat([self.unimodal_pool[m](enc[m][..., :d], batch.masks[m]), masked_mean(enc[m][..., :d], batch.masks[m])], dim=-1)
+                torch.cat(
+                    [
+                        self.unimodal_pool[m](enc[m][..., :d], batch.masks[m]),
+                        masked_mean(enc[m][..., :d], batch.masks[m]),
+                    ],
+                    dim=-1,
+                )
                 for m in self.spec.modalities
             ]
             flat = torch.cat([flat, *summaries], dim=-1)
@@ -433,7 +447,9 @@ def _default_pivot(modalities: tuple[str, ...]) -> str:
 # is emofuse's Adam default, the setting this model was developed at.
 @register_model(
     "fusion_matched",
-    recipe=Recipe(lr=1e-3, batch_size=32, grad_clip=1.0, source="emofuse (the paper's SGD lr 0.15 diverges with Adam)"),
+    recipe=Recipe(
+        lr=1e-3, batch_size=32, grad_clip=1.0, source="emofuse (the paper's SGD lr 0.15 diverges with Adam)"
+    ),
 )
 def fusion_matched(spec: ModelSpec, **options: object) -> FusionMatched:
     return FusionMatched(spec, build_config(FusionMatchedConfig, options))

@@ -62,8 +62,10 @@ class FusionMatchedXAttnConfig(FusionMatchedConfig):
 class FusionMatchedXAttn(FusionMatched):
     def build_head(self) -> None:
         if self.config.unimodal:
-            raise OptionError("fusion_matched_xattn's tokens already carry each step's own features: unimodal "
-                              "is an option of fusion_matched only")
+            raise OptionError(
+                "fusion_matched_xattn's tokens already carry each step's own features: unimodal "
+                "is an option of fusion_matched only"
+            )
         d = self.config.hidden
         # per other modality: its context and its element-wise product with the pivot's
         # features (a per-step bilinear match that carries the feature values themselves)

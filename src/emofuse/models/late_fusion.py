@@ -62,7 +62,13 @@ class LateFusion(MultimodalModel):
 
 @register_model(
     "late_fusion",
-    recipe=Recipe(lr=1e-3, batch_size=128, weight_decay=1e-2, grad_clip=0.0, source="MMSA 2.2.1 MOSI LF_DNN: lr 1e-3, batch 128, weight decay 1e-2"),
+    recipe=Recipe(
+        lr=1e-3,
+        batch_size=128,
+        weight_decay=1e-2,
+        grad_clip=0.0,
+        source="MMSA 2.2.1 MOSI LF_DNN: lr 1e-3, batch 128, weight decay 1e-2",
+    ),
 )
 def late_fusion(spec: ModelSpec, **options: object) -> LateFusion:
     return LateFusion(spec, build_config(LateFusionConfig, options))

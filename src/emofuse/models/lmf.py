@@ -122,7 +122,13 @@ class LMF(MultimodalModel):
 
 @register_model(
     "lmf",
-    recipe=Recipe(lr=1e-3, batch_size=64, weight_decay=5e-3, grad_clip=0.0, source="MMSA 2.2.1 MOSI: lr 1e-3 (factor lr 1e-3), batch 64, weight decay 5e-3"),
+    recipe=Recipe(
+        lr=1e-3,
+        batch_size=64,
+        weight_decay=5e-3,
+        grad_clip=0.0,
+        source="MMSA 2.2.1 MOSI: lr 1e-3 (factor lr 1e-3), batch 64, weight decay 5e-3",
+    ),
 )
 def lmf(spec: ModelSpec, **options: object) -> LMF:
     return LMF(spec, build_config(LMFConfig, options))

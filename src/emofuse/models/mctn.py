@@ -167,7 +167,9 @@ class MCTN(MultimodalModel):
 
 @register_model(
     "mctn",
-    recipe=Recipe(lr=1e-4, batch_size=32, grad_clip=1.0, source="MMSA 2.2.1 MOSI: lr 1e-4, batch 32, grad clip 1.0"),
+    recipe=Recipe(
+        lr=1e-4, batch_size=32, grad_clip=1.0, source="MMSA 2.2.1 MOSI: lr 1e-4, batch 32, grad clip 1.0"
+    ),
 )
 def mctn(spec: ModelSpec, **options: object) -> MCTN:
     return MCTN(spec, build_config(MCTNConfig, options))

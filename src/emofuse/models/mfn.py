@@ -152,7 +152,9 @@ class MFN(MultimodalModel):
 
 @register_model(
     "mfn",
-    recipe=Recipe(lr=2e-3, batch_size=128, grad_clip=0.0, source="MMSA 2.2.1 MOSI: lr 2e-3, batch 128, weight decay 0"),
+    recipe=Recipe(
+        lr=2e-3, batch_size=128, grad_clip=0.0, source="MMSA 2.2.1 MOSI: lr 2e-3, batch 128, weight decay 0"
+    ),
 )
 def mfn(spec: ModelSpec, **options: object) -> MFN:
     return MFN(spec, build_config(MFNConfig, options))

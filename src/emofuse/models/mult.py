@@ -314,7 +314,9 @@ class MulT(MultimodalModel):
             raise OptionError(f"MulT's d ({c.d}) must be divisible by heads ({c.heads})")
         mem_layers = c.mem_layers if c.mem_layers is not None else max(c.layers, 3)
         checkpoint_layers = (
-            max(spec.max_lengths.values()) > AUTO_CHECKPOINT_STEPS if c.checkpoint == "auto" else bool(c.checkpoint)
+            max(spec.max_lengths.values()) > AUTO_CHECKPOINT_STEPS
+            if c.checkpoint == "auto"
+            else bool(c.checkpoint)
         )
         attn_drop = {
             "text": c.attn_dropout,
@@ -392,7 +394,12 @@ class MulT(MultimodalModel):
 
 @register_model(
     "mult",
-    recipe=Recipe(lr=1e-3, batch_size=24, grad_clip=0.8, source="MulT paper: lr 1e-3, batch 24, grad clip 0.8 (MMSA: 2e-3, 16, 0.6)"),
+    recipe=Recipe(
+        lr=1e-3,
+        batch_size=24,
+        grad_clip=0.8,
+        source="MulT paper: lr 1e-3, batch 24, grad clip 0.8 (MMSA: 2e-3, 16, 0.6)",
+    ),
 )
 def mult(spec: ModelSpec, **options: object) -> MulT:
     return MulT(spec, build_config(MulTConfig, options))

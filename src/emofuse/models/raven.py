@@ -168,7 +168,12 @@ class RAVEN(MultimodalModel):
 
 @register_model(
     "raven",
-    recipe=Recipe(lr=1e-3, batch_size=20, grad_clip=0.0, source="RAVEN reference code (victorywys/RAVEN): lr 1e-3, batch 20"),
+    recipe=Recipe(
+        lr=1e-3,
+        batch_size=20,
+        grad_clip=0.0,
+        source="RAVEN reference code (victorywys/RAVEN): lr 1e-3, batch 20",
+    ),
 )
 def raven(spec: ModelSpec, **options: object) -> RAVEN:
     return RAVEN(spec, build_config(RAVENConfig, options))

@@ -47,7 +47,10 @@ class WithRawEncoders(MultimodalModel):
         self.raw_config = config
         self.model_name = inner.model_name
         self.encoders = nn.ModuleDict(
-            {m: create_encoder(name, config.dim, **config.options.get(m, {})) for m, name in config.encoders.items()}
+            {
+                m: create_encoder(name, config.dim, **config.options.get(m, {}))
+                for m, name in config.encoders.items()
+            }
         )
 
     def encode_words(self, modality: str, raw: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -69,9 +72,12 @@ class WithRawEncoders(MultimodalModel):
         features = dict(batch.features)
         for m in self.encoders:
             key = RAW_KEY_OF[m]
-            if key not in batch.extras:  # refused before: check_raw_inputs (train), prepare (evaluate, predict)
+            if (
+                key not in batch.extras
+            ):  # refused before: check_raw_inputs (train), prepare (evaluate, predict)
                 raise ValueError(
-                    f"the model reads raw {m} through {self.raw_config.encoders[m]!r}, but the batch carries no "
+                    f"the model reads raw {m} through {self.raw_config.encoders[m]!r}, "
+                    "but the batch carries no "
                     f"{key}: use a dataset with raw inputs (synthetic-raw, RAVDESS, an extracted raw store)"
                 )
             features[m] = self.encode_words(m, batch.extras[key], batch.masks[m])
@@ -94,8 +100,10 @@ def check_raw_inputs(config: RawEncoderConfig, data: MultimodalDataset) -> None:
     missing = [m for m in config.encoders if RAW_KEY_OF[m] not in data.extras]
     if missing:
         raise UserError(
-            f"{data.source}: the {', '.join(config.encoders[m] for m in missing)} encoder reads raw {', '.join(missing)} "
-            f"({', '.join(RAW_KEY_OF[m] for m in missing)}) and this data has none: use synthetic-raw, a RAVDESS "
+            f"{data.source}: the {', '.join(config.encoders[m] for m in missing)} encoder "
+            f"reads raw {', '.join(missing)} "
+            f"({', '.join(RAW_KEY_OF[m] for m in missing)}) and this data has none: "
+            "use synthetic-raw, a RAVDESS "
             "folder or an extracted dataset with raw inputs"
         )
 

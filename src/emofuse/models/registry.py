@@ -44,7 +44,13 @@ class Recipe:
     source: str = "emofuse default"
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.batch_size < 1 or self.weight_decay < 0 or self.grad_clip < 0 or self.patience < 0:
+        if (
+            self.lr <= 0
+            or self.batch_size < 1
+            or self.weight_decay < 0
+            or self.grad_clip < 0
+            or self.patience < 0
+        ):
             raise ValueError(f"invalid recipe {self}")  # a bug in a model file, not the user's input
 
     def settings(self) -> dict[str, Any]:

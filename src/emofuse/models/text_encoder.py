@@ -75,7 +75,9 @@ class TextEncoder(nn.Module):
         """The transformer blocks, bottom to top (BERT-like and MPNet encoders)."""
         encoder = getattr(self.encoder, "encoder", None)
         layers = getattr(encoder, "layer", None)
-        if layers is None:  # a --text-encoder model that is not BERT-like (e.g. DistilBERT's transformer.layer)
+        if (
+            layers is None
+        ):  # a --text-encoder model that is not BERT-like (e.g. DistilBERT's transformer.layer)
             raise OptionError(f"cannot find the transformer layers of {type(self.encoder).__name__}")
         return list(layers)
 
@@ -83,7 +85,9 @@ class TextEncoder(nn.Module):
     def trainable(self) -> bool:
         return any(p.requires_grad for p in self.encoder.parameters())
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.trainable:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         else:
@@ -119,13 +123,19 @@ class WithTextEncoder(MultimodalModel):
         masks = {**batch.masks, "text": mask[:, :longest]}
         return self.inner(Batch(features, masks, batch.labels, batch.indices, batch.extras))
 
-    def parameter_groups(self, lr: float, text_lr: float = 5e-5, layer_decay: float = 1.0) -> list[dict[str, Any]]:
+    def parameter_groups(
+        self, lr: float, text_lr: float = 5e-5, layer_decay: float = 1.0
+    ) -> list[dict[str, Any]]:
         """The wrapped model's groups at `lr`, the encoder's at `text_lr` (layer-wise decayed).
 
         With layer_decay d < 1 the top block trains at text_lr, the one below at text_lr * d,
         and so on down to the embeddings: lower layers hold general language and move less.
         """
-        inner = self.inner.parameter_groups(lr) if isinstance(self.inner, OwnParameterGroups) else [{"params": list(self.inner.parameters()), "lr": lr}]
+        inner = (
+            self.inner.parameter_groups(lr)
+            if isinstance(self.inner, OwnParameterGroups)
+            else [{"params": list(self.inner.parameters()), "lr": lr}]
+        )
         enc = self.text_encoder
         if not enc.trainable:
             return inner
@@ -151,4 +161,6 @@ class WithTextEncoder(MultimodalModel):
 
 def text_model_spec(spec: ModelSpec, text_dim: int) -> ModelSpec:
     """The wrapped model sees the encoder's width where the text features were."""
-    return ModelSpec(spec.modalities, {**spec.dims, "text": text_dim}, spec.max_lengths, spec.task, spec.num_classes)
+    return ModelSpec(
+        spec.modalities, {**spec.dims, "text": text_dim}, spec.max_lengths, spec.task, spec.num_classes
+    )

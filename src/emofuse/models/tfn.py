@@ -204,7 +204,12 @@ class TFN(MultimodalModel):
 
 @register_model(
     "tfn",
-    recipe=Recipe(lr=1e-3, batch_size=32, grad_clip=0.0, source="MMSA 2.2.1 MOSI: lr 1e-3, batch 32, no clipping, early stop 8"),
+    recipe=Recipe(
+        lr=1e-3,
+        batch_size=32,
+        grad_clip=0.0,
+        source="MMSA 2.2.1 MOSI: lr 1e-3, batch 32, no clipping, early stop 8",
+    ),
 )
 def tfn(spec: ModelSpec, **options: object) -> TFN:
     return TFN(spec, build_config(TFNConfig, options))

@@ -1,9 +1,9 @@
 """`emofuse ablate`: one model over all seven modality subsets (the paper's Figs 3-7).
 
 Every subset is trained as a regression model (L1) with the same settings and seeds (each
-model's own recipe unless `same_recipe`; see emofuse.reports.search), then read as 2-class (Acc-2 in both conventions and F1), 3-class (Acc-3 and weighted F1),
-7-class (Acc-7), MAE and Corr. Selection is on validation loss inside each run; only the test
-split is reported.
+model's own recipe unless `same_recipe`; see emofuse.reports.search), then read as 2-class
+(Acc-2 in both conventions and F1), 3-class (Acc-3 and weighted F1), 7-class (Acc-7), MAE and
+Corr. Selection is on validation loss inside each run; only the test split is reported.
 
 Several models (by default both fusion-matched networks, the paper's and the extension) share
 one table: `ablation.md` / `ablation.csv` have a model column, and each model's folder holds
@@ -66,7 +66,9 @@ def run_ablation(
 ) -> list[dict[str, Any]]:
     """Rows {model, subset, metric: (mean, std)} for each model (default: base.model) x subset."""
     if splits.task != "regression":
-        raise UserError(f"{splits.name}: ablation reads regression scores as 2/3/7 classes; the data have classes")
+        raise UserError(
+            f"{splits.name}: ablation reads regression scores as 2/3/7 classes; the data have classes"
+        )
     models = list(models or [base.model])
     if len(set(models)) != len(models):
         raise OptionError(f"duplicate model names in {models}")
@@ -83,7 +85,9 @@ def run_ablation(
                 continue
             code = modality_code(subset)
             sub_config = dataclasses.replace(config, modalities=code)
-            results, _ = train_seeds(sub_config, splits, model_dir / code.replace("+", ""), seeds, resume=resume, progress=progress)
+            results, _ = train_seeds(
+                sub_config, splits, model_dir / code.replace("+", ""), seeds, resume=resume, progress=progress
+            )
             row: dict[str, Any] = {"model": model, "subset": code}
             for key in COLUMNS:
                 if key == "f1_3class":
@@ -104,7 +108,8 @@ def _write_outputs(rows: list[dict[str, Any]], out: Path, n_seeds: int) -> None:
     lines = ["model,subset,metric,mean,std"]
     for row in rows:
         lines += [
-            f"{row['model']},{row['subset']},{k},{row[k][0]:.6f},{'' if row[k][1] is None else f'{row[k][1]:.6f}'}"
+            f"{row['model']},{row['subset']},{k},{row[k][0]:.6f},"
+            f"{'' if row[k][1] is None else f'{row[k][1]:.6f}'}"
             for k in COLUMNS
         ]
     atomic_write_text(out / "ablation.csv", "\n".join(lines) + "\n")
@@ -126,7 +131,14 @@ def _bar_plot(rows: list[dict[str, Any]], keys: list[str], title: str, path: Pat
     for i, key in enumerate(keys):
         means = [100 * r[key][0] for r in rows]
         stds = [100 * (r[key][1] or 0.0) for r in rows]
-        bars = ax.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=HEADERS.get(key, key))
+        bars = ax.bar(
+            x + (i - (len(keys) - 1) / 2) * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=3,
+            label=HEADERS.get(key, key),
+        )
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(x, [r["subset"] for r in rows])
     ax.set_ylabel("%")

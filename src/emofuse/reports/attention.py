@@ -37,7 +37,9 @@ def mode_config(base: TrainConfig, mode: str) -> TrainConfig:
     """`base` with its video encoder's attention set to `mode` (harris3d_cnn by default)."""
     options = {m: dict(v) for m, v in base.encoder_options.items()}
     options.setdefault("vision", {})["attention"] = mode
-    return dataclasses.replace(base, video_encoder=base.video_encoder or "harris3d_cnn", encoder_options=options)
+    return dataclasses.replace(
+        base, video_encoder=base.video_encoder or "harris3d_cnn", encoder_options=options
+    )
 
 
 def attention_ablation(
@@ -55,7 +57,9 @@ def attention_ablation(
     out = Path(out)
     summaries = {}
     for mode in modes:
-        _, summary = train_seeds(mode_config(base, mode), splits, out / mode, seeds, resume=resume, progress=progress)
+        _, summary = train_seeds(
+            mode_config(base, mode), splits, out / mode, seeds, resume=resume, progress=progress
+        )
         summaries[mode] = summary["test"]
     classification = splits.task == "classification"
     predictions = {m: seed_averaged_test_predictions(out / m, seeds, classification) for m in modes}
@@ -70,14 +74,23 @@ def attention_ablation(
     columns = COLUMNS if not classification else ["accuracy", "f1_weighted", "f1_macro"]
     table = markdown_table(rows, columns)
     boot_table = markdown_table(
-        [{"pair": f"{r['mode_a']} − {r['mode_b']}", **{k: r[k] for k in ("metric", "diff", "low", "high", "p")}}
-         for r in boot_rows],
+        [
+            {
+                "pair": f"{r['mode_a']} − {r['mode_b']}",
+                **{k: r[k] for k in ("metric", "diff", "low", "high", "p")},
+            }
+            for r in boot_rows
+        ],
         ["metric", "diff", "low", "high", "p"],
         first="pair",
     )
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "attention.md", f"{table}\n\nPaired bootstrap (test, seed-averaged):\n\n{boot_table}\n")
-    atomic_write_text(out / "attention.json", json.dumps({"summary": summaries, "bootstrap": boot_rows}, indent=2) + "\n")
+    atomic_write_text(
+        out / "attention.md", f"{table}\n\nPaired bootstrap (test, seed-averaged):\n\n{boot_table}\n"
+    )
+    atomic_write_text(
+        out / "attention.json", json.dumps({"summary": summaries, "bootstrap": boot_rows}, indent=2) + "\n"
+    )
     _plot(summaries, columns[:3] if classification else ["acc2_non0", "acc7", "mae"], out / "attention.png")
     return {"table": table, "bootstrap_table": boot_table, "summary": summaries, "bootstrap": boot_rows}
 

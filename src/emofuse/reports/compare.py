@@ -63,7 +63,9 @@ def _metric_on_indices(pred: np.ndarray, labels: np.ndarray, metric: str, idx: n
             return np.where(n > 0, correct[idx].sum(axis=-1) / np.maximum(n, 1), np.nan)
     if metric == "accuracy":
         return (pred == labels).astype(float)[idx].mean(axis=-1)
-    raise ValueError(f"unknown bootstrap metric {metric!r}; known: mae, acc2_non0, accuracy")  # from BOOTSTRAP_METRICS
+    raise ValueError(
+        f"unknown bootstrap metric {metric!r}; known: mae, acc2_non0, accuracy"
+    )  # from BOOTSTRAP_METRICS
 
 
 def paired_bootstrap(
@@ -81,7 +83,9 @@ def paired_bootstrap(
     y = np.asarray(labels, dtype=float).reshape(-1)
     if not (a.size == b.size == y.size) or y.size == 0:
         # emofuse's own seed-averaged test predictions: a bug if they differ
-        raise ValueError(f"predictions and labels must be non-empty and equally long ({a.size}, {b.size}, {y.size})")
+        raise ValueError(
+            f"predictions and labels must be non-empty and equally long ({a.size}, {b.size}, {y.size})"
+        )
     full = np.arange(y.size)
     diff = float(_metric_on_indices(a, y, metric, full) - _metric_on_indices(b, y, metric, full))
     rng = np.random.default_rng(seed)
@@ -97,7 +101,13 @@ def paired_bootstrap(
         p = 2.0 * float(np.mean(boot >= 0))
     else:
         p = 1.0
-    return {"diff": diff, "low": low, "high": high, "p": min(p, 1.0), "significant": bool(low > 0 or high < 0)}
+    return {
+        "diff": diff,
+        "low": low,
+        "high": high,
+        "p": min(p, 1.0),
+        "significant": bool(low > 0 or high < 0),
+    }
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -146,7 +156,9 @@ class ModelJob:
     progress: bool = False
 
     def run(self, splits: DatasetSplits) -> dict:
-        return train_model(self.config, splits, self.out_dir, self.seeds, self.grid, self.resume, self.progress)[1]
+        return train_model(
+            self.config, splits, self.out_dir, self.seeds, self.grid, self.resume, self.progress
+        )[1]
 
 
 def _load_data(config: TrainConfig) -> DatasetSplits:
@@ -178,7 +190,13 @@ def settings_table(summaries: dict[str, dict], same_recipe: bool = False) -> str
     """Markdown: the lr, batch size, weight decay, clipping and patience each model ran with."""
     rows = []
     for m, s in summaries.items():
-        source = "search (validation)" if s.get("searched") else "one setting for all" if same_recipe else "own recipe"
+        source = (
+            "search (validation)"
+            if s.get("searched")
+            else "one setting for all"
+            if same_recipe
+            else "own recipe"
+        )
         rows.append({"model": m, **{k: f"{v:g}" for k, v in s["settings"].items()}, "chosen by": source})
     columns = [*RECIPE_FIELDS, "chosen by"]
     return markdown_table(rows, columns)
@@ -213,7 +231,10 @@ def _plot(summary: dict[str, dict], metrics: list[str], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         if key in PERCENT and np.isfinite(means).any():
             finite = means[np.isfinite(means)]
-            ax.set_ylim(max(0.0, float(finite.min() - stds.max() - 5)), min(100.0, float(finite.max() + stds.max() + 5)))
+            ax.set_ylim(
+                max(0.0, float(finite.min() - stds.max() - 5)),
+                min(100.0, float(finite.max() + stds.max() + 5)),
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -264,8 +285,14 @@ def compare_models(
     out.mkdir(parents=True, exist_ok=True)
     jobs = {
         m: ModelJob(
-            model_config(base, m, same_recipe, overrides, None if model_options is None else model_options.get(m, {})),
-            list(seeds), out / m, search or None, resume, progress,
+            model_config(
+                base, m, same_recipe, overrides, None if model_options is None else model_options.get(m, {})
+            ),
+            list(seeds),
+            out / m,
+            search or None,
+            resume,
+            progress,
         )
         for m in models
     }
@@ -276,12 +303,22 @@ def compare_models(
 
     # tables
     csv_rows = [
-        {"model": m, "metric": k, "mean": f"{summary[m][k]['mean']:.6g}", "std": f"{summary[m][k]['std']:.6g}"}
+        {
+            "model": m,
+            "metric": k,
+            "mean": f"{summary[m][k]['mean']:.6g}",
+            "std": f"{summary[m][k]['std']:.6g}",
+        }
         for m in models
         for k in keys
     ]
-    paths = {"compare_csv": out / "compare.csv", "compare_md": out / "compare.md",
-             "bootstrap_csv": out / "bootstrap.csv", "plot": out / "compare.png", "settings_md": out / "settings.md"}
+    paths = {
+        "compare_csv": out / "compare.csv",
+        "compare_md": out / "compare.md",
+        "bootstrap_csv": out / "bootstrap.csv",
+        "plot": out / "compare.png",
+        "settings_md": out / "settings.md",
+    }
     atomic_write_text(paths["compare_csv"], _csv_text(["model", "metric", "mean", "std"], csv_rows))
     # planted sets carry their ceilings: printed under the models, for scale
     table = markdown_table([summary_row(m, summary[m]) for m in models] + _ceilings(base, splits, keys), keys)
@@ -296,7 +333,9 @@ def compare_models(
         ids_a, labels, pa = preds[a]
         ids_b, _, pb = preds[b]
         if ids_a != ids_b:
-            raise UserError(f"{a} and {b} were tested on different test sets")  # as above: a stale --resume folder
+            raise UserError(
+                f"{a} and {b} were tested on different test sets"
+            )  # as above: a stale --resume folder
         for metric in BOOTSTRAP_METRICS[task]:
             r = paired_bootstrap(pa, pb, labels, metric, n_boot=n_boot, seed=boot_seed)
             boot_rows.append({"model_a": a, "model_b": b, "metric": metric, **r})

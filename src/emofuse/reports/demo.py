@@ -50,7 +50,9 @@ def _gauss(x: np.ndarray, mean: float | np.ndarray, sd: float) -> np.ndarray:
     return np.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
 
 
-def _posterior_mean(x: np.ndarray, locs: list[float], prior: list[float], sd: float, values: list[float] | None = None) -> np.ndarray:
+def _posterior_mean(
+    x: np.ndarray, locs: list[float], prior: list[float], sd: float, values: list[float] | None = None
+) -> np.ndarray:
     """E[value | x] for x = loc + N(0, sd^2), the loc drawn from `prior` (values default to locs)."""
     lik = np.stack([p * _gauss(x, loc, sd) for loc, p in zip(locs, prior)], -1)
     return (lik * np.asarray(values or locs)).sum(-1) / lik.sum(-1)
@@ -114,14 +116,23 @@ def ceiling_rows(test: MultimodalDataset, cfg: SyntheticConfig) -> list[dict]:
 
 
 def _train_one(
-    data: str, model: str, epochs: int, seeds: list[int], out: Path, resume: bool, progress: bool, sizes: dict[str, int]
+    data: str,
+    model: str,
+    epochs: int,
+    seeds: list[int],
+    out: Path,
+    resume: bool,
+    progress: bool,
+    sizes: dict[str, int],
 ) -> dict[str, Any]:
     """One (dataset, model) job; runs in a worker process, which makes the data itself."""
     torch.set_num_threads(1)
     start = time.perf_counter()
     splits = make_synthetic(_synthetic_config(data, sizes))
     base = TrainConfig(modalities="T+A+V", data=data, epochs=epochs, seed=seeds[0], threads=1)
-    _, summary = train_seeds(model_config(base, model), splits, out / data / model, seeds, resume=resume, progress=progress)
+    _, summary = train_seeds(
+        model_config(base, model), splits, out / data / model, seeds, resume=resume, progress=progress
+    )
     return {"test": summary["test"], "seconds": time.perf_counter() - start}
 
 
@@ -154,7 +165,10 @@ def run_demo(
     if workers > 1:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-            futures = {job: pool.submit(_train_one, *job, epochs, seeds, out, resume, False, sizes or {}) for job in jobs}
+            futures = {
+                job: pool.submit(_train_one, *job, epochs, seeds, out, resume, False, sizes or {})
+                for job in jobs
+            }
             done = {job: f.result() for job, f in futures.items()}
     else:
         done = {job: _train_one(*job, epochs, seeds, out, resume, progress, sizes or {}) for job in jobs}
@@ -162,7 +176,10 @@ def run_demo(
     for data in datasets:
         cfg = _synthetic_config(data, sizes)
         splits = make_synthetic(cfg)
-        rows = [summary_row(m, done[(data, m)]["test"], seconds=f"{done[(data, m)]['seconds']:.0f}") for m in models]
+        rows = [
+            summary_row(m, done[(data, m)]["test"], seconds=f"{done[(data, m)]['seconds']:.0f}")
+            for m in models
+        ]
         rows.extend(ceiling_rows(splits.test, cfg))
         table = markdown_table(rows, COLUMNS + ["seconds"])
         heading = (f"{data} ({splits.describe()}): test split, T+A+V, {len(seeds)} seed(s), "

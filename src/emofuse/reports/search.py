@@ -1,8 +1,9 @@
 """The validation search over training settings (`compare --search`), and each model's config.
 
 The recipes themselves are registered with the models (`emofuse.models.registry.Recipe`, a
-partial OptimConfig, from its paper / MMSA's MOSI config); each model trains with its own unless `same_recipe` asks for one setting for all. Settings
-the user gave explicitly (`overrides`) win over any recipe.
+partial OptimConfig, from its paper / MMSA's MOSI config); each model trains with its own unless
+`same_recipe` asks for one setting for all. Settings the user gave explicitly (`overrides`) win
+over any recipe.
 
 `search_settings` tries a small grid per model (e.g. lr x batch size) on the first seed, picks
 the point with the lowest validation loss (the trainer's own selection criterion; test is never
@@ -61,7 +62,9 @@ def parse_search(texts: list[str] | str | None) -> dict[str, list[str]]:
             if "=" in token:
                 key, token = (s.strip() for s in token.split("=", 1))
                 if key not in SEARCH_KEYS:
-                    raise OptionError(f"--search {text!r}: cannot search {key!r}; searchable: {', '.join(SEARCH_KEYS)}")
+                    raise OptionError(
+                        f"--search {text!r}: cannot search {key!r}; searchable: {', '.join(SEARCH_KEYS)}"
+                    )
                 grid.setdefault(key, [])
             if key is None or not token:
                 raise OptionError(f"--search {text!r}: expected KEY=V1,V2[,KEY=V1,...], e.g. lr=x0.3,x1,x3")
@@ -120,7 +123,9 @@ def search_settings(
     scores = []
     for point in points:
         run_dir = Path(out_dir) / "search" / _tag(point) / f"seed_{seed}"
-        train_run(dataclasses.replace(config, seed=seed, **point), splits, run_dir, resume=resume, progress=progress)
+        train_run(
+            dataclasses.replace(config, seed=seed, **point), splits, run_dir, resume=resume, progress=progress
+        )
         scores.append({"settings": point, "valid_loss": best_valid_loss(run_dir), "run_dir": str(run_dir)})
     best = min(scores, key=lambda s: s["valid_loss"])
     record = {

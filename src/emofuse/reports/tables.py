@@ -11,9 +11,19 @@ PERCENT = {
     "accuracy", "f1_weighted", "f1_macro", "f1_3class", "precision_non0", "recall_non0", "f1_binary_non0",
 }
 HEADERS = {
-    "acc2_has0": "Acc-2 has0", "f1_has0": "F1 has0", "acc2_non0": "Acc-2 non0", "f1_non0": "F1 non0",
-    "acc3": "Acc-3", "f1_3class": "F1 3-class", "acc5": "Acc-5", "acc7": "Acc-7", "mae": "MAE", "corr": "Corr",
-    "accuracy": "Acc", "f1_weighted": "F1 (w)", "f1_macro": "F1 (macro)",
+    "acc2_has0": "Acc-2 has0",
+    "f1_has0": "F1 has0",
+    "acc2_non0": "Acc-2 non0",
+    "f1_non0": "F1 non0",
+    "acc3": "Acc-3",
+    "f1_3class": "F1 3-class",
+    "acc5": "Acc-5",
+    "acc7": "Acc-7",
+    "mae": "MAE",
+    "corr": "Corr",
+    "accuracy": "Acc",
+    "f1_weighted": "F1 (w)",
+    "f1_macro": "F1 (macro)",
 }
 
 

@@ -148,7 +148,9 @@ def _server(request: Request) -> Server:
 
 async def _bad_request(_request: Request, err: RequestValidationError) -> JSONResponse:
     """FastAPI's own 422s (a body that is not JSON, a bad query value) in the same shape as ours."""
-    problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors())
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors()
+    )
     return _error(422, "bad_request", problems or "the request cannot be read")
 
 
@@ -325,8 +327,10 @@ def parse_record(predictor: Predictor, record: dict[str, Any]) -> dict[str, Any]
         if m == "text" and run.tokenizer is not None:
             continue  # the run's own text encoder reads 'raw_text' / 'words'
         if m not in source:
-            raise DataFormatError(f"field '{prefix}{m}' is missing: the run ({predictor.describe()['modalities']}, "
-                                  f"{view}) reads {m} features")
+            raise DataFormatError(
+                f"field '{prefix}{m}' is missing: the run ({predictor.describe()['modalities']}, "
+                f"{view}) reads {m} features"
+            )
         try:
             x = np.asarray(source[m], dtype=np.float32)
         except (TypeError, ValueError):
@@ -359,6 +363,14 @@ def parse_record(predictor: Predictor, record: dict[str, Any]) -> dict[str, Any]
     if not isinstance(raw_text, str):
         raise DataFormatError("field 'raw_text': a string")
     if run.tokenizer is not None and "text" in predictor.modalities and not raw_text.strip():
-        raise DataFormatError("field 'raw_text' (or 'words') is needed: the run reads the text with its own encoder")
-    return {view: arrays, "words": words, "starts": times["starts"], "ends": times["ends"], "raw_text": raw_text,
-            "word_source": str(record.get("word_source", "client"))}
+        raise DataFormatError(
+            "field 'raw_text' (or 'words') is needed: the run reads the text with its own encoder"
+        )
+    return {
+        view: arrays,
+        "words": words,
+        "starts": times["starts"],
+        "ends": times["ends"],
+        "raw_text": raw_text,
+        "word_source": str(record.get("word_source", "client")),
+    }

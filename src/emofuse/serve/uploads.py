@@ -114,7 +114,9 @@ async def receive_clip(content_type: str, body: AsyncIterator[bytes], folder: Pa
             state["text"] = bytearray()
             return
         if name != file_field or upload.path is not None:
-            raise UploadError(422, "bad_request", f"one file part named '{file_field}' is expected, got '{name}'")
+            raise UploadError(
+                422, "bad_request", f"one file part named '{file_field}' is expected, got '{name}'"
+            )
         filename = disposition[b"filename"].decode("utf-8", "replace")
         suffix = media_suffix(filename, headers.get(b"content-type", b"").decode("latin-1"))
         # named after the client's file (its stem, cleaned) so the explain picture's title shows it
@@ -131,7 +133,9 @@ async def receive_clip(content_type: str, body: AsyncIterator[bytes], folder: Pa
             sink.write(data[start:end])  # type: ignore[attr-defined]
         elif text is not None:
             if len(text) + end - start > MAX_FIELD_BYTES:  # type: ignore[arg-type]
-                raise UploadError(413, "too_large", f"form field '{state['name']}' is over {MAX_FIELD_BYTES} bytes")
+                raise UploadError(
+                    413, "too_large", f"form field '{state['name']}' is over {MAX_FIELD_BYTES} bytes"
+                )
             text.extend(data[start:end])  # type: ignore[attr-defined]
 
     def on_part_end() -> None:
@@ -141,10 +145,18 @@ async def receive_clip(content_type: str, body: AsyncIterator[bytes], folder: Pa
         elif text is not None:
             upload.fields[str(state["name"])] = bytes(text).decode("utf-8", "replace")  # type: ignore[arg-type]
 
-    parser = MultipartParser(params[b"boundary"], {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end})
+    parser = MultipartParser(
+        params[b"boundary"],
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     received = 0
     try:
         async for chunk in body:
@@ -165,7 +177,9 @@ async def receive_clip(content_type: str, body: AsyncIterator[bytes], folder: Pa
     if errors:
         raise errors[0]
     if upload.path is None:
-        raise UploadError(422, "no_file", f"the form has no '{file_field}' file part (curl -F file=@clip.mp4)")
+        raise UploadError(
+            422, "no_file", f"the form has no '{file_field}' file part (curl -F file=@clip.mp4)"
+        )
     return upload
 
 

@@ -116,7 +116,9 @@ class PredictorPool:
         with self._lock:
             if self._in_flight >= self.capacity:
                 self._refused += 1
-                raise QueueFull(f"all {self.workers} workers are busy and {self.queue_size} requests are waiting")
+                raise QueueFull(
+                    f"all {self.workers} workers are busy and {self.queue_size} requests are waiting"
+                )
             self._in_flight += 1
 
     def release(self) -> None:

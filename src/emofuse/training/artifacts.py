@@ -97,7 +97,9 @@ def write_results(run_dir: Path, metrics: dict[str, Any], rows: list[dict[str, A
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=_json_default) + "\n")
     if splits.task == "classification" and "test" in metrics:
         names = splits.class_names or [str(i) for i in range(splits.num_classes)]
-        plot_confusion_matrix(metrics["test"]["confusion_matrix"], names, run_dir / "confusion_test.png", title=title)
+        plot_confusion_matrix(
+            metrics["test"]["confusion_matrix"], names, run_dir / "confusion_test.png", title=title
+        )
     write_predictions(run_dir / "predictions.csv", rows)
 
 

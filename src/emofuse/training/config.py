@@ -49,21 +49,33 @@ class OptimConfig:
     weight_decay: float = option(_DEFAULT.weight_decay, "AdamW weight decay")
     grad_clip: float = option(_DEFAULT.grad_clip, "max gradient norm, 0 = off")
     # "cosine": linear warm-up over --warmup of the steps, then a cosine decay to zero at the end
-    lr_schedule: str = option("constant", "the model's learning rate: constant, or cosine (warm-up over --warmup "
-                              "of the steps, then decay to 0)", choices=LR_SCHEDULES)
-    patience: int = option(_DEFAULT.patience, "early stopping: epochs without a better validation loss, 0 = off")
+    lr_schedule: str = option(
+        "constant",
+        "the model's learning rate: constant, or cosine (warm-up over --warmup "
+        "of the steps, then decay to 0)",
+        choices=LR_SCHEDULES,
+    )
+    patience: int = option(
+        _DEFAULT.patience, "early stopping: epochs without a better validation loss, 0 = off"
+    )
     # mixup's Beta(alpha, alpha) (emofuse.training.mixup): each training batch blended with a
     # shuffled copy of itself, inputs and loss alike
     mixup: float = option(0.0, "mixup: blend each training batch with a shuffled copy of itself, lam ~ "
                           "Beta(ALPHA, ALPHA) (e.g. 0.2); 0 = off", metavar="ALPHA")
     seed: int = option(1, "the run's seed (the command line's --seeds makes one run per seed)", cli=False)
     class_weights: bool = option(False, "classification: weight the loss by inverse class frequency")
-    label_smoothing: float = option(0.0, "classification: cross-entropy against targets smoothed by this much "
-                                    "(e.g. 0.1); 0 = off")
+    label_smoothing: float = option(
+        0.0, "classification: cross-entropy against targets smoothed by this much (e.g. 0.1); 0 = off"
+    )
     text_lr: float = option(5e-5, "the in-model text encoder's learning rate (warm-up, then linear decay)")
-    warmup: float = option(0.1, "fraction of steps warming the lr up: the text encoder's (then linear decay), "
-                           "and the model's with --lr-schedule cosine")
-    layer_decay: float = option(1.0, "layer-wise lr decay of the text encoder (< 1: lower layers learn slower)")
+    warmup: float = option(
+        0.1,
+        "fraction of steps warming the lr up: the text encoder's (then linear decay), "
+        "and the model's with --lr-schedule cosine",
+    )
+    layer_decay: float = option(
+        1.0, "layer-wise lr decay of the text encoder (< 1: lower layers learn slower)"
+    )
 
     def optim_problems(self) -> list[str]:
         checks = {
@@ -89,8 +101,12 @@ class RuntimeConfig:
 
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     threads: int = option(0, "torch CPU threads (0 = torch's default)")
-    compile: str = option("", "torch.compile the model (backend inductor unless named); falls back to eager with "
-                          "a warning", const="inductor", metavar="BACKEND")
+    compile: str = option(
+        "",
+        "torch.compile the model (backend inductor unless named); falls back to eager with a warning",
+        const="inductor",
+        metavar="BACKEND",
+    )
     amp: str = option("", "bf16 autocast on CUDA (rounds differently; ignored with a warning on CPU)",
                       choices=AMP_KINDS)
     adam: str = option("default", "AdamW implementation (fused rounds differently in the last bits)",
@@ -98,8 +114,9 @@ class RuntimeConfig:
     bucket: bool = option(False, "length-bucketed training batches: less padding, a different (still seeded) "
                           "batch order")
     eval_batch_size: int = option(0, "validation/test batch (0 = 2 x --batch-size)")
-    loader_workers: int = option(-1, "DataLoader processes feeding the GPU (-1 = 4 on CUDA when the data stays on "
-                                 "the host, 0 on CPU)")
+    loader_workers: int = option(
+        -1, "DataLoader processes feeding the GPU (-1 = 4 on CUDA when the data stays on the host, 0 on CPU)"
+    )
     data_on_device: str = option("auto", "keep the dataset on the GPU when it fits (auto) or never",
                                  choices=("auto", "never"))
 

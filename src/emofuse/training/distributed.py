@@ -81,13 +81,17 @@ def process_group(device: str = "auto", timeout_s: float = 1800) -> Iterator[Dis
         yield context()
         return
     if not dist.is_available():
-        raise MissingDependency("this torch build has no torch.distributed: run a single process instead of torchrun")
+        raise MissingDependency(
+            "this torch build has no torch.distributed: run a single process instead of torchrun"
+        )
     backend = backend_for(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "nccl":
         if local_rank >= torch.cuda.device_count():
-            raise OptionError(f"process {local_rank} on this node has no GPU: --nproc-per-node must not exceed "
-                              f"the {torch.cuda.device_count()} GPUs here")
+            raise OptionError(
+                f"process {local_rank} on this node has no GPU: --nproc-per-node must not exceed "
+                f"the {torch.cuda.device_count()} GPUs here"
+            )
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     try:

@@ -52,7 +52,9 @@ def mix_batch(batch: Batch, partner: torch.Tensor, lam: float) -> Batch:
     extras = {}
     for key, raw in batch.extras.items():
         modality = MODALITY_OF_RAW.get(key)
-        if modality is None or modality not in batch.masks:  # TrainConfig refuses --mixup with --text-encoder's tokens
+        if (
+            modality is None or modality not in batch.masks
+        ):  # TrainConfig refuses --mixup with --text-encoder's tokens
             raise ValueError(f"mixup cannot mix the batch's {key!r} (only features and raw crops / log-mel)")
         extras[key] = _blend_raw(raw, batch.masks[modality], partner, lam)
     return Batch(features, masks, batch.labels, batch.indices, extras)
@@ -73,7 +75,12 @@ def _blend_raw(raw: torch.Tensor, mask: torch.Tensor, partner: torch.Tensor, lam
     return _blend(raw, raw[partner], lam)
 
 
-def mixed_loss(loss_fn: torch.nn.Module, prediction: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor,
-               lam: float) -> torch.Tensor:
+def mixed_loss(
+    loss_fn: torch.nn.Module,
+    prediction: torch.Tensor,
+    labels: torch.Tensor,
+    partner: torch.Tensor,
+    lam: float,
+) -> torch.Tensor:
     """The loss against both clips' labels, weighted as their inputs were."""
     return lam * loss_fn(prediction, labels) + (1.0 - lam) * loss_fn(prediction, labels[partner])

@@ -26,7 +26,9 @@ def make_loss(config: TrainConfig, splits: DatasetSplits) -> nn.Module:
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
 
 
-def make_optimizer(config: TrainConfig, model: MultimodalModel, device: torch.device | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    config: TrainConfig, model: MultimodalModel, device: torch.device | None = None
+) -> torch.optim.Optimizer:
     # a model may ask for its own parameter groups (LMF's factors, a text encoder's layers)
     groups: list[dict[str, Any]] | Iterable[nn.Parameter]
     if isinstance(model, WithTextEncoder):
@@ -36,7 +38,9 @@ def make_optimizer(config: TrainConfig, model: MultimodalModel, device: torch.de
     else:
         groups = model.parameters()
     # AdamW: the decoupled decay transformer fine-tuning expects (equal to Adam at decay 0)
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, **adam_kind(config, device))
+    return torch.optim.AdamW(
+        groups, lr=config.lr, weight_decay=config.weight_decay, **adam_kind(config, device)
+    )
 
 
 class AdamKind(TypedDict, total=False):
@@ -66,7 +70,9 @@ def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int]
     return total, max(1, int(config.warmup * total))
 
 
-def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """The text encoder's groups: linear warm-up, then linear decay. The model's groups: constant,
     or with --lr-schedule cosine a linear warm-up, then a cosine decay to zero."""
     total, warm = schedule_steps(config, steps_per_epoch)

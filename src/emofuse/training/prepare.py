@@ -59,8 +59,10 @@ def describe_splits(splits: DatasetSplits, score_test: bool = True) -> str:
         return splits.describe()
     d = splits.train
     parts = [f"{m}: L={d.features[m].shape[1]} D={d.features[m].shape[2]}" for m in d.modalities]
-    return (f"{splits.name} ({splits.task}, {len(splits.train)}/{len(splits.valid)} train/valid, test not read; "
-            f"{'; '.join(parts)})")
+    return (
+        f"{splits.name} ({splits.task}, {len(splits.train)}/{len(splits.valid)} train/valid, test not read; "
+        f"{'; '.join(parts)})"
+    )
 
 
 # ---------------------------------------------------------------------- feeding the device
@@ -70,7 +72,9 @@ def placed_on_device(data: MultimodalDataset, device: torch.device, config: Trai
         return data
     if any(k in data.extras for k in RAW_EXTRAS):
         return data  # raw inputs are read from disk batch by batch
-    size = sum(t.numel() * t.element_size() for t in [*data.features.values(), *data.lengths.values(), data.labels])
+    size = sum(
+        t.numel() * t.element_size() for t in [*data.features.values(), *data.lengths.values(), data.labels]
+    )
     free, _ = torch.cuda.mem_get_info(device)
     if size > DEVICE_DATA_SHARE * free:
         return data

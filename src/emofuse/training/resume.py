@@ -69,7 +69,9 @@ def record_epoch(state: dict[str, Any], config: TrainConfig, epoch: int, train_l
     }
     state["history"].append(row)
     state["epoch"] = epoch
-    state["finished"] = bool(config.patience and state["bad_epochs"] >= config.patience) or epoch == config.epochs
+    state["finished"] = (
+        bool(config.patience and state["bad_epochs"] >= config.patience) or epoch == config.epochs
+    )
     return row, improved
 
 
@@ -114,7 +116,9 @@ class Checkpoints:
             "model_name": self.config.model,
             "spec": self.model.spec.to_dict(),
             "model_options": self.config.model_options,
-            "text_encoder": dataclasses.asdict(text_encoder_config(self.config)) if self.config.text_encoder else None,
+            "text_encoder": dataclasses.asdict(text_encoder_config(self.config))
+            if self.config.text_encoder
+            else None,
             "scaler": self.scaler.state_dict(),
             "epoch": epoch,
         }
@@ -180,7 +184,8 @@ class Checkpoints:
         return None
 
     def check_schedule(self, path: Path, ckpt: dict[str, Any], saved: dict[str, Any]) -> None:
-        """Refuse a resume that would silently re-plan an lr schedule (the text encoder's, or --lr-schedule)."""
+        """Refuse a resume that would silently re-plan an lr schedule (the text encoder's, or
+        --lr-schedule)."""
         if not self.scheduled:
             return  # constant learning rates: --epochs only moves the finish line
         before = ckpt.get("schedule") or {"total_steps": saved.get("epochs", 0) * self.steps_per_epoch,

@@ -31,7 +31,9 @@ def predict(
     return preds[torch.argsort(torch.cat(order))].numpy()
 
 
-def score(predictions: np.ndarray, data: MultimodalDataset, class_names: list[str] | None = None) -> dict[str, Any]:
+def score(
+    predictions: np.ndarray, data: MultimodalDataset, class_names: list[str] | None = None
+) -> dict[str, Any]:
     """The standard report for one split: MMSA metrics for regression, accuracy/F1 otherwise."""
     labels = data.labels.numpy()
     if data.is_classification:

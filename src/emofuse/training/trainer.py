@@ -111,16 +111,28 @@ class Trainer:
         data = prepare_data(config, splits, self.modalities, score_test)
         self.scaler, self.splits = data.scaler, data.splits
         seed_everything(config.seed)
-        self.model = build_model(config, model_spec_for(self.splits, self.modalities), data.encoder).to(self.device)
+        self.model = build_model(config, model_spec_for(self.splits, self.modalities), data.encoder).to(
+            self.device
+        )
         self.spec = self.model.spec
         self.loss_fn = make_loss(config, self.splits).to(self.device)
         self.optimizer = make_optimizer(config, self.model, self.device)
         self.steps_per_epoch = -(-len(self.splits.train) // config.batch_size)
         self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
         # the text encoder's groups always follow a schedule; the others only with --lr-schedule cosine
-        self.scheduled = config.lr_schedule != "constant" or any(g.get("text_encoder") for g in self.optimizer.param_groups)
-        self.checkpoints = Checkpoints(self.run_dir, config, self.model, self.scaler, self.optimizer, self.scheduler,
-                                       self.steps_per_epoch, self.scheduled)
+        self.scheduled = config.lr_schedule != "constant" or any(
+            g.get("text_encoder") for g in self.optimizer.param_groups
+        )
+        self.checkpoints = Checkpoints(
+            self.run_dir,
+            config,
+            self.model,
+            self.scaler,
+            self.optimizer,
+            self.scheduler,
+            self.steps_per_epoch,
+            self.scheduled,
+        )
         self.amp = self._amp_dtype()
         self.compiled = False  # set by _wrap when torch.compile accepted the model
         self.train_model = self._wrap(self.model)  # DDP and/or compiled; self.model stays plain
@@ -171,7 +183,9 @@ class Trainer:
         """
         rng, buffers = rng_state(), {k: v.clone() for k, v in model.state_dict().items()}
         model.train()
-        batch = self.splits.train.make_batch(torch.arange(min(len(self.splits.train), self.config.batch_size)))
+        batch = self.splits.train.make_batch(
+            torch.arange(min(len(self.splits.train), self.config.batch_size))
+        )
         out = model(batch.to(self.device))
         full = self.loss_fn(out.prediction.float(), batch.labels.to(self.device))
         (full + out.aux_loss.float() if out.aux_loss is not None else full).backward()
@@ -204,7 +218,9 @@ class Trainer:
         # resumed run sees exactly the batches an uninterrupted one would (every process too)
         gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         bucket = True if self.config.bucket else None  # None: the data's default (a text encoder's tokens)
-        chunks = self.train_data.batch_indices(self.config.batch_size, shuffle=True, generator=gen, bucket=bucket)
+        chunks = self.train_data.batch_indices(
+            self.config.batch_size, shuffle=True, generator=gen, bucket=bucket
+        )
         parts = [distributed.shard(idx, self.dist) for idx in chunks]
         # summed on the device: a float() per step would wait for the GPU every step
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -303,7 +319,9 @@ class Trainer:
                 f"training diverged at epoch {epoch} (train loss {train_loss}, valid loss "
                 f"{valid_loss}); lower --lr (now {self.config.lr}) or check the data for extreme values"
             )
-        row, improved = record_epoch(state, self.config, epoch, train_loss, valid_loss, time.perf_counter() - start)
+        row, improved = record_epoch(
+            state, self.config, epoch, train_loss, valid_loss, time.perf_counter() - start
+        )
         # every process's RNG state, so each one resumes its own dropout stream
         rngs = distributed.gather(rng_state(), self.dist)
         if self.dist.is_main:

@@ -34,8 +34,22 @@ from emofuse.training.trainer import TrainingDiverged, train_run
 
 KINDS = ("log", "float", "int", "cat")
 # what a trial may not change: the data, the model and where it runs are the question, not the answer
-FIXED = {"model", "modalities", "data", "data_options", "labels", "clip_labels", "classes", "device", "threads",
-         "seed", "text_model", "model_options", "encoder_options", *SPEED_FIELDS}
+FIXED = {
+    "model",
+    "modalities",
+    "data",
+    "data_options",
+    "labels",
+    "clip_labels",
+    "classes",
+    "device",
+    "threads",
+    "seed",
+    "text_model",
+    "model_options",
+    "encoder_options",
+    *SPEED_FIELDS,
+}
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,9 @@ def parse_param(text: str) -> Param:
     """'lr=log:1e-4:1e-2', 'hidden=int:32:128', 'dropout=float:0:0.5', 'batch_size=cat:16,32'."""
     name, sep, spec = text.partition("=")
     if not sep or not name.strip():
-        raise OptionError(f"--space {text!r}: write KEY=KIND:..., e.g. lr=log:1e-4:1e-2 or batch_size=cat:16,32")
+        raise OptionError(
+            f"--space {text!r}: write KEY=KIND:..., e.g. lr=log:1e-4:1e-2 or batch_size=cat:16,32"
+        )
     return _param(name.strip(), spec.strip())
 
 
@@ -94,11 +110,15 @@ def _param(name: str, spec: Any) -> Param:
         return Param(name, "cat", choices=tuple(_value(v) for v in rest.split(",") if v != ""))
     parts = rest.split(":")
     if len(parts) != 2:
-        raise OptionError(f"search space {name!r}: {spec!r} must be {kind or 'KIND'}:LOW:HIGH (or cat:A,B,...)")
+        raise OptionError(
+            f"search space {name!r}: {spec!r} must be {kind or 'KIND'}:LOW:HIGH (or cat:A,B,...)"
+        )
     try:
         low, high = float(parts[0]), float(parts[1])
     except ValueError:
-        raise OptionError(f"search space {name!r}: bounds {parts[0]!r} and {parts[1]!r} must be numbers") from None
+        raise OptionError(
+            f"search space {name!r}: bounds {parts[0]!r} and {parts[1]!r} must be numbers"
+        ) from None
     return Param(name, kind, low, high)
 
 
@@ -128,7 +148,9 @@ def load_space(path: Path) -> list[Param]:
         else:
             data = json.loads(text)
     except Exception as err:  # the parsers' own error types differ; all mean "not valid"
-        raise UserError(f"--space-file {path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({err})") from None
+        raise UserError(
+            f"--space-file {path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({err})"
+        ) from None
     if not isinstance(data, dict) or not data:
         raise UserError(f"--space-file {path}: expected a mapping of KEY to a range, e.g. lr: log:1e-4:1e-2")
     try:
@@ -233,13 +255,19 @@ def finish_best(study: Any, splits: DatasetSplits, out: Path) -> tuple[Path | No
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
-        raise UserError(f"no trial of study {study.study_name!r} finished (all pruned, failed or still running); "
-                        "run more --trials or widen the search space")
+        raise UserError(
+            f"no trial of study {study.study_name!r} finished (all pruned, failed or still running); "
+            "run more --trials or widen the search space"
+        )
     best = study.best_trial
     source = Path(best.user_attrs.get("run_dir", ""))
     if not (source / "last.pt").is_file():
-        print(f"emofuse: the best trial ({best.number}) ran on {best.user_attrs.get('host', 'another machine')} "
-              f"in {source}; its run folder is not here, so {out / 'best'} was not made", file=sys.stderr)
+        print(
+            f"emofuse: the best trial ({best.number}) ran on "
+            f"{best.user_attrs.get('host', 'another machine')} "
+            f"in {source}; its run folder is not here, so {out / 'best'} was not made",
+            file=sys.stderr,
+        )
         return None, {}
     target = out / "best"
     if target.exists():
@@ -261,7 +289,9 @@ def trials_table(study: Any) -> str:
         value = "" if t.value is None else f"{t.value:.4f}" + (" *" if t.number == best else "")
         epochs = t.user_attrs.get("epochs_run", len(t.intermediate_values) or "")
         cells = [_fmt(t.params.get(k, "")) for k in keys]
-        lines.append(f"| {t.number} | {t.state.name.lower()} | {value} | {epochs} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {t.number} | {t.state.name.lower()} | {value} | {epochs} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -4,9 +4,10 @@ paper's audio path).
 What the paper says (the method's part 1, "Spatial and Temporal Feature-Enhanced Network Based on
 the Three-Dimensional Dynamic Expansion", on feature extraction): audio and video are divided by
 "the duration of the sound effect of each word", and "for the audio data, a basic
-two-dimensional network was used to extract the acoustic features". Nothing more: not what the network's 2D input is, nor its
-layers. emofuse's design notes (shared/DESIGN.md Section 1a, not the paper) read this as "a 2D CNN
-over a time-frequency representation (spectrogram / LLD map) per word span".
+two-dimensional network was used to extract the acoustic features". Nothing more: not what the
+network's 2D input is, nor its layers. emofuse's design notes (shared/DESIGN.md Section 1a, not
+the paper) read this as "a 2D CNN over a time-frequency representation (spectrogram / LLD map)
+per word span".
 
 The paper's: one vector per word, from that word's span of audio, by a two-dimensional network.
 emofuse's (every other choice in this file): the log-mel spectrogram as the 2D input; the blocks
@@ -68,7 +69,9 @@ class SpectroCNNConfig:
         if self.norm not in ("batch", "group"):
             raise OptionError(f"norm must be 'batch' or 'group', not {self.norm!r}")
         if not self.channels or (self.norm == "group" and any(c % self.groups for c in self.channels)):
-            raise OptionError(f"channels {self.channels} must be non-empty and divisible by groups={self.groups}")
+            raise OptionError(
+                f"channels {self.channels} must be non-empty and divisible by groups={self.groups}"
+            )
         if self.normalize not in ("level", "patch"):
             raise OptionError(f"normalize must be 'level' or 'patch', not {self.normalize!r}")
         if not 0.0 <= self.spec_augment < 0.5:
@@ -119,8 +122,10 @@ class SpectroCNN(nn.Module):
         h = self.features(x.unsqueeze(1))  # N x C x F' x T'
         if self.config.freq_pool == "keep":
             if h.shape[2] * h.shape[1] * 2 != self.out.in_features:
-                raise OptionError(f"spectro_cnn was built for n_mels={self.config.n_mels} (freq_pool=keep); "
-                                  f"these patches have {mel.shape[1]} bands: give -E audio:n_mels={mel.shape[1]}")
+                raise OptionError(
+                    f"spectro_cnn was built for n_mels={self.config.n_mels} (freq_pool=keep); "
+                    f"these patches have {mel.shape[1]} bands: give -E audio:n_mels={mel.shape[1]}"
+                )
             h = h.flatten(1, 2)  # N x (C F') x T'
         else:
             h = h.mean(dim=2)  # N x C x T'

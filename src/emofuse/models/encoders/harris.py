@@ -109,7 +109,9 @@ class HarrisConfig:
         if self.sigma <= 0 or self.tau < 0:
             raise OptionError(f"HarrisConfig needs sigma > 0 and tau >= 0, got {self.sigma}, {self.tau}")
         if not 0.0 <= self.threshold <= 1.0:
-            raise OptionError(f"HarrisConfig.threshold is relative to the clip's maximum: 0..1, not {self.threshold}")
+            raise OptionError(
+                f"HarrisConfig.threshold is relative to the clip's maximum: 0..1, not {self.threshold}"
+            )
         if not (self.min_strength2d >= 0 and self.min_strength3d >= 0):
             raise OptionError(
                 f"HarrisConfig strength floors must be >= 0, got {self.min_strength2d}, {self.min_strength3d}"
@@ -250,7 +252,9 @@ def harris_terms(
     return det - config.k3d * trace * trace * trace, spatial * spatial * c.flatten(1).mean(1)
 
 
-def harris_response(video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> torch.Tensor:
+def harris_response(
+    video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None
+) -> torch.Tensor:
     """R (eq 5, per frame) or R3 (eq 7, over t, y, x) of a B x T x H x W clip stack."""
     return harris_terms(video, mode, config)[0]
 
@@ -348,7 +352,9 @@ def attention_volume(
     return 1.0 + spread
 
 
-def harris_analysis(video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> HarrisResult:
+def harris_analysis(
+    video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None
+) -> HarrisResult:
     """Response, strength, key points and attention volume of a B x T x H x W clip stack
     (no gradient)."""
     config = config or HarrisConfig()
@@ -360,11 +366,15 @@ def harris_analysis(video: torch.Tensor, mode: str = "harris3d", config: HarrisC
     return HarrisResult(response, keypoints, attention, strength)
 
 
-def harris_attention(video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> torch.Tensor:
+def harris_attention(
+    video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None
+) -> torch.Tensor:
     """The attention volume (B x T x H x W, >= 1) that re-weights the clip stack `video`."""
     return harris_analysis(video, mode, config).attention
 
 
-def harris_keypoints(video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None) -> torch.Tensor:
+def harris_keypoints(
+    video: torch.Tensor, mode: str = "harris3d", config: HarrisConfig | None = None
+) -> torch.Tensor:
     """Bool B x T x H x W mask of the key points (for plots and explanations)."""
     return harris_analysis(video, mode, config).keypoints

