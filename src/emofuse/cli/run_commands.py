@@ -145,6 +145,18 @@ def _speaker_references(paths: list[str] | None) -> list[Path]:
     return out
 
 
+def _predictor(args: argparse.Namespace) -> Any:
+    """The run's Predictor for predict and explain, with the torch threads and speaker clips asked for."""
+    import torch
+
+    from emofuse.inference import Predictor
+
+    torch.set_num_threads(max(1, args.threads))
+    return Predictor(
+        args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)
+    )
+
+
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("clips", nargs="+", metavar="CLIP")
     add_run_arguments(p)
@@ -164,15 +176,8 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     arguments=_predict_arguments,
 )
 def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from emofuse.inference import Predictor
-
-    torch.set_num_threads(max(1, args.threads))
     transcripts = _transcripts(args)
-    with Predictor(
-        args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)
-    ) as predictor:
+    with _predictor(args) as predictor:
         results = predictor.predict_many(args.clips, transcripts)
     failed = [r for r in results if "error" in r]
     if args.json:
@@ -201,18 +206,13 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
     arguments=_explain_arguments,
 )
 def cmd_explain(args: argparse.Namespace) -> int:
-    import torch
+    from emofuse.inference import explain
 
-    from emofuse.inference import Predictor, explain
-
-    torch.set_num_threads(max(1, args.threads))
     out = Path(args.out).expanduser()
     if out.suffix.lower() != ".png":
         raise OptionError(f"--out {args.out}: give a .png file name")
     check_writable_parent(out, args.out)
-    with Predictor(
-        args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)
-    ) as predictor:
+    with _predictor(args) as predictor:
         result = explain(predictor, args.clip, out, args.transcript)
     _print_prediction(result)
     print(
