@@ -84,7 +84,10 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
         help="a clip that fails: leave out, keep as zeros, or stop",
     )
     p.add_argument(
-        "--shard", help="i/n: extract rows i, i+n, ... only (i from 0) into a shard file for --merge"
+        "--shard",
+        help="i/n: extract rows i, i+n, ... only (i from 0) into the shard file --out, for --merge; "
+        "auto: i and n from a Slurm job array (SLURM_ARRAY_TASK_ID/_COUNT) or RANK/WORLD_SIZE, "
+        "written to OUT_STEM.<i>-of-<n>.pkl",
     )
     p.add_argument(
         "--merge", nargs="+", metavar="SHARD", help="merge shard files (all n of them) into the pickles"
@@ -137,7 +140,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from emofuse.errors import OptionError
     from emofuse.features.clip import ExtractConfig
     from emofuse.features.extract import extract_config, extract_dataset
-    from emofuse.features.shards import merge_shards
+    from emofuse.features.shards import merge_shards, shard_option, shard_path
 
     torch.set_num_threads(max(1, args.threads))
     if args.merge:
@@ -153,13 +156,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
         if args.asr:
             settings["words"] = "whisper"
         config = extract_config(modality_code(modalities), **settings)
+        shard = shard_option(args.shard)
+        auto = args.shard is not None and args.shard.strip().lower() == "auto"
+        out = shard_path(args.out, shard) if auto and shard is not None else args.out
         result = extract_dataset(
             args.dataset_dir,
-            args.out,
+            out,
             config=config,
             workers=args.workers,
             on_error=args.on_error,
-            shard=args.shard,
+            shard=shard,
             cache_dir=args.cache,
             raw=args.raw,
             raw_dir=args.raw_dir,

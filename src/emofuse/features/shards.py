@@ -1,7 +1,8 @@
 """Sharded extraction: `emofuse extract --shard i/n` writes a shard file, `--merge` joins them.
 
 Shard i of n holds rows i, i+n, i+2n, ... of label.csv (i counts from 0, so SLURM_ARRAY_TASK_ID
-with --array=0-(n-1) names it). `merge_shards` checks that the shards come from the same label.csv
+with --array=0-(n-1) names it). `--shard auto` takes i and n from the scheduler the process runs
+under (`shard_from_environment`). `merge_shards` checks that the shards come from the same label.csv
 and config, that every shard 0..n-1 is there once and every clip exactly once, then writes the
 pickles and a merged report.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +29,112 @@ SHARD_FORMAT = "emofuse-extract-shard"
 SHARD_VERSION = 1
 
 
+_SLURM_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+                    "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP")
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    """The variable as an integer, None when unset; any other value is an OptionError naming it."""
+    value = env.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise OptionError(f"--shard auto: {name}={value!r} is not an integer") from None
+
+
+def _shard_and_source(env: Mapping[str, str]) -> tuple[int, int, str]:
+    """(i, n, the variable i came from); see `shard_from_environment`."""
+    task_id = _env_int(env, "SLURM_ARRAY_TASK_ID")
+    if task_id is not None:
+        values = {name: _env_int(env, name) for name in _SLURM_VARIABLES}
+        shown = " ".join(f"{k}={env[k]}" for k in _SLURM_VARIABLES if k in env)
+        step, low, high = (values[k] for k in ("SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_MIN",
+                                               "SLURM_ARRAY_TASK_MAX"))
+        if step is not None and step != 1:
+            raise OptionError(f"--shard auto: a stepped job array ({shown}) has ids that are not 0..n-1; "
+                              "submit a contiguous one (--array=0-7) or give --shard i/n")
+        count = values["SLURM_ARRAY_TASK_COUNT"]
+        if count is None:
+            if low is None or high is None:
+                raise OptionError("--shard auto: SLURM_ARRAY_TASK_ID is set but neither "
+                                  "SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MIN/MAX; give --shard i/n")
+            count = high - low + 1
+            count_text = (f"SLURM_ARRAY_TASK_MIN={env['SLURM_ARRAY_TASK_MIN']} "
+                          f"SLURM_ARRAY_TASK_MAX={env['SLURM_ARRAY_TASK_MAX']}")
+        else:
+            count_text = f"SLURM_ARRAY_TASK_COUNT={env['SLURM_ARRAY_TASK_COUNT']}"
+            if low is not None and high is not None and high - low + 1 != count:
+                raise OptionError(f"--shard auto: the job array's ids are not contiguous ({shown}); "
+                                  "submit --array=0-7 style, or give --shard i/n")
+        if count < 1:
+            raise OptionError(f"--shard auto: {count_text} gives {count} tasks; need >= 1")
+        index = task_id - (low or 0)
+        if not 0 <= index < count:
+            raise OptionError(f"--shard auto: SLURM_ARRAY_TASK_ID={env['SLURM_ARRAY_TASK_ID']} is task "
+                              f"{index} (from 0) of {count}, out of range ({shown})")
+        return index, count, "SLURM_ARRAY_TASK_ID"
+    rank, world = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
+    if rank is not None or world is not None:
+        if rank is None or world is None:
+            missing, given = ("RANK", "WORLD_SIZE") if rank is None else ("WORLD_SIZE", "RANK")
+            raise OptionError(f"--shard auto: {given} is set but {missing} is not; give --shard i/n")
+        if world < 1:
+            raise OptionError(f"--shard auto: WORLD_SIZE={env['WORLD_SIZE']}; need >= 1")
+        if not 0 <= rank < world:
+            raise OptionError(f"--shard auto: RANK={env['RANK']} is not in 0..{world - 1} "
+                              f"(WORLD_SIZE={env['WORLD_SIZE']})")
+        return rank, world, "RANK"
+    raise OptionError("--shard auto: found no scheduler variables (looked for SLURM_ARRAY_TASK_ID with "
+                      "SLURM_ARRAY_TASK_COUNT or SLURM_ARRAY_TASK_MIN/MAX, then RANK with WORLD_SIZE); "
+                      "give --shard i/n instead")
+
+
+def shard_from_environment(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(i, n) of this process from its scheduler: what `--shard auto` means.
+
+    env: the environment to read (os.environ, read at call time, by default).
+    A Slurm job array first: i = SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN (0 when MIN is unset),
+    n = SLURM_ARRAY_TASK_COUNT, or MAX - MIN + 1 without it; a stepped or non-contiguous array is
+    refused (its ids are not 0..n-1). Otherwise torchrun's RANK and WORLD_SIZE. Neither set, a
+    value that is no integer, n < 1 or i outside 0..n-1: OptionError naming the variable.
+    """
+    i, n, _ = _shard_and_source(os.environ if env is None else env)
+    return i, n
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'2/8' -> (2, 8); i counts from 0 (SLURM_ARRAY_TASK_ID with --array=0-7)."""
+    """'2/8' -> (2, 8); i counts from 0 (SLURM_ARRAY_TASK_ID with --array=0-7). 'auto' ->
+    `shard_from_environment()`."""
     if text is None:
         return None
+    if text.strip().lower() == "auto":
+        return shard_from_environment()
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise OptionError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise OptionError(f"--shard must look like i/n (e.g. 0/4) or be auto, got {text!r}") from None
     if n < 1 or not 0 <= i < n:
         raise OptionError(f"--shard {text}: need n >= 1 and 0 <= i < n (shards count from 0)")
     return i, n
+
+
+def shard_option(text: str | None) -> tuple[int, int] | None:
+    """`extract --shard`'s value resolved; for 'auto' one line on stderr says where it came from
+    (`shard 3/8 (from SLURM_ARRAY_TASK_ID)`), so a job's log shows which rows it extracted."""
+    if text is not None and text.strip().lower() == "auto":
+        i, n, source = _shard_and_source(os.environ)
+        print(f"shard {i}/{n} (from {source})", file=sys.stderr, flush=True)
+        return i, n
+    return parse_shard(text)
+
+
+def shard_path(out: str | os.PathLike[str], shard: tuple[int, int]) -> Path:
+    """Where `--shard auto` writes shard i of n: `feat.pkl` -> `feat.3-of-8.pkl`, so that the tasks
+    of one array given the same --out never write one file."""
+    path = Path(out)
+    return path.with_name(f"{path.stem}.{shard[0]}-of-{shard[1]}{path.suffix}")
 
 
 def write_shard(out: Path, table: DatasetTable, config: ExtractConfig, shard: tuple[int, int],
