@@ -47,3 +47,53 @@ def test_noise_still_has_no_face() -> None:
     rng = np.random.default_rng(0)
     track = _track(rng.integers(0, 255, (4, 240, 320, 3), dtype=np.uint8))
     assert not track.present.any()
+
+
+def _moving_face(n: int = 25) -> np.ndarray:
+    """A big face sliding right by 2 px a frame, leaving the frame (noise) for its last 7 frames."""
+    from skimage import data, transform
+
+    face = (transform.resize(data.astronaut()[20:230, 120:330], (150, 150), anti_aliasing=True) * 255)
+    frames = np.full((n, 240, 320, 3), 90, np.uint8)
+    for i in range(n - 7):
+        frames[i, 40:190, 60 + 2 * i : 210 + 2 * i] = face.astype(np.uint8)
+    rng = np.random.default_rng(0)
+    frames[n - 7 :] = rng.integers(0, 255, (7, 240, 320, 3), dtype=np.uint8)
+    return frames
+
+
+def test_key_frames_give_the_every_frame_features_within_tolerance() -> None:
+    """detect_fps=8 runs the landmarker on every third frame at 25 fps; the frames between are
+    interpolated, and where the face leaves it is found to the frame."""
+    from emofuse.features.registry import create_extractor
+
+    frames = _moving_face()
+    times = np.arange(len(frames)) / 25.0
+    every = create_extractor("mediapipe", "face", crop_size=32, detect_fps=0)(frames, times, 25.0)
+    keys = create_extractor("mediapipe", "face", crop_size=32, detect_fps=8)(frames, times, 25.0)
+    assert every.present[:18].all() and not every.present[18:].any()
+    np.testing.assert_array_equal(keys.present, every.present)  # the edge found to the frame
+    np.testing.assert_allclose(keys.landmarks[keys.present, :, :2], every.landmarks[every.present, :, :2],
+                               atol=0.01)  # 1 % of the frame: a third of a pixel step's drift at most
+    word = slice(0, 9)  # a 0.36-s word: its mean blendshapes agree to 5 %
+    a, b = every.blendshapes[word].mean(0), keys.blendshapes[word].mean(0)
+    assert np.linalg.norm(a - b) <= 0.05 * np.linalg.norm(a)
+
+
+def test_frames_between_key_frames_are_interpolated_or_detected() -> None:
+    from emofuse.features.face import _fill_between_keys, _Found
+
+    def face(v: float) -> _Found:
+        return _Found(np.full((2, 3), v, np.float32), np.full(2, v, np.float32), np.full(6, v, np.float32))
+
+    asked: list[int] = []
+
+    def detect(i: int) -> _Found | None:
+        asked.append(i)
+        return face(100.0) if i < 8 else None
+
+    found = {0: face(0.0), 3: face(3.0), 6: face(6.0), 9: None, 12: None}
+    out = _fill_between_keys(found, [0, 3, 6, 9, 12], 13, detect)
+    assert [float(f.blendshapes[0]) if f is not None else None for f in out[:7]] == [0, 1, 2, 3, 4, 5, 6]
+    assert asked == [7, 8]  # only between a key with a face and one without
+    assert out[7] is not None and out[8] is None and out[10] is None and out[11] is None

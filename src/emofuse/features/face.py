@@ -10,6 +10,7 @@ them (see `emofuse.features.align`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,16 +123,26 @@ class MediapipeFace(Extractor):
     whole frames mostly find the face (a big face that turns away now and then) is not zoomed
     into. Landmarks are mapped back to the whole frame; the pose's translation is the window's
     (its rotation is unchanged).
+
+    Key frames: the landmarker runs on one frame in round(fps / detect_fps) (every third at 25 fps
+    and the default 8) and on the last; blendshapes, pose and landmarks of the frames between two
+    key frames that both see the face are interpolated linearly (they change slowly next to a
+    frame step of 40 ms), and the face crop of every frame is cut from its (interpolated)
+    landmarks. Between a key frame with a face and one without, every frame is detected, so a face
+    that appears or leaves is found to the frame. `detect_fps=0` runs the landmarker on every frame
+    (version 2's features).
     """
 
     name = "mediapipe"
     stage = "face"
-    version = 2  # 2: zoomed windows for small faces
+    version = 3  # 2: zoomed windows for small faces; 3: key frames at detect_fps, interpolated between
 
     @dataclass(frozen=True)
     class Config:
         crop_size: int = 64
         margin: float = 0.15
+        # landmarker runs per second of video; the frames between are interpolated. 0: every frame
+        detect_fps: float = 8.0
         min_detection_confidence: float = 0.5
         min_presence_confidence: float = 0.5
 
@@ -177,15 +188,11 @@ class MediapipeFace(Extractor):
         import mediapipe as mp
 
         n, size = len(frames), self.config.crop_size
-        present = np.zeros(n, dtype=bool)
-        landmarks = np.zeros((n, N_LANDMARKS, 3), dtype=np.float32)
-        blend = np.zeros((n, N_BLENDSHAPES), dtype=np.float32)
-        pose = np.zeros((n, len(POSE_COLUMNS)), dtype=np.float32)
-        crops = np.zeros((n, size, size), dtype=np.uint8)
         names = [f"blendshape{i}" for i in range(N_BLENDSHAPES)]
 
-        def detect(frame: np.ndarray, window: tuple[int, int, int, int] | None):
-            """(result, landmarks on the whole frame) for the frame or one window of it; None: no face."""
+        def detect(frame: np.ndarray, window: tuple[int, int, int, int] | None) -> _Found | None:
+            """The face in the frame or one window of it (landmarks on the whole frame); None: no face."""
+            nonlocal names
             x0, y0, w, h = window or (0, 0, frame.shape[1], frame.shape[0])
             view = np.ascontiguousarray(frame[y0 : y0 + h, x0 : x0 + w])
             result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=view))
@@ -196,37 +203,97 @@ class MediapipeFace(Extractor):
                 pts[:, 0] = (x0 + pts[:, 0] * w) / frame.shape[1]
                 pts[:, 1] = (y0 + pts[:, 1] * h) / frame.shape[0]
                 pts[:, 2] *= w / frame.shape[1]
-            return result, pts
-
-        found = [detect(frame, None) for frame in frames]
-        missing = [i for i, f in enumerate(found) if f is None]
-        # a face missing from most frames may be a small one: look closer
-        if len(missing) > len(frames) / 2:
-            windows = [w for zoom in (2, 3) for w in zoom_windows(frames.shape[2], frames.shape[1], zoom)]
-            # a sample of the faceless frames first: a clip with no face anywhere stops here
-            sample = missing[:: max(1, len(missing) // 5)][:5]
-            hit = next((w for i in sample for w in windows if detect(frames[i], w) is not None), None)
-            if hit is not None:
-                last = hit
-                for i in missing:
-                    for window in [last, *[w for w in windows if w != last]]:
-                        found[i] = detect(frames[i], window)
-                        if found[i] is not None:
-                            last = window
-                            break
-        for i, frame in enumerate(frames):
-            if found[i] is None:
-                continue
-            result, pts = found[i]
-            present[i] = True
-            landmarks[i] = pts
+            blend = np.zeros(N_BLENDSHAPES, dtype=np.float32)
             if result.face_blendshapes:
                 cats = result.face_blendshapes[0]
-                blend[i, : len(cats)] = [c.score for c in cats[:N_BLENDSHAPES]]
+                blend[: len(cats)] = [c.score for c in cats[:N_BLENDSHAPES]]
                 names = [c.category_name for c in cats[:N_BLENDSHAPES]] + names[len(cats):]
+            pose = np.zeros(len(POSE_COLUMNS), dtype=np.float32)
             if result.facial_transformation_matrixes:
                 m = np.asarray(result.facial_transformation_matrixes[0], dtype=np.float64)
-                pose[i] = [*euler_from_matrix(m), *m[:3, 3]]
-            crops[i] = face_crop(frame, pts, size, self.config.margin)
+                pose[:] = [*euler_from_matrix(m), *m[:3, 3]]
+            return _Found(pts, blend, pose)
+
+        windows: list[tuple[int, int, int, int]] = []
+        last_window: list[tuple[int, int, int, int] | None] = [None]
+
+        def detect_in_windows(i: int) -> _Found | None:
+            """The zoomed windows, the one that last found the face first."""
+            for window in [w for w in [last_window[0]] if w is not None] + windows:
+                hit = detect(frames[i], window)
+                if hit is not None:
+                    last_window[0] = window
+                    return hit
+            return None
+
+        def detect_anywhere(i: int) -> _Found | None:
+            """The whole frame, then (once the clip is known to hold a small face) its windows."""
+            hit = detect(frames[i], None)
+            return hit if hit is not None or not windows else detect_in_windows(i)
+
+        # the landmarker runs on key frames at about detect_fps; the frames between are
+        # interpolated when a face is seen on both sides (see the class docstring)
+        step = max(1, int(round(fps / self.config.detect_fps))) if self.config.detect_fps > 0 else 1
+        keys = list(range(0, n, step))
+        if keys and keys[-1] != n - 1:
+            keys.append(n - 1)
+        found: dict[int, _Found | None] = {i: detect(frames[i], None) for i in keys}
+        missing = [i for i in keys if found[i] is None]
+        # a face missing from most frames may be a small one: look closer
+        if len(missing) > len(keys) / 2:
+            candidates = [w for zoom in (2, 3) for w in zoom_windows(frames.shape[2], frames.shape[1], zoom)]
+            # a sample of the faceless frames first: a clip with no face anywhere stops here
+            sample = missing[:: max(1, len(missing) // 5)][:5]
+            hit = next((w for i in sample for w in candidates if detect(frames[i], w) is not None), None)
+            if hit is not None:
+                windows, last_window[0] = candidates, hit
+                for i in missing:
+                    found[i] = detect_in_windows(i)
+        per_frame = _fill_between_keys(found, keys, n, detect_anywhere)
+        present = np.array([f is not None for f in per_frame], dtype=bool)
+        landmarks = np.zeros((n, N_LANDMARKS, 3), dtype=np.float32)
+        blend = np.zeros((n, N_BLENDSHAPES), dtype=np.float32)
+        pose = np.zeros((n, len(POSE_COLUMNS)), dtype=np.float32)
+        crops = np.zeros((n, size, size), dtype=np.uint8)
+        for i, f in enumerate(per_frame):
+            if f is not None:
+                landmarks[i], blend[i], pose[i] = f.landmarks, f.blendshapes, f.pose
+                crops[i] = face_crop(frames[i], f.landmarks, size, self.config.margin)
         times = np.asarray(frame_times, dtype=np.float64) + 0.5 / fps
         return FaceTrack(times, present, landmarks, blend, pose, crops, names)
+
+
+@dataclass
+class _Found:
+    """One frame's face: landmarks (478 x 3, whole-frame fractions), blendshapes, pose."""
+
+    landmarks: np.ndarray
+    blendshapes: np.ndarray
+    pose: np.ndarray
+
+    def towards(self, other: _Found, w: float) -> _Found:
+        """The linear blend (1 - w) * self + w * other."""
+        return _Found(*((1 - w) * a + w * b for a, b in ((self.landmarks, other.landmarks),
+                                                          (self.blendshapes, other.blendshapes),
+                                                          (self.pose, other.pose))))
+
+
+def _fill_between_keys(found: dict[int, _Found | None], keys: list[int], n: int,
+                       detect: Callable[[int], _Found | None]) -> list[_Found | None]:
+    """Every frame's face from the key frames': interpolated between two key frames that both
+    saw a face, absent between two that did not, and detected on the frames between a key frame
+    with a face and one without (where the face appears or leaves: found to the frame)."""
+    out: list[_Found | None] = [None] * n
+    for i in keys:
+        out[i] = found[i]
+    for a, b in zip(keys, keys[1:]):
+        fa, fb = found[a], found[b]
+        if b - a < 2 or (fa is None and fb is None):
+            continue
+        if fa is not None and fb is not None:
+            for i in range(a + 1, b):
+                out[i] = fa.towards(fb, (i - a) / (b - a))
+        else:
+            for i in range(a + 1, b):
+                out[i] = detect(i)
+    return out
