@@ -157,6 +157,25 @@ def test_forced_alignment_follows_espeaks_word_times(media) -> None:
     assert abs(wrong.starts[0] - truth[0, 0]) < 0.1 and abs(wrong.ends[-1] - truth[-1, 1]) < 0.1
 
 
+def test_one_aligner_aligns_each_clip_as_a_fresh_one_would() -> None:
+    """The aligner keeps its decoder (loading it is most of the stage's time) and resets its
+    feature state per clip: clips aligned in sequence, in either order, come out as alone."""
+    from extract_media import speech
+
+    sentences = [["what", "a", "wonderful", "film"], ["not", "good", "at", "all"],
+                 ["the", "acting", "was", "terrible", "really"], ["i", "liked", "the", "lazzy", "dog"]]
+    clips = [(speech(words)[0], " ".join(words)) for words in sentences]
+
+    def times(words):
+        return np.column_stack([words.starts, words.ends]).tolist(), words.source
+
+    alone = [times(create_extractor("pocketsphinx", "words")(a, 16000, t)) for a, t in clips]
+    shared = create_extractor("pocketsphinx", "words")
+    assert [times(shared(a, 16000, t)) for a, t in clips] == alone
+    backwards = create_extractor("pocketsphinx", "words")
+    assert [times(backwards(a, 16000, t)) for a, t in reversed(clips)] == alone[::-1]
+
+
 def test_whisper_recognises_the_sentence(media) -> None:
     decoded = create_extractor("pyav", "decode")(media["clip"])
     words = create_extractor("whisper", "words")(decoded.audio, 16000)
