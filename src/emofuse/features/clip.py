@@ -16,6 +16,7 @@ import dataclasses
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ class ExtractConfig:
     face: str = option("mediapipe", cli=False)
     text_model: str = option("minilm", "word features: minilm, mpnet, a HF model name or a local folder")
     fps: float = option(25.0, "video frames per second analysed")
+    face_fps: float = option(8.0, "face landmarker runs per second of video; the frames between are "
+                             "interpolated, and detected where a face appears or leaves (0: every frame)")
     max_side: int = option(480, cli=False)
     max_words: int = option(50, "words kept per clip")
     min_duration: float = option(0.5, cli=False)
@@ -102,6 +105,8 @@ class ExtractConfig:
                      "logmel_frames", "unaligned_audio_rate", "max_side"):
             if getattr(self, name) <= 0:
                 raise OptionError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.face_fps < 0:
+            raise OptionError(f"face_fps must be 0 (every frame) or positive, got {self.face_fps}")
         if not 0.0 <= self.min_face_fraction <= 1.0:
             raise OptionError(f"min_face_fraction must lie in [0, 1], got {self.min_face_fraction}")
         if not -200.0 <= self.silence_db <= 0.0:
@@ -266,6 +271,8 @@ class ClipExtractor:
     """Holds the loaded extractors (models load once) and turns clips into `ClipFeatures`.
 
     cache_dir: where stage results are cached (None: no cache).
+    Models load on first use; `load()` loads them all up front, so the first clip's stage times
+    are its own work and the loading is counted apart (`load_seconds`).
     """
 
     def __init__(self, config: ExtractConfig | None = None,
@@ -280,8 +287,48 @@ class ClipExtractor:
         self.words = self._words_extractor(cfg)
         self.audio = [create_extractor(name, "audio") for name in cfg.audio]
         self.logmel = create_extractor("logmel", "audio", n_mels=cfg.n_mels, n_fft=cfg.n_fft)
-        self.face = create_extractor(cfg.face, "face", crop_size=cfg.crop_size) if cfg.video else None
+        self.face = (create_extractor(cfg.face, "face", crop_size=cfg.crop_size, detect_fps=cfg.face_fps)
+                     if cfg.video else None)
         self._embedder = None
+        # model -> seconds `load()` took for it ('words:whisper', 'audio:librosa', 'text:minilm', ...)
+        self.load_seconds: dict[str, float] = {}
+
+    def load(self, recognise: bool = True) -> dict[str, float]:
+        """Load every model the config needs, once; returns (and keeps) the seconds per model.
+
+        recognise: whether a clip may need speech recognition. For 'auto' words, False (every clip
+            has a transcript) loads only the aligner; whisper would still load on first use.
+        The words' models (faster-whisper, pocketsphinx), the audio streams (each run once on half a
+        second of quiet noise: opensmile's setup, librosa's import and numba compilation), the face
+        landmarker (created and closed: the face extractor makes one per clip; this loads mediapipe
+        and its model file) and the text embedder (with cfg.text; one short text through it).
+        Nothing here touches the stage cache or changes what `extract` gives. A model loaded
+        already is not loaded again; `extract` works without this (each model loads on first use).
+        """
+        for name, step in self._load_steps(recognise):
+            if name not in self.load_seconds:
+                started = time.perf_counter()
+                step()
+                self.load_seconds[name] = time.perf_counter() - started
+        return dict(self.load_seconds)
+
+    def _load_steps(self, recognise: bool) -> list[tuple[str, Callable[[], object]]]:
+        """(model name, loader) for every model the config needs, in stage order."""
+        from emofuse.features.speech import AutoWords
+
+        words = [self.words]
+        if isinstance(self.words, AutoWords):
+            words = [self.words.aligner, *([self.words.asr] if recognise else [])]
+        steps: list[tuple[str, Callable[[], object]]] = [
+            (f"words:{w.name}", lambda w=w: _load_words_model(w)) for w in words]
+        noise = (0.01 * np.random.default_rng(0).standard_normal(_WARM_UP_RATE // 2)).astype(np.float32)
+        steps += [(f"audio:{e.name}", lambda e=e: e(noise, _WARM_UP_RATE))
+                  for e in [*self.audio, self.logmel]]
+        if self.face is not None:
+            steps.append((f"face:{self.face.name}", lambda: _load_face_model(self.face)))
+        if self.config.text:
+            steps.append((f"text:{self.config.text_model}", lambda: self.embedder.embed(["warm up"])))
+        return steps
 
     @staticmethod
     def _words_extractor(cfg: ExtractConfig):  # an Extractor of stage 'words'
@@ -445,6 +492,37 @@ class ClipExtractor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_WARM_UP_RATE = 16000  # the decoder's sample rate: what every audio extractor is given
+
+
+def _load_words_model(extractor: Any) -> None:
+    """A words extractor's model: its own lazy loader, or for pocketsphinx (a fresh decoder per
+    clip, by design) the import of its library."""
+    from emofuse.features.media_models import require_module
+    from emofuse.features.speech import PocketsphinxAligner
+
+    if isinstance(extractor, PocketsphinxAligner):
+        require_module("pocketsphinx", "pocketsphinx==5.1.1")
+        import pocketsphinx  # noqa: F401
+    elif callable(getattr(extractor, "_load", None)):
+        extractor._load()
+
+
+def _load_face_model(extractor: Any) -> None:
+    """The face extractor's model: loaded by its own lazy loader, and closed again when the
+    extractor makes one per clip (mediapipe: it keeps the library and the model file warm)."""
+    from emofuse.features.media_models import quiet_native_stderr
+
+    loader = getattr(extractor, "_load", None)
+    if not callable(loader):
+        return
+    with quiet_native_stderr():  # mediapipe's C++ logs on every landmarker it creates
+        loader()
+        close = getattr(extractor, "close", None)
+        if callable(close):
+            close()
 
 
 def _loudest_db(audio: np.ndarray, sample_rate: int) -> float:

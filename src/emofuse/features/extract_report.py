@@ -2,7 +2,8 @@
 
 It lists every clip's status and, for each failed clip, why (missing_file, unreadable_file,
 no_audio_track, no_video_track, too_short, no_speech, no_face); it also gives the seconds each
-stage took per second of media (the real-time factors), the word error rate of speech
+stage took per second of media (the real-time factors; model loading is not in them, it is
+counted apart, in seconds summed over the workers that loaded), the word error rate of speech
 recognition against label.csv's text, and the raw store's size.
 """
 
@@ -49,6 +50,12 @@ def build_report(results: Sequence[ClipResult], config: ExtractConfig, label: Pa
         for stage, s in r.timings.items():
             stage_seconds[stage] = stage_seconds.get(stage, 0.0) + s
     audio_seconds = sum(r.duration for r in ok)
+    # each worker's model loading, on its first result (failed or not); none in old shard files
+    loads = [load for r in results if (load := getattr(r, "load_seconds", None))]
+    load_seconds: dict[str, float] = {}
+    for load in loads:
+        for model, s in load.items():
+            load_seconds[model] = load_seconds.get(model, 0.0) + s
     return {
         "label_csv": str(label),
         "shard": list(shard) if shard else None,
@@ -64,6 +71,11 @@ def build_report(results: Sequence[ClipResult], config: ExtractConfig, label: Pa
         "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
         "stage_real_time_factor": {k: round(v / audio_seconds, 4) for k, v in stage_seconds.items()}
         if audio_seconds else {},
+        # model loading (before each worker's first clip; not in the stage times), summed over the
+        # workers that loaded (model_load_workers), in all and per model
+        "model_load_seconds": round(sum(load_seconds.values()), 3),
+        "model_load_seconds_by_model": {k: round(v, 3) for k, v in load_seconds.items()},
+        "model_load_workers": len(loads),
         "asr_wer": asr_word_error_rate(ok, transcripts or {}),
         # with --raw: the raw store's size, in all and per minute of media
         "raw_store_bytes": _raw_bytes(ok),
