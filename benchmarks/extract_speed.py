@@ -111,9 +111,9 @@ def child(folder: str, workers: int, audio_only: bool, asr: bool, raw: bool, out
     print(json.dumps({"workers": workers, "clips": report["clips"], "ok": report["ok"],
                       "media_seconds": report["media_seconds"], "wall_seconds": wall,
                       "stage_seconds": report["stage_seconds"], "raw": raw,
-                      "model_load_seconds": report["model_load_seconds"],
-                      "model_load_seconds_by_model": report["model_load_seconds_by_model"],
-                      "model_load_workers": report["model_load_workers"], "peak_mib": peak_kib / 1024,
+                      "model_load_seconds": report.get("model_load_seconds"),
+                      "model_load_seconds_by_model": report.get("model_load_seconds_by_model"),
+                      "model_load_workers": report.get("model_load_workers"), "peak_mib": peak_kib / 1024,
                       "peak_total_mib": sampler.peak if sampler is not None else None}))
 
 

@@ -133,6 +133,16 @@ def test_decode_reads_every_listed_container(media, tmp_path: Path, suffix: str)
         assert np.abs(clip.frames[5].astype(int) - original.frames[5].astype(int)).mean() < 12
 
 
+def test_audio_only_decoding_skips_the_frames_but_not_the_duration(media) -> None:
+    """Without video the frames are not decoded; the audio and the clip's duration (which counts
+    the last frame) are those of a full decode."""
+    decoder = create_extractor("pyav", "decode")
+    full, audio_only = decoder(media["clip"]), decoder(media["clip"], video=False)
+    assert audio_only.frames is None and not audio_only.has_video
+    np.testing.assert_array_equal(audio_only.audio, full.audio)
+    assert audio_only.duration == full.duration
+
+
 def test_decode_missing_file(tmp_path: Path) -> None:
     with pytest.raises(MissingFile, match="does not exist"):
         create_extractor("pyav", "decode")(tmp_path / "nope.mp4")

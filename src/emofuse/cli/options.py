@@ -94,8 +94,8 @@ def add_config_arguments(
             kwargs.update(required=True, default=None)
         if meta.get("parse"):  # a repeatable KEY=VALUE flag that fills a dict
             kwargs.update(type=_parse_or_usage_error(meta["parse"]), action="append")
-        elif kind is bool:
-            kwargs["action"] = "store_true"
+        elif kind is bool:  # --flag and --no-flag, whichever the default is
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = _scalar_type(kind)
             if meta.get("choices") is not None:

@@ -262,7 +262,7 @@ class WithoutVideo:
         return self.inner.cache_key(clip_hash, inputs)
 
     def __call__(self, path: str | os.PathLike[str]) -> Any:
-        clip = self.inner(path)
+        clip = self.inner(path, video=False)  # frames not decoded; the duration still counts them
         return dataclasses.replace(clip, frames=None, frame_times=np.zeros(0))
 
 

@@ -68,7 +68,9 @@ class PyAVDecoder(Extractor):
         sample_rate: int = 16000
         max_side: int = 480
 
-    def __call__(self, path: str | os.PathLike[str]) -> DecodedClip:
+    def __call__(self, path: str | os.PathLike[str], video: bool = True) -> DecodedClip:
+        """video=False: the video stream's packets are read for their times (the clip's duration
+        counts its last frame, as with video) but not decoded: no frames, a fraction of the time."""
         require_module("av", "av (PyAV)")
         import av
 
@@ -87,12 +89,12 @@ class PyAVDecoder(Extractor):
             video_stream = container.streams.video[0] if container.streams.video else None
             if audio_stream is None and video_stream is None:
                 raise UnreadableMedia(path, "the file holds neither an audio nor a video stream")
-            audio, frames, times = self._demux(container, audio_stream, video_stream, path)
+            audio, frames, times = self._demux(container, audio_stream, video_stream, path, video)
         if audio_stream is not None and not audio:
             audio_array: np.ndarray | None = np.zeros(0, np.float32)
         else:
             audio_array = np.concatenate(audio).astype(np.float32) if audio else None
-        if not frames and not audio:
+        if not frames and not audio and not (times and not video):
             raise UnreadableMedia(path, "no frame or sample could be decoded (a damaged or truncated file)")
         frame_array = np.stack(frames) if frames else None
         time_array = np.asarray(times, dtype=np.float64)
@@ -105,7 +107,7 @@ class PyAVDecoder(Extractor):
             str(path), audio_array, cfg.sample_rate, frame_array, time_array, cfg.fps, duration
         )
 
-    def _demux(self, container, audio_stream, video_stream, path: Path):  # PyAV objects
+    def _demux(self, container, audio_stream, video_stream, path: Path, video: bool = True):  # PyAV objects
         import av
 
         cfg = self.config
@@ -113,11 +115,16 @@ class PyAVDecoder(Extractor):
         audio: list[np.ndarray] = []
         frames: list[np.ndarray] = []
         times: list[float] = []
+        packet_times: list[float] = []
         last_bin = -1
         size = None
         streams = [s for s in (audio_stream, video_stream) if s is not None]
         try:
             for packet in container.demux(streams):
+                if packet.stream is video_stream and not video:
+                    if packet.pts is not None:  # presentation time, in any packet order
+                        packet_times.append(float(packet.pts * video_stream.time_base))
+                    continue
                 for frame in packet.decode():
                     if packet.stream is audio_stream:
                         for out in resampler.resample(frame):
@@ -135,6 +142,11 @@ class PyAVDecoder(Extractor):
             if audio_stream is not None:
                 for out in resampler.resample(None):
                     audio.append(out.to_ndarray().reshape(-1))
+            for t in sorted(packet_times):  # the frames decoding would have kept: one per 1/fps bin
+                current = math.floor(t * cfg.fps + 1e-6)
+                if current > last_bin:
+                    last_bin = current
+                    times.append(t)
         except av.error.FFmpegError as exc:
             if not audio and not frames:
                 raise UnreadableMedia(path, f"decoding failed ({exc})") from exc

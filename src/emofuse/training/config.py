@@ -96,8 +96,9 @@ class OptimConfig:
 
 @dataclass
 class RuntimeConfig:
-    """Where the run goes and how fast. Each speed option is off by default and keeps the data and
-    the model the same; where one rounds differently or reorders batches, its help says so."""
+    """Where the run goes and how fast. The speed options keep the data and the model the same;
+    fused AdamW and length-bucketed batches are on by default (they round differently in the last
+    bits and reorder the batches: `--adam default --no-bucket` gives the exact old runs)."""
 
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     threads: int = option(0, "torch CPU threads (0 = torch's default)")
@@ -109,10 +110,14 @@ class RuntimeConfig:
     )
     amp: str = option("", "bf16 autocast on CUDA (rounds differently; ignored with a warning on CPU)",
                       choices=AMP_KINDS)
-    adam: str = option("default", "AdamW implementation (fused rounds differently in the last bits)",
-                       choices=ADAM_KINDS)
-    bucket: bool = option(False, "length-bucketed training batches: less padding, a different (still seeded) "
-                          "batch order")
+    # fused: one kernel per step on CPU and CUDA, the same update as torch's default AdamW up to
+    # rounding in the last bits (tests/training/test_speed_options.py)
+    adam: str = option("fused", "AdamW implementation: fused (one kernel; rounds differently in the last "
+                       "bits from default), foreach, or torch's default", choices=ADAM_KINDS)
+    # batches of clips of similar length: less padding (masked either way, so the same model),
+    # a different but still seeded batch order; --no-bucket gives the order of emofuse <= 0.1
+    bucket: bool = option(True, "length-bucketed training batches: less padding, a different (still seeded) "
+                          "batch order than --no-bucket's")
     eval_batch_size: int = option(0, "validation/test batch (0 = 2 x --batch-size)")
     loader_workers: int = option(
         -1, "DataLoader processes feeding the GPU (-1 = 4 on CUDA when the data stays on the host, 0 on CPU)"
