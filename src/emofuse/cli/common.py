@@ -53,11 +53,17 @@ def _model_options(parsed: list[tuple[str, Any]] | None, models: list[str]) -> d
 
 
 def chosen_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What the user chose for the training config: --config FILE, then the flags over it."""
+    """What the user chose for the training config: --config FILE, then the flags over it.
+
+    Resolved once per command (compare and ablate ask three times) and kept on `args`; each
+    caller gets its own copy to change.
+    """
     from emofuse.cli.options import resolve
     from emofuse.training.config import CONFIG_GROUPS
 
-    return resolve(args, (cls for _, cls in CONFIG_GROUPS))
+    if "_chosen_settings" not in vars(args):
+        args._chosen_settings = resolve(args, (cls for _, cls in CONFIG_GROUPS))
+    return dict(args._chosen_settings)
 
 
 def train_config(args: argparse.Namespace, model: str | None = None, modalities: str | None = None,
@@ -145,19 +151,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_data(config):
-    """The data of a run config, read as the config says."""
-    import emofuse.features.sources  # noqa: F401  (registers the data sources that need the features layer)
-    from emofuse.data.loading import TextOptions, load_splits
+    """The data of a run config, read as the config says (`emofuse.evaluation.evaluate.load_data`)."""
+    from emofuse.evaluation.evaluate import load_data as load_run_data
 
-    model = None if config.text_encoder else config.text_model  # an in-model encoder reads raw text
-    return load_splits(
-        config.data,
-        TextOptions(model, config.max_words),
-        config.classes,
-        labels=config.labels,
-        clip_labels=config.clip_labels,
-        data_options=dict(config.data_options),
-    )
+    return load_run_data(config.data, config)
 
 
 def check_writable_parent(out: Path, given: str) -> None:

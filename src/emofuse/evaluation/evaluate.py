@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 import emofuse.features.sources  # noqa: F401  (registers the data sources that need the features layer)
+from emofuse.data import loading
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
-from emofuse.data.loading import TextOptions, fit_lengths, load_splits
+from emofuse.data.loading import TextOptions, fit_lengths
 from emofuse.data.normalize import FeatureScaler
 from emofuse.data.raw import RAW_KEY_OF
 from emofuse.features.tokens import tokenize_dataset
@@ -33,8 +34,12 @@ def text_options(config: TrainConfig) -> TextOptions:
 
 
 def load_data(source: str, config: TrainConfig) -> DatasetSplits:
-    """`source` read the way `config` was trained on: text features, classes, label kind."""
-    return load_splits(
+    """`source` read the way `config` was trained on: text features, classes, label kind.
+
+    Every command that reads a run's data comes here (train, compare, ablate, tune, evaluate,
+    robustness); `loading.load_splits` is looked up when called, so one patch of it reaches all.
+    """
+    return loading.load_splits(
         source,
         text_options(config),
         config.classes,
