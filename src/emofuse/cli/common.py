@@ -133,11 +133,17 @@ def add_training_arguments(p: argparse.ArgumentParser, exclude: tuple[str, ...] 
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_run_arguments(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
-    """The shared group of the commands that use a trained run: --run, --device, --threads, --cache."""
+def add_run_arguments(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None,
+                      run_help: str | None = None) -> None:
+    """The shared group of the commands that use a trained run: --run, --device, --threads, --cache.
+
+    run_help: --run's help for a command that takes one run only (explain), instead of the shared one.
+    """
     from emofuse.cli.options import RunOptions, add_config_arguments
 
     add_config_arguments(p, RunOptions, only=only, with_defaults=True)
+    if run_help is not None:
+        next(a for a in p._actions if a.dest == "run").help = run_help
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:

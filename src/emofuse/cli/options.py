@@ -31,7 +31,9 @@ class RunOptions:
     """The shared group of the commands that use a trained run (predict, explain, serve;
     evaluate and robustness take its --device)."""
 
-    run: str = option(help="a run folder (one seed_N folder of `emofuse train`)")
+    # repeatable (parse/collect make an appended list): several runs are averaged as an ensemble
+    run: list[str] = option(help="a run folder (one seed_N folder of `emofuse train`), or a folder of seed_N "
+                            "runs; give several to average them", parse=str, collect=list, metavar="RUN")
     device: str = option("cpu", "auto, cpu, cuda or cuda:N")
     threads: int = option(1, "torch CPU threads")
     cache: str | None = option(None, "extraction stage cache (default: none)")

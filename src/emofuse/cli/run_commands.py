@@ -17,7 +17,9 @@ from emofuse.errors import MissingDependency, OptionError, UserError
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="a run folder, or a folder of seed_N runs; several are also scored as their ensemble "
+                   "(the mean of their class probabilities or scores)")
     p.add_argument("--data", help="another dataset (same formats as train --data)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
     add_run_arguments(p, only=("device",))
@@ -26,20 +28,37 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 @command(
     "evaluate",
-    help="score a run's best checkpoint, on its data or another dataset",
+    help="score a run's best checkpoint, on its data or another dataset; several runs (or a folder of "
+    "seeds) also as an ensemble",
     arguments=_evaluate_arguments,
 )
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from emofuse.evaluation.evaluate import evaluate_run
+    from emofuse.evaluation.ensemble import expand_runs
+    from emofuse.evaluation.evaluate import evaluate_run, evaluate_runs
     from emofuse.reports.tables import markdown_table
     from emofuse.training.multiseed import summary_keys
 
     splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
-    report = evaluate_run(Path(args.run_dir), args.data, splits, args.device)
-    keys = summary_keys(report[splits[0]])
-    rows = [{"split": s, **{k: report[s][k] for k in keys}} for s in splits]
-    print(f"run {args.run_dir} on {report['data']}")
-    print(markdown_table(rows, keys, first="split"))
+    runs = expand_runs(args.run_dirs)
+    if len(runs) > 1:
+        report = evaluate_runs(runs, args.data, splits, args.device)
+        keys = summary_keys(report["ensemble"][splits[0]])
+        rows = [
+            {"run": name, "split": s, **{k: scores[s][k] for k in keys}}
+            for s in splits
+            for name, scores in [*((m["run"], m) for m in report["members"]),
+                                 ("ensemble", report["ensemble"])]
+        ]
+        print(f"{len(runs)} runs and their ensemble (mean of their "
+              f"{'class probabilities' if 'accuracy' in keys else 'scores'}) on {report['data']}")
+        print(markdown_table(rows, ["split", *keys], first="run"))
+    else:
+        report = evaluate_run(runs[0], args.data, splits, args.device)
+        keys = summary_keys(report[splits[0]])
+        rows = [{"split": s, **{k: report[s][k] for k in keys}} for s in splits]
+        given = args.run_dirs[0]
+        print(f"run {given if runs[0] == Path(given).expanduser() else runs[0]} on {report['data']}")
+        print(markdown_table(rows, keys, first="split"))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
     return 0
@@ -107,6 +126,11 @@ def _print_prediction(p: dict[str, Any]) -> None:
         labels = p["labels"]
         head = f"score {p['score']:+.3f}  2-class {labels['2']}, 3-class {labels['3']}, 7-class {labels['7']}"
     print(f"{p['clip']}: {head}")
+    if "members" in p:
+        print("  runs: " + ", ".join(
+            f"{m['run']} {m['class']} (p {m['probability']:.3f})" if "class" in m
+            else f"{m['run']} {m['score']:+.3f}"
+            for m in p["members"]))
     words = " ".join(f"{w['word']}[{w['start']:.2f}-{w['end']:.2f}]" for w in p["words"])
     print(f"  words ({p['word_source']}): {words}")
     key = "probability_without" if "class" in p else "score_without"
@@ -145,16 +169,18 @@ def _speaker_references(paths: list[str] | None) -> list[Path]:
     return out
 
 
-def _predictor(args: argparse.Namespace) -> Any:
-    """The run's Predictor for predict and explain, with the torch threads and speaker clips asked for."""
+def _predictor(args: argparse.Namespace, runs: list[Path] | None = None) -> Any:
+    """The runs' predictor for predict and explain (an ensemble for several), with the torch threads and
+    speaker clips asked for. runs: the --run folders expanded already (default: expanded here)."""
     import torch
 
-    from emofuse.inference import Predictor
+    from emofuse.evaluation.ensemble import expand_runs
+    from emofuse.inference.ensemble import open_predictor
 
+    references = _speaker_references(args.speaker_ref)  # a bad option is reported before a bad run
     torch.set_num_threads(max(1, args.threads))
-    return Predictor(
-        args.run, args.device, args.cache, speaker_reference=_speaker_references(args.speaker_ref)
-    )
+    runs = runs or expand_runs(args.run)
+    return open_predictor(runs, args.device, args.cache, speaker_reference=references)
 
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -171,8 +197,8 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
 
 @command(
     "predict",
-    help="score clips (mp4, or wav + --transcript) with a trained run: labels, words, "
-    "per-modality contributions, time per stage",
+    help="score clips (mp4, or wav + --transcript) with a trained run, or the ensemble of several: labels, "
+    "words, per-modality contributions, time per stage",
     arguments=_predict_arguments,
 )
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -193,7 +219,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("clip")
-    add_run_arguments(p)
+    add_run_arguments(p, run_help="a run folder (one seed_N folder of `emofuse train`); one run only: the "
+                      "picture shows one model's internals")
     p.add_argument("--out", required=True, help="FILE.png")
     p.add_argument("--transcript", help="the words spoken (force-aligned instead of recognised)")
     p.add_argument("--speaker-ref", action="append", metavar="PATH", help=SPEAKER_REF_HELP)
@@ -206,13 +233,20 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
     arguments=_explain_arguments,
 )
 def cmd_explain(args: argparse.Namespace) -> int:
+    from emofuse.evaluation.ensemble import expand_runs
     from emofuse.inference import explain
 
     out = Path(args.out).expanduser()
     if out.suffix.lower() != ".png":
         raise OptionError(f"--out {args.out}: give a .png file name")
+    runs = expand_runs(args.run)
+    if len(runs) > 1:
+        raise OptionError(
+            f"explain shows one model's internals (its matching matrices, attention, word contributions), "
+            f"so it takes one run; --run gave {len(runs)}: {', '.join(map(str, runs))}"
+        )
     check_writable_parent(out, args.out)
-    with _predictor(args) as predictor:
+    with _predictor(args, runs) as predictor:
         result = explain(predictor, args.clip, out, args.transcript)
     _print_prediction(result)
     print(
@@ -238,7 +272,8 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
 
 @command(
     "serve",
-    help="an HTTP API and a page for trying a run on clips (pip install 'emofuse[serve]'); docs at /docs",
+    help="an HTTP API and a page for trying a run, or the ensemble of several, on clips "
+    "(pip install 'emofuse[serve]'); docs at /docs",
     arguments=_serve_arguments,
 )
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -250,10 +285,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if missing:
         raise MissingDependency(f"serve needs {', '.join(missing)}: pip install 'emofuse[serve]' "
                         "(or bash scripts/install_serve.sh)")
+    from emofuse.evaluation.ensemble import expand_runs
     from emofuse.serve import Limits, serve
 
+    runs = [str(run) for run in expand_runs(args.run)]
     torch.set_num_threads(max(1, args.threads))
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), timeout_s=args.timeout,
                     explain_cache=args.explain_cache)
-    serve(args.run, args.host, args.port, args.workers, args.queue, limits, args.device, args.cache)
+    serve(runs, args.host, args.port, args.workers, args.queue, limits, args.device, args.cache)
     return 0

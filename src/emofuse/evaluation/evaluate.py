@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import emofuse.features.sources  # noqa: F401  (registers the data sources that need the features layer)
 from emofuse.data import loading
@@ -17,6 +19,7 @@ from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDatas
 from emofuse.data.loading import TextOptions, fit_lengths
 from emofuse.data.normalize import FeatureScaler
 from emofuse.data.raw import RAW_KEY_OF
+from emofuse.evaluation.ensemble import IncompatibleRuns, average, check_compatible, probabilities
 from emofuse.features.tokens import tokenize_dataset
 from emofuse.models.base import ModelSpec, MultimodalModel
 from emofuse.models.factory import build_model, text_encoder_config
@@ -197,19 +200,97 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Metrics of a run's best checkpoint on `splits` of its own data or of `data`."""
     run = load_run(run_dir, device)
+    report, _ = _score_run(run, data, splits, device, load_data)
+    return report
+
+
+Scored = dict[str, tuple[np.ndarray, MultimodalDataset]]  # split -> (predictions, the prepared data)
+
+
+def _score_run(
+    run: LoadedRun,
+    data: str | None,
+    splits: tuple[str, ...],
+    device: str,
+    read: Callable[[str, TrainConfig], DatasetSplits],
+) -> tuple[dict[str, Any], Scored]:
+    """A loaded run's report on `splits` and, per split, its predictions and the data they are of."""
     source = data or run.config.data
-    loaded: DatasetSplits = load_data(source, run.config)
+    loaded: DatasetSplits = read(source, run.config)
     if loaded.task != run.spec.task:
         raise DataFormatError(
             f"{source}: {loaded.task} labels, but the run was trained for {run.spec.task}"
         )
-    report: dict[str, Any] = {"run": str(run_dir), "data": source}
+    report: dict[str, Any] = {"run": str(run.run_dir), "data": source}
+    scored: Scored = {}
     for split in splits:
         prepared = run.prepare(loaded[split])
         preds = predict(run.model, prepared, 64, resolve_device(device))
         report[split] = score(preds, prepared, run.class_names or loaded.class_names)
         report[split]["n"] = len(prepared)
-    return report
+        scored[split] = (preds, prepared)
+    return report, scored
+
+
+def evaluate_runs(
+    run_dirs: Sequence[Path],
+    data: str | None = None,
+    splits: tuple[str, ...] = ("test",),
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Each run's report (as `evaluate_run` gives it) and the ensemble's: the same metrics of the mean
+    of the runs' class probabilities (classifiers) or scores (regression), clip by clip.
+
+    The runs must be compatible (`ensemble.check_compatible`) and score the same clips in the same
+    order with the same labels: on `data`, or each on its own training data when that is one dataset.
+    """
+    runs = [load_run(d, device) for d in run_dirs]
+    check_compatible(runs)
+    cache: dict[str, DatasetSplits] = {}
+
+    def read(source: str, config: TrainConfig) -> DatasetSplits:
+        # seeds of one recipe read their data the same way: once, not once per seed
+        key = json.dumps([source, repr(text_options(config)), config.classes, config.labels,
+                          config.clip_labels, config.data_options], sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = load_data(source, config)
+        return cache[key]
+
+    members, outputs = [], []
+    for run in runs:
+        report, scored = _score_run(run, data, splits, device, read)
+        members.append(report)
+        outputs.append(scored)
+    task = runs[0].spec.task
+    ensemble: dict[str, Any] = {"runs": [str(r.run_dir) for r in runs]}
+    for split in splits:
+        reference = outputs[0][split][1]
+        for run, scored in zip(runs[1:], outputs[1:], strict=True):
+            _check_same_clips(runs[0], reference, run, scored[split][1], split)
+        preds = [scored[split][0] for scored in outputs]
+        if task == "classification":
+            preds = [probabilities(p) for p in preds]
+        names = runs[0].class_names or read(data or runs[0].config.data, runs[0].config).class_names
+        ensemble[split] = score(average(preds, task), reference, names)
+        ensemble[split]["n"] = len(reference)
+    return {"data": members[0]["data"], "members": members, "ensemble": ensemble}
+
+
+def _check_same_clips(
+    first: LoadedRun, a: MultimodalDataset, run: LoadedRun, b: MultimodalDataset, split: str
+) -> None:
+    """Averaging row by row needs the same clips in the same order, with the same labels."""
+    if list(a.ids) != list(b.ids):
+        raise IncompatibleRuns(
+            f"runs {first.run_dir} and {run.run_dir} cannot be averaged: their {split} splits hold "
+            f"different clips ({len(a)} and {len(b)}; {first.config.data} and {run.config.data}); "
+            "give --data to score both on one dataset"
+        )
+    if not torch.equal(a.labels, b.labels):
+        raise IncompatibleRuns(
+            f"runs {first.run_dir} and {run.run_dir} cannot be averaged: they label the {split} clips "
+            "differently (their label settings differ)"
+        )
 
 
 def predictions_for(run: LoadedRun, data: MultimodalDataset, device: str = "cpu") -> np.ndarray:

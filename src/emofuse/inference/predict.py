@@ -28,7 +28,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +171,16 @@ def _layout_of_data_path(run: LoadedRun) -> FeatureLayout:
     return FeatureLayout(base, view, _raw_shapes(run, base, {}), from_extract, source)
 
 
+def extraction_config(run: LoadedRun, layout: FeatureLayout) -> ExtractConfig:
+    """The extraction a run's predictions need: its layout's, without the stages it does not read."""
+    needs_video = "vision" in run.spec.modalities
+    # word vectors only for a run that reads pre-extracted text (an in-model text encoder reads
+    # the words themselves): otherwise the text model is never loaded (about 8 s per process)
+    needs_text = "text" in run.spec.modalities and run.tokenizer is None
+    # a run without vision needs no face stage (nor a face): the video stream is not decoded
+    return dataclasses.replace(layout.config, require_video=needs_video, video=needs_video, text=needs_text)
+
+
 def _is_ravdess(path: Path) -> bool:
     from emofuse.data.ravdess import is_ravdess_dir
 
@@ -275,6 +285,42 @@ def zero_word_vectors(
 
 
 # --------------------------------------------------------------------------- the predictor
+@dataclass
+class Outcome:
+    """One run's prediction for a clip before rounding, for an ensemble to average.
+
+    pred: the score (0-d) or the class probabilities; without: modality -> the prediction with
+    that modality removed; result: the prediction dict that `Predictor.predict_record` returns.
+    """
+
+    result: dict[str, Any]
+    pred: np.ndarray
+    without: dict[str, np.ndarray]
+
+
+def predict_each(predict: Callable[[str | os.PathLike[str], str | None], dict[str, Any]],
+                 paths: Sequence[str | os.PathLike[str]],
+                 transcripts: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    """predict(path, transcript) for each clip; a clip that fails gives {'clip', 'error': {'reason',
+    'message'}} instead. A `RunMismatch` is the run's problem, not a clip's: it is raised."""
+    transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
+    if len(transcripts) != len(paths):
+        raise ValueError(
+            f"{len(paths)} clips but {len(transcripts)} transcripts"
+        )  # predict checks --transcript first
+    out = []
+    for path, text in zip(paths, transcripts, strict=True):
+        try:
+            out.append(predict(path, text))
+        except ClipError as err:
+            out.append({"clip": str(path), "error": {"reason": err.reason, "message": str(err)}})
+        except RunMismatch:
+            raise
+        except DataFormatError as err:
+            out.append({"clip": str(path), "error": {"reason": "bad_features", "message": str(err)}})
+    return out
+
+
 class Predictor:
     """A run opened once, mapping clips (or feature records) to prediction dicts.
 
@@ -282,25 +328,24 @@ class Predictor:
     speaker_reference: clips of the speaker about to be predicted, for a run trained with RAVDESS's
     speaker normalisation: their log-mel fits the speaker's map, as all of an actor's clips did in
     training. Without them such a run warns and predicts on unnormalised patches.
+    run, extractor: the run already loaded and an extractor to use (an ensemble loads its runs first
+    to see their layouts, and shares one extractor among the runs of one layout); the extractor
+    stays its owner's to close.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu",
                  cache_dir: str | os.PathLike[str] | None = None,
-                 speaker_reference: Sequence[str | os.PathLike[str]] = ()) -> None:
+                 speaker_reference: Sequence[str | os.PathLike[str]] = (), *,
+                 run: LoadedRun | None = None, extractor: ClipExtractor | None = None) -> None:
         started = time.perf_counter()
         self.run_dir = Path(run_dir)
-        self.run = load_run(self.run_dir, device)
+        self.run = run if run is not None else load_run(self.run_dir, device)
         self.device = next(self.run.model.parameters()).device
         self.layout = feature_layout(self.run)
         self.modalities = self.run.spec.modalities
         self.needs_video = "vision" in self.modalities
-        # word vectors only for a run that reads pre-extracted text (an in-model text encoder reads
-        # the words themselves): otherwise the text model is never loaded (about 8 s per process)
-        needs_text = "text" in self.modalities and self.run.tokenizer is None
-        # a run without vision needs no face stage (nor a face): the video stream is not decoded
-        config = dataclasses.replace(self.layout.config, require_video=self.needs_video,
-                                     video=self.needs_video, text=needs_text)
-        self.extractor = ClipExtractor(config, cache_dir)
+        self._owns_extractor = extractor is None
+        self.extractor = extractor or ClipExtractor(extraction_config(self.run, self.layout), cache_dir)
         self.speaker_map: SpeakerMap | None = None
         if speaker_reference:
             self.fit_speaker(speaker_reference)
@@ -355,7 +400,8 @@ class Predictor:
         return resize_words(patches, self.layout.raw_shapes["audio"])
 
     def close(self) -> None:
-        self.extractor.close()
+        if self._owns_extractor:
+            self.extractor.close()
 
     def __enter__(self) -> Predictor:
         return self
@@ -410,26 +456,8 @@ class Predictor:
 
     def predict_many(self, paths: Sequence[str | os.PathLike[str]],
                      transcripts: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
-        """Each clip's dict; a clip that fails gives {'clip', 'error': {'reason', 'message'}} instead.
-
-        A `RunMismatch` is the run's problem, not a clip's: it is raised, not recorded per clip.
-        """
-        transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
-        if len(transcripts) != len(paths):
-            raise ValueError(
-                f"{len(paths)} clips but {len(transcripts)} transcripts"
-            )  # predict checks --transcript first
-        out = []
-        for path, text in zip(paths, transcripts, strict=True):
-            try:
-                out.append(self.predict(path, text))
-            except ClipError as err:
-                out.append({"clip": str(path), "error": {"reason": err.reason, "message": str(err)}})
-            except RunMismatch:
-                raise
-            except DataFormatError as err:
-                out.append({"clip": str(path), "error": {"reason": "bad_features", "message": str(err)}})
-        return out
+        """Each clip's dict, or its error (`predict_each`)."""
+        return predict_each(self.predict, paths, transcripts)
 
     def raw_inputs(self, features: ClipFeatures) -> dict[str, np.ndarray | None]:
         """The clip's raw inputs as the model reads them (a RAVDESS run's audio is its windows)."""
@@ -439,14 +467,18 @@ class Predictor:
         }
 
     def predict_features(self, features: ClipFeatures) -> dict[str, Any]:
-        result = self.predict_record(features.record(), self.raw_inputs(features), clip=features.path)
+        return self.score_features(features).result
+
+    def score_features(self, features: ClipFeatures) -> Outcome:
+        outcome = self.score_record(features.record(), self.raw_inputs(features), clip=features.path)
+        result = outcome.result
         result["duration"] = round(float(features.duration), 3)
         result["face_fraction"] = features.face_fraction
         timings = {k: round(v, 4) for k, v in features.timings.items()}
         timings["model"] = result["timings"]["model"]
         timings["total"] = round(sum(v for k, v in timings.items()), 4)
         result["timings"] = timings
-        return result
+        return outcome
 
     # ------------------------------------------------------------------ records
     def dataset(self, record: dict[str, Any], raw: dict[str, np.ndarray | None] | None = None,
@@ -547,18 +579,13 @@ class Predictor:
         score = float(pred)
         return {"score": round(score, 4), "labels": sentiment_labels(score)}
 
-    def predict_record(self, record: dict[str, Any], raw: dict[str, np.ndarray | None] | None = None,
-                       clip: str = "<record>") -> dict[str, Any]:
-        """An MMSA row's arrays (`ClipFeatures.record()`; raw crops/log-mel for raw encoders) -> dict."""
-        started = time.perf_counter()
-        data = self.dataset(record, raw, clip)
-        pred = self.forward(data)[0][0]
-        summary = self.summarise(pred)
+    def contributions(self, pred: np.ndarray, without: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Per modality: the prediction without it, and how far the prediction moved (for a classifier,
+        the predicted class's probability)."""
         contributions = {}
-        for m in self.modalities:
-            alone = self.without(data, m)[0]
+        k = int(np.argmax(pred)) if self.is_classifier else 0
+        for m, alone in without.items():
             if self.is_classifier:
-                k = summary["class_index"]
                 rest = self.summarise(alone)
                 contributions[m] = {"class_without": rest["class"],
                                     "probability_without": round(float(alone[k]), 4),
@@ -566,6 +593,22 @@ class Predictor:
             else:
                 contributions[m] = {"score_without": round(float(alone), 4),
                                     "contribution": round(float(pred - alone), 4)}
+        return contributions
+
+    def predict_record(self, record: dict[str, Any], raw: dict[str, np.ndarray | None] | None = None,
+                       clip: str = "<record>") -> dict[str, Any]:
+        """An MMSA row's arrays (`ClipFeatures.record()`; raw crops/log-mel for raw encoders) -> dict."""
+        return self.score_record(record, raw, clip).result
+
+    def score_record(self, record: dict[str, Any], raw: dict[str, np.ndarray | None] | None = None,
+                     clip: str = "<record>") -> Outcome:
+        """`predict_record`'s dict with the unrounded prediction and per-modality removals beside it."""
+        started = time.perf_counter()
+        data = self.dataset(record, raw, clip)
+        pred = self.forward(data)[0][0]
+        without = {m: self.without(data, m)[0] for m in self.modalities}
+        summary = self.summarise(pred)
+        contributions = self.contributions(pred, without)
         words = record.get("words") or []
         starts, ends = record.get("starts", []), record.get("ends", [])
         notes = []
@@ -576,7 +619,7 @@ class Predictor:
                 f"no face was seen during {len(faceless)} of {len(words)} words; their vision input is "
                 "marked missing (as `emofuse robustness` removes a modality)"
             )
-        return {
+        result = {
             "clip": clip,
             "notes": notes,
             "vision_missing_words": faceless,
@@ -589,3 +632,4 @@ class Predictor:
             "contributions": contributions,
             "timings": {"model": round(time.perf_counter() - started, 4)},
         }
+        return Outcome(result, pred, without)

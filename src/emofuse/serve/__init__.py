@@ -1,4 +1,4 @@
-"""`emofuse serve`: an HTTP API and a page for trying a trained run on a clip.
+"""`emofuse serve`: an HTTP API and a page for trying a trained run (or an ensemble of runs) on a clip.
 
 One process: the run and the extraction models are loaded once, at start-up, into a bounded
 pool of workers (`PredictorPool`); the FastAPI app (`create_app`) turns uploads into the same
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from collections.abc import Sequence
 
 from emofuse.serve.app import Limits, create_app, parse_record
 from emofuse.serve.workers import PngStore, PredictorPool, QueueFull, warm_up
@@ -36,17 +37,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(run_dir: str, host: str = "127.0.0.1", port: int = 7860, workers: int = 1, queue_size: int = 4,
-          limits: Limits | None = None, device: str = "cpu", cache_dir: str | None = None) -> None:
-    """Load the run into a pool, then serve the app with uvicorn until interrupted."""
+def serve(run_dir: str | Sequence[str], host: str = "127.0.0.1", port: int = 7860, workers: int = 1,
+          queue_size: int = 4, limits: Limits | None = None, device: str = "cpu",
+          cache_dir: str | None = None) -> None:
+    """Load the run (several: their ensemble) into a pool, then serve the app with uvicorn until
+    interrupted."""
     import uvicorn
 
     if not is_loopback(host):
         print(f"emofuse serve: listening on {host}, reachable from other machines; the API has no "
               "authentication", file=sys.stderr)
     pool = PredictorPool(run_dir, workers, queue_size, device, cache_dir)
+    runs = run_dir if isinstance(run_dir, str) else ", ".join(run_dir)
     print(f"emofuse serve: {pool.first.describe()['model']} {pool.first.describe()['modalities']} from "
-          f"{run_dir}, {workers} worker(s) loaded in {pool.load_seconds:.1f} s; http://{host}:{port}/",
+          f"{runs}, {workers} worker(s) loaded in {pool.load_seconds:.1f} s; http://{host}:{port}/",
           file=sys.stderr)
     try:
         uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="info")

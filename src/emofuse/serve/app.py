@@ -8,6 +8,11 @@ Routes (OpenAPI docs at /docs):
 - GET /v1/explain/{id}: the PNG of a finished prediction. GET /health, GET /v1/model.
 - GET /: the page (static/index.html).
 
+Serving several runs (an ensemble, `EnsemblePredictor`): the predictions are the ensemble's, in the
+same shape plus 'members' (each run's own prediction); /v1/predict then draws no explain picture
+(it shows one model's internals: no 'id', 'explain_url' nor 'word_contributions'), and /v1/model
+describes the ensemble with each run's description and metrics under 'members'.
+
 Errors answer {"clip", "error": {"reason", "message"}}, the shape `predict --json` gives a broken
 clip, with the message of emofuse's own error (the server's temporary path replaced by the
 client's file name): 413 too large, 415 a type not accepted (uploads.SUFFIXES: every container
@@ -39,6 +44,7 @@ from fastapi.staticfiles import StaticFiles
 from emofuse.data.dataset import DataFormatError
 from emofuse.errors import OptionError, UserError
 from emofuse.features.registry import ClipError
+from emofuse.inference.ensemble import AnyPredictor, EnsemblePredictor
 from emofuse.inference.explain import explain
 from emofuse.inference.predict import Predictor, RunMismatch
 from emofuse.serve.uploads import SUFFIXES, UploadError, receive_clip
@@ -89,7 +95,7 @@ class Server:
                       f"({pool.workers} workers, queue of {pool.queue_size}); retry later",
                       headers={"Retry-After": str(pool.retry_after())})
 
-    async def run_job(self, job: Callable[[Predictor], Any], cleanup: Callable[[], None], clip: str,
+    async def run_job(self, job: Callable[[AnyPredictor], Any], cleanup: Callable[[], None], clip: str,
                       mismatch_status: int = 500) -> tuple[Any, JSONResponse | None]:
         """Submit an admitted job and wait for it up to the time limit; (result, None) or (None, error).
         Whatever happens, `cleanup` runs and the slot is released exactly once.
@@ -168,19 +174,30 @@ async def health(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/model")
 async def model(request: Request) -> dict[str, Any]:
-    """What the run is: model, modalities, task, its metrics (valid and test split), its config."""
+    """What the run is: model, modalities, task, its metrics (valid and test split), its config.
+    For an ensemble: its description, and each run's under 'members' (no metrics of its own)."""
     server = _server(request)
     pool, limits, first = server.pool, server.limits, server.pool.first
-    metrics_path = first.run_dir / "metrics.json"
-    # metrics.json writes an undefined metric (corr of one test clip) as NaN, which JSON lacks
-    metrics = _finite(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {}
-    return {**first.describe(), "class_names": first.class_names if first.is_classifier else None,
-            "test_metrics": metrics.get("test"), "metrics": metrics, "config": first.run.config.to_dict(),
-            "extract": {"view": first.layout.view, "from_extract": first.layout.from_extract,
-                        "data": first.layout.source},
+    about: dict[str, Any]
+    if isinstance(first, EnsemblePredictor):
+        about = {**first.describe(), "test_metrics": None, "metrics": {}, "config": None, "extract": None,
+                 "members": [_about_run(p) for p in first.members]}
+    else:
+        about = _about_run(first)
+    return {**about, "class_names": first.class_names if first.is_classifier else None,
             "serve": {"workers": pool.workers, "queue_size": pool.queue_size,
                       "max_upload_bytes": limits.max_upload_bytes, "timeout_s": limits.timeout_s,
                       "load_seconds": round(pool.load_seconds, 2)}}
+
+
+def _about_run(predictor: Predictor) -> dict[str, Any]:
+    metrics_path = predictor.run_dir / "metrics.json"
+    # metrics.json writes an undefined metric (corr of one test clip) as NaN, which JSON lacks
+    metrics = _finite(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {}
+    layout = predictor.layout
+    return {**predictor.describe(), "test_metrics": metrics.get("test"), "metrics": metrics,
+            "config": predictor.run.config.to_dict(),
+            "extract": {"view": layout.view, "from_extract": layout.from_extract, "data": layout.source}}
 
 
 @router.get("/v1/explain/{key}", responses={200: {"content": {"image/png": {}}}})
@@ -243,8 +260,9 @@ async def _score_upload(server: Server, clip: str, path: Path, transcript: str |
                         with_explain: bool, cleanup: Callable[[], None]) -> JSONResponse:
     """Run the prediction (and the explain picture) of an admitted upload; keep the PNG."""
 
-    def job(predictor: Predictor) -> tuple[dict[str, Any], bytes | None]:
-        if not with_explain:
+    def job(predictor: AnyPredictor) -> tuple[dict[str, Any], bytes | None]:
+        # the picture shows one model's internals, which an ensemble has not
+        if not with_explain or isinstance(predictor, EnsemblePredictor):
             return predictor.predict(path, transcript), None
         out = folder / "explain.png"
         result = explain(predictor, path, out, transcript)
@@ -307,12 +325,20 @@ def _hide(response: JSONResponse, path: str, clip: str) -> JSONResponse:
         k: v for k, v in response.headers.items() if k.lower() == "retry-after"})
 
 
-def parse_record(predictor: Predictor, record: dict[str, Any]) -> dict[str, Any]:
+def parse_record(predictor: AnyPredictor, record: dict[str, Any]) -> dict[str, Any]:
     """A JSON feature record -> the `ClipFeatures.record()` layout `Predictor.predict_record` reads.
 
     Each modality the run reads from features must be a list of steps x D numbers with D the
-    run's size; a DataFormatError names the field otherwise.
+    run's size; a DataFormatError names the field otherwise. An ensemble's record must satisfy
+    each of its runs (each reads its own view and modalities of it).
     """
+    if isinstance(predictor, EnsemblePredictor):
+        parsed: dict[str, Any] = {}
+        for member in predictor.members:
+            for key, value in parse_record(member, record).items():
+                # two runs of one view may read different modalities of it: keep both's arrays
+                parsed[key] = {**parsed[key], **value} if isinstance(value, dict) and key in parsed else value
+        return parsed
     view = predictor.layout.view
     nested = record.get(view) if isinstance(record.get(view), dict) else None
     source = nested if nested is not None else record

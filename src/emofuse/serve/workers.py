@@ -1,6 +1,7 @@
 """The bounded worker pool behind `emofuse serve`: N predictors, N threads, a bounded queue.
 
-Each worker thread has a `Predictor` of its own, loaded (and warmed up) once at start-up. They
+Each worker thread has a `Predictor` of its own (an `EnsemblePredictor` when several runs are
+served, made the same way by `open_predictor`), loaded (and warmed up) once at start-up. They
 are not shared because a `Predictor` is not safe for two threads at once: the per-modality
 contributions of a raw-encoder run hook the shared model while it runs (`zero_word_vectors`),
 and the face landmarker and openSMILE hold per-instance state. N predictors cost N times the
@@ -25,18 +26,25 @@ from typing import Any, TypeVar
 import numpy as np
 
 from emofuse.errors import OptionError
+from emofuse.features.clip import ClipExtractor
 from emofuse.features.registry import ClipError
-from emofuse.inference.predict import Predictor
+from emofuse.inference.ensemble import AnyPredictor, EnsemblePredictor, open_predictor
 
 T = TypeVar("T")
 
 
-def warm_up(predictor: Predictor) -> float:
+def warm_up(predictor: AnyPredictor) -> float:
     """Run every extraction stage once on a second of quiet noise (and grey frames for a vision
     run), so models that load on first use (whisper, openSMILE, the face landmarker, the text
     embedder) load now and not in the first user's request. Returns the seconds it took."""
     started = time.perf_counter()
-    extractor = predictor.extractor
+    extractors = predictor.extractors if isinstance(predictor, EnsemblePredictor) else [predictor.extractor]
+    for extractor in extractors:
+        _warm_up(extractor)
+    return time.perf_counter() - started
+
+
+def _warm_up(extractor: ClipExtractor) -> None:
     rate = 16000
     # low noise, not digital silence: some stages treat an all-zero signal as a special case
     audio = (np.random.default_rng(0).standard_normal(rate) * 1e-3).astype(np.float32)
@@ -52,7 +60,6 @@ def warm_up(predictor: Predictor) -> float:
             pass  # no face in grey frames is expected: the landmarker has loaded all the same
     if getattr(extractor.config, "text", True):  # False: the run's own text encoder reads the words
         extractor.embedder.embed(["warm up"])
-    return time.perf_counter() - started
 
 
 class QueueFull(RuntimeError):
@@ -70,24 +77,27 @@ class PoolStats:
 
 
 class PredictorPool:
-    """N predictors of one run, each used by one worker thread at a time, behind a bounded queue.
+    """N predictors of one run (or of one ensemble of runs), each used by one worker thread at a time,
+    behind a bounded queue.
 
+    run_dir: a run folder, or a list of them (one: as a run folder; several: their ensemble).
     workers: predictor threads. queue_size: admitted requests that may wait for a worker.
     """
 
-    def __init__(self, run_dir: str, workers: int = 1, queue_size: int = 4, device: str = "cpu",
-                 cache_dir: str | None = None, warm: bool = True) -> None:
+    def __init__(self, run_dir: str | Sequence[str], workers: int = 1, queue_size: int = 4,
+                 device: str = "cpu", cache_dir: str | None = None, warm: bool = True) -> None:
         if workers < 1:
             raise OptionError(f"workers must be at least 1, got {workers}")
         if queue_size < 0:
             raise OptionError(f"queue size must be 0 or more, got {queue_size}")
         started = time.perf_counter()
         self.workers, self.queue_size = workers, queue_size
-        self._predictors: queue.SimpleQueue[Predictor] = queue.SimpleQueue()
-        self.predictors: list[Predictor] = []
+        self._predictors: queue.SimpleQueue[AnyPredictor] = queue.SimpleQueue()
+        self.predictors: list[AnyPredictor] = []
+        run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
         try:
             for _ in range(workers):
-                predictor = Predictor(run_dir, device, cache_dir)
+                predictor = open_predictor(run_dirs, device, cache_dir)
                 self.predictors.append(predictor)
                 if warm:
                     warm_up(predictor)
@@ -107,7 +117,7 @@ class PredictorPool:
         return self.workers + self.queue_size
 
     @property
-    def first(self) -> Predictor:
+    def first(self) -> AnyPredictor:
         """Any one predictor, for what all of them share (the run, its description)."""
         return self.predictors[0]
 
@@ -125,7 +135,7 @@ class PredictorPool:
         with self._lock:
             self._in_flight -= 1
 
-    def submit(self, job: Callable[[Predictor], T], cleanup: Callable[[], None]) -> Future[T]:
+    def submit(self, job: Callable[[AnyPredictor], T], cleanup: Callable[[], None]) -> Future[T]:
         """Run job(predictor) on a worker; `cleanup` then runs and the slot is released.
 
         If the future is cancelled before a worker takes it (`Future.cancel()` returns True),
