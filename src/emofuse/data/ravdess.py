@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,9 @@ FILENAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.wav$"
 SPEAKER_NORMS = ("none", "mean", "meanvar")
 # where "meanvar" puts a standardised band: spectro_cnn's level map (audio_cnn.LEVEL_*) undoes it
 NORMALISED_CENTER_DB, NORMALISED_SCALE_DB = -50.0, 20.0
+# name -> (16 kHz audio of a clip, top_db -> rows x dim float32, version of what it computes); the
+# features layer fills it (emofuse.features.speech_embeddings), since the encoders live there
+CLIP_EMBEDDERS: dict[str, tuple[Callable[[np.ndarray, float], np.ndarray], int]] = {}
 
 
 @dataclass
@@ -55,6 +59,11 @@ class RavdessConfig:
     # spread), then puts it back on the dB scale the encoders expect (-50 +- 20 dB);
     # "none": the patches as computed
     speaker_norm: str = "none"
+    # "none": log-mel windows for a raw audio encoder (spectro_cnn, whisper_base); a name in
+    # CLIP_EMBEDDERS (e.g. "whisper_base"): each clip becomes the rows of a frozen pretrained
+    # encoder's embedding (one row per layer), standardised per actor by speaker_norm, for a head
+    # such as `pooled -o pool=weighted`; n_mels, n_fft and the windows then do not apply
+    embeddings: str = "none"
 
     def __post_init__(self) -> None:
         if self.speaker_norm not in SPEAKER_NORMS:
@@ -98,9 +107,12 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
         raise DataFormatError(f"{root}: the Actor_NN folders hold no .wav files")
     items = [(w, parse_name(w)) for w in wavs]
     items = [(w, c) for w, c in items if c["channel"] == 1]  # speech; song clips are another task
+    if cfg.embeddings != "none":
+        return _embedded_splits(root, items, cfg, cache, progress)
     # the plain patches' key leaves speaker_norm out, so stores written before it existed still count
     stores = resolve_cache_dir(cache) / "ravdess"
-    plain = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "speaker_norm"}
+    # (and embeddings, which is "none" on this path)
+    plain = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("speaker_norm", "embeddings")}
     store = stores / store_key(**plain, version=1)
     files = []
     for wav, _ in tqdm(items, desc="RAVDESS log-mel", disable=not progress, leave=False):
@@ -110,7 +122,7 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
         files.append(str(path))
     if cfg.speaker_norm != "none":
         files = speaker_normalised(files, [c["actor"] for _, c in items], cfg.speaker_norm,
-                                   stores / store_key(**dataclasses.asdict(cfg), version=1))
+                                   stores / store_key(**plain, speaker_norm=cfg.speaker_norm, version=1))
     counts = [int(np.load(f, mmap_mode="r").shape[0]) for f in files]
     steps = window_steps(cfg)
     splits = {}
@@ -136,6 +148,62 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
             },
         )
     return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS), frontend=ravdess_frontend(cfg))
+
+
+def clip_embedder(name: str) -> tuple[Callable[[np.ndarray, float], np.ndarray], int]:
+    if name not in CLIP_EMBEDDERS:
+        known = ", ".join(sorted(CLIP_EMBEDDERS)) or "none registered"
+        hint = "" if CLIP_EMBEDDERS else " (import emofuse.features.sources to register them)"
+        raise OptionError(f"embeddings={name!r} is not a clip embedder; known: {known}{hint}")
+    return CLIP_EMBEDDERS[name]
+
+
+def _embedded_splits(root: Path, items: list[tuple[Path, dict[str, int]]], cfg: RavdessConfig,
+                     cache: str | Path | None, progress: bool) -> DatasetSplits:
+    """Each clip as the rows of a frozen encoder's embedding (cached per clip), standardised per actor."""
+    embed, version = clip_embedder(cfg.embeddings)
+    store = resolve_cache_dir(cache) / "ravdess" / store_key(
+        embeddings=cfg.embeddings, top_db=cfg.top_db, version=version
+    )
+    rows = []
+    for wav, _ in tqdm(items, desc=f"RAVDESS {cfg.embeddings}", disable=not progress, leave=False):
+        path = store / f"{wav.stem}.npy"
+        if not path.exists():
+            write_clip(store, wav.stem, embed(read_wav(wav), cfg.top_db), "float32")
+        rows.append(np.load(path))
+    actors = np.array([c["actor"] for _, c in items])
+    features = per_speaker_standardised(np.stack(rows), actors, cfg.speaker_norm)
+    splits = {}
+    for split, chosen in ACTOR_SPLITS.items():
+        idx = np.flatnonzero(np.isin(actors, list(chosen)))
+        if not idx.size:
+            raise DataFormatError(
+                f"{root}: no clips of actors {chosen.start}-{chosen.stop - 1} for the {split} split"
+            )
+        splits[split] = MultimodalDataset(
+            features={"audio": torch.from_numpy(features[idx])},
+            lengths={"audio": torch.full((idx.size,), features.shape[1], dtype=torch.int64)},
+            labels=torch.tensor([items[i][1]["emotion"] - 1 for i in idx], dtype=torch.int64),
+            ids=[f"Actor_{items[i][1]['actor']:02d}$_${items[i][0].stem}" for i in idx],
+            raw_text=[STATEMENTS.get(items[i][1]["statement"], "") for i in idx],
+            source=f"{root}:{split}",
+        )
+    return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS), frontend=ravdess_frontend(cfg))
+
+
+def per_speaker_standardised(x: np.ndarray, speakers: np.ndarray, mode: str) -> np.ndarray:
+    """clips x ... embeddings, each speaker's clips shifted (mean) or standardised (meanvar) by
+    their own statistics per element, so what stays is how a clip differs from that speaker's usual."""
+    out = np.asarray(x, np.float32).copy()
+    if mode == "none":
+        return out
+    for speaker in np.unique(speakers):
+        mine = speakers == speaker
+        out[mine] = out[mine] - out[mine].mean(axis=0)
+        if mode == "meanvar":
+            # a constant element (or a speaker with one clip) stays 0 rather than dividing by 0
+            out[mine] /= np.maximum(x[mine].std(axis=0), 1e-6)
+    return out
 
 
 @register_source(

@@ -1,0 +1,111 @@
+"""Clip embeddings from a frozen speech encoder's layers, and RAVDESS loaded as such embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fake_ravdess import fake_ravdess
+
+from emofuse.errors import OptionError
+from emofuse.features.speech_embeddings import trim_silence, whisper_layer_statistics
+from emofuse.features.whisper_encoder import WhisperEncoder
+
+
+def _tiny_encoder() -> WhisperEncoder:
+    torch.manual_seed(0)
+    encoder = WhisperEncoder(n_mels=80, dim=16, heads=2, layers=2, ffn_dim=32, positions=8).eval()
+    with torch.no_grad():
+        encoder.positions.normal_()
+    return encoder
+
+
+def test_layer_statistics_are_each_hidden_states_mean_and_std() -> None:
+    encoder = _tiny_encoder()
+    mel = np.random.default_rng(0).normal(-40, 10, (80, 13)).astype(np.float32)
+    rows = whisper_layer_statistics(mel, encoder)
+    assert rows.shape == (3, 32)  # stem + 2 layers, mean and std of 16 dims
+    from emofuse.features.whisper_encoder import db_to_whisper_scale
+
+    with torch.no_grad():
+        h = encoder.embed(db_to_whisper_scale(torch.from_numpy(mel)[None]))
+        first = encoder.layers[0](h)
+        last = encoder.norm(encoder.layers[1](first))
+    for row, state in zip(rows, (h, first, last)):
+        np.testing.assert_allclose(row[:16], state[0].mean(0).numpy(), atol=1e-5)
+        np.testing.assert_allclose(row[16:], state[0].std(0, unbiased=False).numpy(), atol=1e-5)
+
+
+def test_a_clip_longer_than_the_window_is_encoded_in_pieces_and_pooled_over_all() -> None:
+    encoder = _tiny_encoder()  # 8 positions: 16 frames a piece
+    mel = np.random.default_rng(1).normal(-40, 10, (80, 40)).astype(np.float32)
+    rows = whisper_layer_statistics(mel, encoder)
+    from emofuse.features.whisper_encoder import db_to_whisper_scale
+
+    with torch.no_grad():
+        stems = [encoder.embed(db_to_whisper_scale(torch.from_numpy(mel[:, s : s + 16])[None]))[0]
+                 for s in (0, 16, 32)]
+    frames = torch.cat(stems)  # 8 + 8 + 4 positions
+    np.testing.assert_allclose(rows[0, :16], frames.mean(0).numpy(), atol=1e-5)
+
+
+def test_trim_silence_keeps_the_loud_span() -> None:
+    mel = np.full((4, 10), -100.0)
+    mel[:, 3:7] = -20.0
+    assert trim_silence(mel, 40.0).shape == (4, 4)
+    assert trim_silence(np.full((4, 5), -100.0), 40.0).shape == (4, 5)  # all equal: all kept
+
+
+@pytest.fixture
+def counting_embedder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A stand-in encoder (2 rows x 3 values from the audio's level and pitch), counting its calls."""
+    from emofuse.data import ravdess
+
+    calls: list[int] = []
+
+    def embed(audio: np.ndarray, top_db: float) -> np.ndarray:
+        calls.append(1)
+        crossings = np.count_nonzero(np.diff(np.sign(audio)))
+        return np.array([[audio.std(), crossings, 1.0], [np.abs(audio).max(), 2.0, crossings / 7]],
+                        np.float32)
+
+    monkeypatch.setitem(ravdess.CLIP_EMBEDDERS, "counting", (embed, 1))
+    return calls
+
+
+def test_ravdess_embeddings_split_by_actor_standardised_per_speaker_and_cached(
+    tmp_path: Path, counting_embedder: list[int]
+) -> None:
+    from emofuse.data.ravdess import RavdessConfig, load_ravdess
+
+    fake_ravdess(tmp_path / "rav")
+    cfg = RavdessConfig(embeddings="counting", speaker_norm="meanvar")
+    splits = load_ravdess(tmp_path / "rav", cfg, cache=tmp_path / "cache", progress=False)
+    assert [len(d) for _, d in splits.items()] == [4, 2, 2] and len(counting_embedder) == 8
+    train = splits.train
+    assert train.features["audio"].shape == (4, 2, 3) and train.lengths["audio"].tolist() == [2] * 4
+    assert "raw_audio" not in train.extras  # the head reads the rows, no audio encoder
+    for actor in ("Actor_01", "Actor_02"):
+        mine = [i for i, clip in enumerate(train.ids) if clip.startswith(actor)]
+        x = train.features["audio"][mine].numpy()
+        np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-5)  # each speaker centred on their own
+        varying = x.std(0) > 0
+        np.testing.assert_allclose(x.std(0)[varying], 1.0, atol=1e-4)
+    assert splits.frontend["ravdess"]["embeddings"] == "counting"
+    # the rows are cached per clip: a second load (another speaker_norm) does not encode again
+    plain = load_ravdess(tmp_path / "rav", RavdessConfig(embeddings="counting"), cache=tmp_path / "cache",
+                         progress=False)
+    assert len(counting_embedder) == 8
+    assert not np.allclose(plain.train.features["audio"].numpy(), train.features["audio"].numpy())
+
+
+def test_an_unknown_embedder_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    from emofuse.data.ravdess import RavdessConfig, load_ravdess
+    from emofuse.features import speech_embeddings  # noqa: F401  (registers whisper_base)
+
+    fake_ravdess(tmp_path / "rav")
+    with pytest.raises(OptionError, match="embeddings='wav2vec'.*whisper_base"):
+        load_ravdess(tmp_path / "rav", RavdessConfig(embeddings="wav2vec"), cache=tmp_path / "c",
+                     progress=False)
