@@ -109,3 +109,33 @@ def test_an_unknown_embedder_is_named_with_the_known_ones(tmp_path: Path) -> Non
     with pytest.raises(OptionError, match="embeddings='wav2vec'.*whisper_base"):
         load_ravdess(tmp_path / "rav", RavdessConfig(embeddings="wav2vec"), cache=tmp_path / "c",
                      progress=False)
+
+
+def test_an_embeddings_run_predicts_a_clip_from_the_rows_training_gave_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counting_embedder: list[int]
+) -> None:
+    """Trained on `-D embeddings=... -D speaker_norm=meanvar`, a run's predictor computes a clip's rows
+    the same way and maps them by the speaker's reference clips as the loader mapped each actor's."""
+    pytest.importorskip("soundfile")
+    from emofuse.cli.main import main
+    from emofuse.evaluation.evaluate import load_data, load_run
+    from emofuse.inference.predict import Predictor, RunMismatch
+
+    monkeypatch.setenv("EMOFUSE_CACHE", str(tmp_path / "cache"))
+    fake_ravdess(tmp_path / "rav")
+    assert main(["train", "--data", str(tmp_path / "rav"), "-D", "embeddings=counting", "-D",
+                 "speaker_norm=meanvar", "--model", "pooled", "-o", "pool=weighted", "--modalities", "A",
+                 "--epochs", "2", "--threads", "1", "--quiet", "--out", str(tmp_path / "runs")]) == 0
+    run_dir = tmp_path / "runs" / "seed_1"
+    test = load_data(str(tmp_path / "rav"), load_run(run_dir).config).test
+    actor = sorted((tmp_path / "rav" / "Actor_21").glob("*.wav"))
+    with pytest.raises(RunMismatch, match="--speaker-ref with 2 or more"):
+        Predictor(run_dir)
+    predictor = Predictor(run_dir, speaker_reference=actor)
+    for wav in actor:
+        record = predictor.with_embedding_rows({"aligned": {}}, wav)
+        i = test.ids.index(f"Actor_21$_${wav.stem}")
+        np.testing.assert_allclose(record["aligned"]["audio"], test.features["audio"][i].numpy(), atol=1e-5)
+        probabilities = predictor.forward(predictor.dataset(record, clip=str(wav)))[0][0]
+        assert probabilities.shape == (8,) and abs(probabilities.sum() - 1) < 1e-5
+    predictor.close()

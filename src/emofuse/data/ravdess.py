@@ -192,18 +192,42 @@ def _embedded_splits(root: Path, items: list[tuple[Path, dict[str, int]]], cfg: 
 
 
 def per_speaker_standardised(x: np.ndarray, speakers: np.ndarray, mode: str) -> np.ndarray:
-    """clips x ... embeddings, each speaker's clips shifted (mean) or standardised (meanvar) by
-    their own statistics per element, so what stays is how a clip differs from that speaker's usual."""
+    """clips x ... embeddings, each speaker's clips mapped by `RowSpeakerMap` fitted on their own."""
     out = np.asarray(x, np.float32).copy()
     if mode == "none":
         return out
     for speaker in np.unique(speakers):
         mine = speakers == speaker
-        out[mine] = out[mine] - out[mine].mean(axis=0)
-        if mode == "meanvar":
-            # a constant element (or a speaker with one clip) stays 0 rather than dividing by 0
-            out[mine] /= np.maximum(x[mine].std(axis=0), 1e-6)
+        out[mine] = RowSpeakerMap.fit(out[mine], mode)(out[mine])
     return out
+
+
+@dataclass(frozen=True)
+class RowSpeakerMap:
+    """One speaker's map of embedding rows: x -> (x - mean) * scale, per element, with the mean (and,
+    for "meanvar", 1 / std) over that speaker's clips. What stays is how a clip differs from the
+    speaker's usual; `predict` fits one on a new speaker's reference clips."""
+
+    shift: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, mode: str) -> RowSpeakerMap:
+        """rows: clips x ... of one speaker."""
+        x = np.asarray(rows, np.float32)
+        shift = x.mean(axis=0)
+        # a constant element (or a speaker with one clip) maps to 0 rather than dividing by 0
+        scale = 1.0 / np.maximum(x.std(axis=0), 1e-6) if mode == "meanvar" else np.ones_like(shift)
+        return cls(shift, scale)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return ((np.asarray(rows, np.float32) - self.shift) * self.scale).astype(np.float32)
+
+
+def embedding_rows(path: Path, cfg: RavdessConfig) -> np.ndarray:
+    """One clip's rows as `-D embeddings=NAME` makes them (before speaker normalisation)."""
+    embed, _ = clip_embedder(cfg.embeddings)
+    return embed(read_wav(path), cfg.top_db)
 
 
 @register_source(

@@ -116,7 +116,8 @@ def explain_figure(predictor: Predictor, path: str | os.PathLike[str],
     'word_contributions' and 'panels' added, the matplotlib Figure)."""
     features = predictor.extract(path, transcript)
     result = predictor.predict_features(features)
-    data = predictor.dataset(features.record(), predictor.raw_inputs(features), clip=str(path))
+    record = predictor.with_embedding_rows(features.record(), path)
+    data = predictor.dataset(record, predictor.raw_inputs(features), clip=str(path))
     contrib = word_contributions(predictor, data)
     _, extras = predictor.forward(data)
     n = len(contrib)

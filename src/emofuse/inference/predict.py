@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from emofuse.data.dataset import DataFormatError, MultimodalDataset, modality_code
-from emofuse.data.ravdess import SpeakerMap
+from emofuse.data.ravdess import RowSpeakerMap, SpeakerMap
 from emofuse.data.raw import RAW_DTYPES, RAW_KEY_OF
 from emofuse.errors import UserError
 from emofuse.evaluation.evaluate import LoadedRun, load_run
@@ -83,6 +83,9 @@ class FeatureLayout:
     segments: str = "words"
     ravdess: dict[str, Any] | None = None
     from_run: bool = False
+    # RAVDESS -D embeddings=NAME: the audio features are a frozen encoder's rows of the whole clip,
+    # standardised per speaker (speaker_norm), computed here as the loader computed them
+    embeddings: str = "none"
 
 
 def _extract_config(values: dict[str, Any], base: ExtractConfig) -> ExtractConfig:
@@ -114,16 +117,19 @@ def _layout_of_record(run: LoadedRun, record: dict[str, Any]) -> FeatureLayout:
     except (TypeError, ValueError) as err:
         raise RunMismatch(f"{run.run_dir}/config.json: an unreadable front-end record ({err})") from None
     ravdess = record.get("ravdess") or None
+    embeddings = str((ravdess or {}).get("embeddings", "none"))
+    normalised = "audio" in run.raw_modalities or (embeddings != "none" and "audio" in run.spec.modalities)
     return FeatureLayout(
         base,
         record.get("view", "aligned"),
         _raw_shapes(run, base, shapes),
         record.get("source") == "extract",
         str(config.data),
-        (ravdess or {}).get("speaker_norm", "none") if "audio" in run.raw_modalities else "none",
+        (ravdess or {}).get("speaker_norm", "none") if normalised else "none",
         record.get("segments", "words"),
         ravdess,
         from_run=True,
+        embeddings=embeddings if "audio" in run.spec.modalities else "none",
     )
 
 
@@ -347,8 +353,17 @@ class Predictor:
         self._owns_extractor = extractor is None
         self.extractor = extractor or ClipExtractor(extraction_config(self.run, self.layout), cache_dir)
         self.speaker_map: SpeakerMap | None = None
+        self.row_map: RowSpeakerMap | None = None
         if speaker_reference:
             self.fit_speaker(speaker_reference)
+        elif self.layout.speaker_norm != "none" and self.layout.embeddings != "none":
+            # unnormalised rows are on another scale than anything the head saw: refuse, not guess
+            raise RunMismatch(
+                f"{self.run_dir}: the run reads {self.layout.embeddings} embeddings standardised per "
+                f"speaker (speaker_norm={self.layout.speaker_norm}), so it needs clips of the speaker to "
+                "predict: give --speaker-ref with 2 or more of their clips (the clips to predict may be "
+                "among them)"
+            )
         elif self.layout.speaker_norm != "none":
             warnings.warn(
                 f"{self.layout.source}: the run was trained with "
@@ -367,6 +382,15 @@ class Predictor:
                 f"{self.run_dir}: the run was trained without speaker normalisation, so speaker "
                 "reference clips have nothing to do; leave them out"
             )
+        if self.layout.embeddings != "none":
+            if len(clips) < 2 and self.layout.speaker_norm == "meanvar":
+                raise RunMismatch(
+                    f"{self.run_dir}: one speaker reference clip gives no spread to standardise by; "
+                    "give 2 or more --speaker-ref clips of the speaker"
+                )
+            rows = np.stack([self._embedding_rows(path) for path in clips])
+            self.row_map = RowSpeakerMap.fit(rows, self.layout.speaker_norm)
+            return
         patches = []
         for path in clips:
             patches.append(self.reference_patches(path))
@@ -390,6 +414,23 @@ class Predictor:
         if self.layout.segments == "windows":
             return self._windows(features.path)
         return resize_words(np.asarray(features.word_logmel), self.layout.raw_shapes["audio"])
+
+    def _embedding_rows(self, path: str | os.PathLike[str]) -> np.ndarray:
+        from emofuse.data.ravdess import RavdessConfig, embedding_rows
+
+        return embedding_rows(Path(path), RavdessConfig(**(self.layout.ravdess or {})))
+
+    def with_embedding_rows(self, record: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The record with its audio features replaced by the clip's embedding rows, mapped by the
+        speaker's reference clips as the loader mapped each actor's (a run without embeddings: as is)."""
+        if self.layout.embeddings == "none":
+            return record
+        rows = self._embedding_rows(path)
+        if self.row_map is not None:
+            rows = self.row_map(rows)
+        view = dict(record.get(self.layout.view) or {})
+        view["audio"] = rows
+        return {**record, self.layout.view: view}
 
     def _windows(self, path: str | os.PathLike[str]) -> np.ndarray:
         from emofuse.data.ravdess import RavdessConfig, read_wav, window_patches
@@ -470,7 +511,8 @@ class Predictor:
         return self.score_features(features).result
 
     def score_features(self, features: ClipFeatures) -> Outcome:
-        outcome = self.score_record(features.record(), self.raw_inputs(features), clip=features.path)
+        record = self.with_embedding_rows(features.record(), features.path)
+        outcome = self.score_record(record, self.raw_inputs(features), clip=features.path)
         result = outcome.result
         result["duration"] = round(float(features.duration), 3)
         result["face_fraction"] = features.face_fraction
