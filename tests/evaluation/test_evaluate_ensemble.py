@@ -191,3 +191,13 @@ def test_runs_on_other_clips_are_refused_unless_given_one_dataset(runs, capsys) 
     given = [str(runs["reg"] / "seed_1"), str(runs["other"])]
     assert main(["evaluate", *given, "--data", str(runs["data"])]) == 0
     assert "| ensemble | test |" in capsys.readouterr().out
+
+
+def test_plots_draw_the_ensembles_confusion_matrices_and_refuse_regression(runs, tmp_path, capsys) -> None:
+    assert main(["evaluate", str(runs["cls"]), "--split", "all", "--plots", str(tmp_path / "p")]) == 0
+    printed = capsys.readouterr().out
+    for split in ("train", "valid", "test"):
+        png = tmp_path / "p" / f"confusion_{split}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(png) in printed
+    assert main(["evaluate", str(runs["text"]), "--plots", str(tmp_path / "q")]) == 2
+    assert "regression run" in capsys.readouterr().err

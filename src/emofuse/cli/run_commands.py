@@ -24,6 +24,8 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
     add_run_arguments(p, only=("device",))
     p.add_argument("--json", help="also write the report to this JSON file")
+    p.add_argument("--plots", metavar="DIR", help="a classifier's confusion matrix per split as "
+                   "DIR/confusion_<split>.png (the ensemble's, for several runs)")
 
 
 @command(
@@ -61,7 +63,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(markdown_table(rows, keys, first="split"))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if args.plots:
+        _confusion_plots(report.get("ensemble", report), splits, Path(args.plots))
     return 0
+
+
+def _confusion_plots(report: dict[str, Any], splits: tuple[str, ...], folder: Path) -> None:
+    from emofuse.training.artifacts import plot_confusion_matrix
+
+    scored = [s for s in splits if "confusion_matrix" in report[s]]
+    if not scored:
+        raise OptionError("--plots draws a classifier's confusion matrices; this run is a regression run")
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in scored:
+        names = list(report[split]["per_class"])
+        title = f"{split}: accuracy {100 * report[split]['accuracy']:.1f} %"
+        path = plot_confusion_matrix(report[split]["confusion_matrix"], names,
+                                     folder / f"confusion_{split}.png", title=title)
+        print(f"confusion matrix: {path}")
 
 
 def _robustness_arguments(p: argparse.ArgumentParser) -> None:
