@@ -139,3 +139,33 @@ def test_an_embeddings_run_predicts_a_clip_from_the_rows_training_gave_it(
         probabilities = predictor.forward(predictor.dataset(record, clip=str(wav)))[0][0]
         assert probabilities.shape == (8,) and abs(probabilities.sum() - 1) < 1e-5
     predictor.close()
+
+
+def test_joined_embedders_append_a_one_row_embedder_beside_every_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counting_embedder: list[int]
+) -> None:
+    from emofuse.data import ravdess
+
+    monkeypatch.setitem(ravdess.CLIP_EMBEDDERS, "level", (lambda audio, top_db: np.array([[7.0, 8.0]]), 1))
+    monkeypatch.setitem(ravdess.CLIP_EMBEDDERS, "three", (lambda audio, top_db: np.ones((3, 1)), 1))
+    fake_ravdess(tmp_path / "rav")
+    splits = ravdess.load_ravdess(tmp_path / "rav", ravdess.RavdessConfig(embeddings="counting+level"),
+                                  cache=tmp_path / "cache", progress=False)
+    x = splits.train.features["audio"].numpy()
+    assert x.shape == (4, 2, 5)  # the counting rows (2 x 3) with the level's 2 values beside each
+    np.testing.assert_array_equal(x[:, :, 3:], np.broadcast_to([7.0, 8.0], (4, 2, 2)))
+    with pytest.raises(OptionError, match="same number, or one"):
+        ravdess.load_ravdess(tmp_path / "rav", ravdess.RavdessConfig(embeddings="counting+three"),
+                             cache=tmp_path / "cache", progress=False)
+    with pytest.raises(OptionError, match="'nope' is not a clip embedder"):
+        ravdess.load_ravdess(tmp_path / "rav", ravdess.RavdessConfig(embeddings="counting+nope"),
+                             cache=tmp_path / "cache", progress=False)
+
+
+def test_egemaps_functionals_are_one_row_of_88() -> None:
+    pytest.importorskip("opensmile")
+    from emofuse.features.speech_embeddings import egemaps_functionals
+
+    t = np.arange(16_000) / 16_000
+    row = egemaps_functionals((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 40.0)
+    assert row.shape == (1, 88) and np.isfinite(row).all()

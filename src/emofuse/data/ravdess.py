@@ -151,17 +151,35 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
 
 
 def clip_embedder(name: str) -> tuple[Callable[[np.ndarray, float], np.ndarray], int]:
-    if name not in CLIP_EMBEDDERS:
-        known = ", ".join(sorted(CLIP_EMBEDDERS)) or "none registered"
-        hint = "" if CLIP_EMBEDDERS else " (import emofuse.features.sources to register them)"
-        raise OptionError(f"embeddings={name!r} is not a clip embedder; known: {known}{hint}")
-    return CLIP_EMBEDDERS[name]
+    """The embedder `name` names; "A+B" joins two: B's columns appended to each of A's rows (a
+    one-row embedder, such as eGeMAPS functionals, is repeated beside every row of the other)."""
+    parts = name.split("+")
+    for part in parts:
+        if part not in CLIP_EMBEDDERS:
+            known = ", ".join(sorted(CLIP_EMBEDDERS)) or "none registered"
+            hint = "" if CLIP_EMBEDDERS else " (import emofuse.features.sources to register them)"
+            raise OptionError(f"embeddings={name!r}: {part!r} is not a clip embedder; known: {known} "
+                              f"(join two with +){hint}")
+    if len(parts) == 1:
+        return CLIP_EMBEDDERS[name]
+    chosen = [CLIP_EMBEDDERS[part] for part in parts]
+
+    def joined(audio: np.ndarray, top_db: float) -> np.ndarray:
+        rows = [embed(audio, top_db) for embed, _ in chosen]
+        count = max(len(r) for r in rows)
+        if any(len(r) not in (1, count) for r in rows):
+            raise OptionError(f"embeddings={name!r}: the parts give {[len(r) for r in rows]} rows; "
+                              "they must give the same number, or one")
+        return np.concatenate([np.repeat(r, count, axis=0) if len(r) == 1 else r for r in rows], axis=1)
+
+    return joined, sum(version for _, version in chosen)
 
 
 def _embedded_splits(root: Path, items: list[tuple[Path, dict[str, int]]], cfg: RavdessConfig,
                      cache: str | Path | None, progress: bool) -> DatasetSplits:
     """Each clip as the rows of a frozen encoder's embedding (cached per clip), standardised per actor."""
     embed, version = clip_embedder(cfg.embeddings)
+    # a joined embedder ("whisper_base+egemaps") has its own store: its rows are computed whole
     store = resolve_cache_dir(cache) / "ravdess" / store_key(
         embeddings=cfg.embeddings, top_db=cfg.top_db, version=version
     )

@@ -11,7 +11,11 @@ A head that learns one weight per row (`-m pooled -o pool=weighted`) is SUPERB's
 sum. Why the whole clip: Whisper was trained on long windows; a 0.5 s window gives it 25 positions
 and no context (62 % on RAVDESS with the same head, against 77 % on the whole clip).
 
-`register` adds the embedder to the RAVDESS loader (`-D embeddings=whisper_base`), which caches
+`egemaps_functionals` is openSMILE's eGeMAPSv02 functionals of the clip (88 values, one row).
+`-D embeddings=whisper_base+egemaps` appends them to every Whisper row, so the head sees both;
+on RAVDESS's validation actors they added nothing to the Whisper rows (see the README).
+
+`register` adds the embedders to the RAVDESS loader (`-D embeddings=NAME[+NAME]`), which caches
 the rows per clip and standardises them per speaker.
 """
 
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 
 from emofuse.audio_frontend import SAMPLE_RATE, LogMelConfig, log_mel_db
+from emofuse.features.media_models import require_module
 from emofuse.features.whisper_encoder import (
     WHISPER_LOG_MEL,
     WhisperEncoder,
@@ -85,11 +90,30 @@ def whisper_base_rows(audio: np.ndarray, top_db: float) -> np.ndarray:
     return whisper_layer_statistics(mel, _frozen_whisper())
 
 
+@functools.lru_cache(maxsize=1)
+def _functionals_smile() -> object:
+    require_module("opensmile", "opensmile==2.6.0")
+    import opensmile
+
+    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                           feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def egemaps_functionals(audio: np.ndarray, top_db: float) -> np.ndarray:
+    """16 kHz mono audio of one clip -> 1 x 88 eGeMAPSv02 functionals (of the whole clip: openSMILE's
+    voice-activity-aware functionals need no trimming; top_db is unused)."""
+    del top_db
+    smile = _functionals_smile()
+    values = smile.process_signal(np.asarray(audio, np.float32), SAMPLE_RATE)  # type: ignore[attr-defined]
+    return np.asarray(values, np.float32).reshape(1, -1)
+
+
 def register() -> None:
-    """Make `-D embeddings=whisper_base` available to the RAVDESS loader (idempotent)."""
+    """Make `-D embeddings=whisper_base|egemaps` available to the RAVDESS loader (idempotent)."""
     from emofuse.data.ravdess import CLIP_EMBEDDERS
 
     CLIP_EMBEDDERS.setdefault("whisper_base", (whisper_base_rows, WHISPER_STATISTICS_VERSION))
+    CLIP_EMBEDDERS.setdefault("egemaps", (egemaps_functionals, 1))
 
 
 register()
