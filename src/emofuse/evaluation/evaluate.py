@@ -78,14 +78,16 @@ class LoadedRun:
 
     def prepare(self, data: MultimodalDataset) -> MultimodalDataset:
         """Select the run's modalities, fit lengths to the model, apply training statistics."""
+        if self.tokenizer is not None:
+            # first: the encoder reads the raw text, so data without text features (RAVDESS gives
+            # only its sentences) gets the text slot as training gave it
+            data = tokenize_dataset(data, self.tokenizer, text_encoder_config(self.config))
         missing = [m for m in self.spec.modalities if m not in data.features]
         if missing:
             raise DataFormatError(
                 f"{data.source}: the model needs modalities {list(self.spec.modalities)}, "
                 f"the data lacks {missing}"
             )
-        if self.tokenizer is not None:
-            data = tokenize_dataset(data, self.tokenizer, text_encoder_config(self.config))
         for m in self.spec.modalities:
             if m == "text" and self.tokenizer is not None:
                 continue  # the encoder reads the raw text; the text features are a placeholder
