@@ -174,15 +174,15 @@ def test_egemaps_functionals_are_one_row_of_88() -> None:
 def test_a_text_encoder_run_on_ravdess_evaluates_on_data_without_text_features(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counting_embedder: list[int], capsys
 ) -> None:
-    """RAVDESS gives only its sentences as text: evaluate must give the encoder's text slot as training did."""
+    """RAVDESS gives only its sentences as text: evaluate gives the encoder's text slot as training did."""
     pytest.importorskip("soundfile")
     from emofuse.cli.main import main
 
     monkeypatch.setenv("EMOFUSE_CACHE", str(tmp_path / "cache"))
     fake_ravdess(tmp_path / "rav")
     assert main(["train", "--data", str(tmp_path / "rav"), "-D", "embeddings=counting", "--model", "pooled",
-                 "--modalities", "T+A", "--text-encoder", "minilm", "--text-finetune", "none", "--epochs", "1",
-                 "--threads", "1", "--quiet", "--out", str(tmp_path / "runs")]) == 0
+                 "--modalities", "T+A", "--text-encoder", "minilm", "--text-finetune", "none",
+                 "--epochs", "1", "--threads", "1", "--quiet", "--out", str(tmp_path / "runs")]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "runs" / "seed_1")]) == 0
     assert "| test |" in capsys.readouterr().out
