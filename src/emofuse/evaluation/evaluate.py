@@ -183,9 +183,12 @@ def _config_of_checkpoint(config: TrainConfig, ckpt: dict[str, Any], path: Path)
             ("finetune", "text_finetune"),
             ("max_words", "max_words"),
             ("max_tokens", "max_tokens"),
+            ("normalize", "text_normalize"),
         ):
             if key in enc:
                 own[field] = enc[key]
+        if enc and "normalize" not in enc:
+            own["text_normalize"] = "none"  # saved before the option existed: text read as written
     differs = sorted(k for k, v in own.items() if getattr(config, k) != v)
     if not differs:
         return config

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -49,6 +50,24 @@ if TYPE_CHECKING:
 DEFAULT_MAX_WORDS = 50
 # Bump when the pooling or layout changes, so old cache files are never read as new ones.
 _CACHE_FORMAT = 1
+
+
+# How transcripts are normalised before tokenising (`TextEncoderConfig.normalize`, recorded in the
+# run): 'none' leaves them as written; 'transcript' lower-cases every word and deletes what is not a
+# letter or digit (didn't -> didnt, I'm -> im, good. -> good), as MOSI's label.csv writes its text, so
+# text punctuated another way (MOSEI's) reaches the encoder in the form the run was trained on. Word by
+# word: the whitespace word count, and with it word-level alignment of audio/video, never changes; a
+# word with nothing left (a lone '.') is kept as written.
+TEXT_NORMALIZERS = ("none", "transcript")
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def normalize_words(words: list[str], normalize: str) -> list[str]:
+    if normalize == "none":
+        return words
+    if normalize != "transcript":
+        raise OptionError(f"text normalisation must be one of {TEXT_NORMALIZERS}, not {normalize!r}")
+    return [_NON_WORD.sub("", w.lower()) or w for w in words]
 
 
 def split_words(texts: Sequence[str]) -> list[list[str]]:

@@ -10,13 +10,14 @@ so word i meets its own frames rather than those of token i.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from emofuse.data.dataset import DataFormatError, DatasetSplits, MultimodalDataset
-from emofuse.features.text import fill_empty_words, split_words
+from emofuse.features.text import fill_empty_words, normalize_words, split_words
 
 TOKEN_KEYS = ("input_ids", "attention_mask", "word_index")
 BERT_TOKENS_KEY = "text_bert"  # MMSA: N x 3 x L token ids / attention mask / segment ids
@@ -27,16 +28,25 @@ class TokenLimits(Protocol):
 
     max_words: int
     max_tokens: int
+    normalize: str  # emofuse.features.text.TEXT_NORMALIZERS
 
 
 def tokenize_texts(
-    tokenizer: Any, texts: list[str], max_words: int, max_tokens: int
+    tokenizer: Any, texts: list[str], max_words: int, max_tokens: int, normalize: str = "none"
 ) -> dict[str, np.ndarray]:
     """Token ids, attention mask and the word each token belongs to (-1: special/padding).
 
-    Padded to the longest text here; batches trim again to their own longest.
+    Padded to the longest text here; batches trim again to their own longest. `normalize`: how
+    each word is rewritten first (`emofuse.features.text.normalize_words`).
     """
-    words, _ = fill_empty_words(tokenizer, split_words(texts))
+    words = [normalize_words(w, normalize) for w in split_words(texts)]
+    words, counts = fill_empty_words(tokenizer, words)
+    cut = sum(len(w) > max_words or n > max_tokens for w, n in zip(words, counts, strict=True))
+    if cut:
+        warnings.warn(
+            f"{cut} of {len(words)} texts are longer than max_words={max_words} words or max_tokens="
+            f"{max_tokens} tokens; their ends are not read", stacklevel=2,
+        )
     enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_tokens, padding=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     mask = np.asarray(enc["attention_mask"], dtype=np.int64)
@@ -52,7 +62,9 @@ def tokenize_dataset(data: MultimodalDataset, tokenizer: Any, config: TokenLimit
     if not data.raw_text or not any(t.strip() for t in data.raw_text):
         raise DataFormatError(f"{data.source}: a text encoder needs the raw text, and this data has none")
     try:
-        tokens = tokenize_texts(tokenizer, list(data.raw_text), config.max_words, config.max_tokens)
+        tokens = tokenize_texts(
+            tokenizer, list(data.raw_text), config.max_words, config.max_tokens, config.normalize
+        )
     except ValueError as err:
         raise DataFormatError(f"{data.source}: {err}") from None
     n_words = np.maximum(tokens["word_index"].max(1) + 1, 1)

@@ -78,6 +78,10 @@ class ModelConfig:
     )
     text_finetune: str = option("all", TEXT_FINETUNE_HELP)
     max_tokens: int = option(128, "tokens per clip for an in-model text encoder")
+    text_normalize: str = option(
+        "none", "rewrite each word before an in-model text encoder tokenises it: transcript = lower case, "
+        "letters and digits only (MOSI's label.csv style); recorded in the run, so evaluate and predict do "
+        "the same", choices=("none", "transcript"))
     # raw-input encoders, the paper's front end ("" = the data's pre-extracted features)
     video_encoder: str = option("", "raw per-word face crops through this encoder (harris3d_cnn); default: "
                                 "pre-extracted features")

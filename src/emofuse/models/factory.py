@@ -29,6 +29,7 @@ class ModelSettings(Protocol):
     text_finetune: str
     max_words: int
     max_tokens: int
+    text_normalize: str
     video_encoder: str  # "" = the data's pre-extracted vision features
     audio_encoder: str  # "" = the data's pre-extracted audio features
     encoder_dim: int
@@ -47,7 +48,9 @@ def model_spec_for(splits: DatasetSplits, modalities: tuple[str, ...]) -> ModelS
 
 
 def text_encoder_config(config: ModelSettings) -> TextEncoderConfig:
-    return TextEncoderConfig(config.text_encoder, config.text_finetune, config.max_words, config.max_tokens)
+    return TextEncoderConfig(
+        config.text_encoder, config.text_finetune, config.max_words, config.max_tokens, config.text_normalize
+    )
 
 
 def build_model(

@@ -32,11 +32,14 @@ class TextEncoderConfig:
     finetune: str = "all"  # none | all | top:K (only the top K layers train)
     max_words: int = 50
     max_tokens: int = 128  # longer texts are cut; MOSI's longest utterance is ~110 tokens
+    normalize: str = "none"  # none | transcript (emofuse.features.text.normalize_words)
 
     def __post_init__(self) -> None:
         head, _, k = self.finetune.partition(":")
         if self.finetune not in ("none", "all") and (head != "top" or not k.isdigit() or int(k) < 1):
             raise OptionError(f"finetune must be none, all or top:K, not {self.finetune!r}")
+        if self.normalize not in ("none", "transcript"):
+            raise OptionError(f"normalize must be none or transcript, not {self.normalize!r}")
 
     @property
     def top_layers(self) -> int | None:
