@@ -16,6 +16,7 @@ The dataset is CC BY-NC-SA: it is read from where the user keeps it, never bundl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -244,8 +245,17 @@ class RowSpeakerMap:
 
 def embedding_rows(path: Path, cfg: RavdessConfig) -> np.ndarray:
     """One clip's rows as `-D embeddings=NAME` makes them (before speaker normalisation)."""
-    embed, _ = clip_embedder(cfg.embeddings)
-    return embed(read_wav(path), cfg.top_db)
+    file = Path(path).resolve()
+    return _embedding_rows(str(file), file.stat().st_mtime_ns, cfg.embeddings, cfg.top_db).copy()
+
+
+# the members of an ensemble each map the same clip and the same speaker's reference clips: the
+# encoder runs once per file (a changed file has another mtime, so it is computed again)
+@functools.lru_cache(maxsize=1024)
+def _embedding_rows(path: str, mtime_ns: int, embeddings: str, top_db: float) -> np.ndarray:
+    del mtime_ns  # part of the key only
+    embed, _ = clip_embedder(embeddings)
+    return embed(read_wav(Path(path)), top_db)
 
 
 @register_source(
