@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_predict import _record as clip_record  # the same one-clip record the single-run tests use
 
 from emofuse.cli.main import main
 from emofuse.data.mmsa import save_mmsa_pickle
@@ -47,13 +48,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def _record(seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    return {
-        "raw_text": " ".join(f"w{i}" for i in range(WORDS)),
-        "aligned": {m: rng.normal(size=(WORDS, d)).astype(np.float32) for m, d in DIMS.items()},
-        "words": [f"w{i}" for i in range(WORDS)],
-        "starts": np.arange(WORDS) * 0.4, "ends": np.arange(WORDS) * 0.4 + 0.3, "word_source": "test",
-    }
+    return clip_record(DIMS, WORDS, seed)
 
 
 @pytest.fixture()
