@@ -7,7 +7,7 @@ frames: a (layers + 1) x (2 * dim) array, one row per layer.
 
 Why every layer: emotion sits in the middle layers of a speech encoder (the SUPERB finding, and
 here on RAVDESS's validation actors: a linear probe on layer 3 of 6 scores 75 %, on the last 68 %).
-A head that learns one weight per row (`-m pooled -o pool=weighted`) is SUPERB's weighted layer
+A head that learns one weight per row (`--model pooled -o pool=weighted`) is SUPERB's weighted layer
 sum. Why the whole clip: Whisper was trained on long windows; a 0.5 s window gives it 25 positions
 and no context (the earlier recipe on 0.5 s windows scored 62.1 % on RAVDESS's test actors, this
 one 82.2 %; README).
