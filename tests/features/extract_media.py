@@ -15,6 +15,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -67,6 +68,13 @@ def missing_for_tests(extra_modules: tuple[str, ...] = ()) -> list[str]:
     return [
         m for m in [*EXTRACTION_STACK, *extra_modules] if importlib.util.find_spec(m) is None
     ] + MISSING_TOOLS
+
+
+def needs_extraction_stack() -> pytest.MarkDecorator:
+    """A skip marker for tests of the extraction stack, naming what is missing and how to install it."""
+    missing = missing_for_tests()
+    return pytest.mark.skipif(bool(missing), reason=f"extraction stack missing: {missing} "
+                              "(bash scripts/install_extract.sh)")
 
 
 def _espeak(word: str) -> np.ndarray:

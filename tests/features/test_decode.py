@@ -9,15 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from extract_media import broken_inputs, face_frames, missing_for_tests, mux, speaking_clip
+from extract_media import broken_inputs, face_frames, mux, needs_extraction_stack, speaking_clip
 
 from emofuse.features import registry
 from emofuse.features.decode import AUDIO_SUFFIXES, MEDIA_SUFFIXES, VIDEO_SUFFIXES
 from emofuse.features.registry import MissingFile, UnreadableMedia, create_extractor, list_extractors
 
-MISSING = missing_for_tests()
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
-                                "(bash scripts/install_extract.sh)")
+pytestmark = needs_extraction_stack()
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
 

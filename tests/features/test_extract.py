@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from extract_media import broken_inputs, missing_for_tests, speaking_clip
+from extract_media import broken_inputs, needs_extraction_stack, speaking_clip
 
 from emofuse.data.dataset import DataFormatError
 from emofuse.data.mmsa import load_mmsa_pickle
@@ -33,9 +33,7 @@ from emofuse.features.registry import (
 )
 from emofuse.features.shards import merge_shards
 
-MISSING = missing_for_tests()
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
-                                "(bash scripts/install_extract.sh)")
+pytestmark = needs_extraction_stack()
 
 GOOD = {  # clip -> (sentence, mode, label)
     ("v1", "1"): ("i love this movie", "train", 2.0),

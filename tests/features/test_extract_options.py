@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from extract_media import missing_for_tests, speaking_clip, speech, write_wav
+from extract_media import needs_extraction_stack, speaking_clip, speech, write_wav
 from fake_ravdess import fake_ravdess
 
 from emofuse.cli.main import main
@@ -23,9 +23,7 @@ from emofuse.features.clip import ClipExtractor, ExtractConfig
 from emofuse.features.extract import extract_config
 from emofuse.features.registry import NoSpeech
 
-MISSING = missing_for_tests()
-needs_stack = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
-                                 "(bash scripts/install_extract.sh)")
+needs_stack = needs_extraction_stack()
 
 
 def _label_csv(tmp_path: Path, rows: list[tuple], columns: list[str]) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from extract_media import missing_for_tests, speaking_clip
+from extract_media import needs_extraction_stack, speaking_clip
 
 from emofuse.features.clip import ClipExtractor, ExtractConfig
 from emofuse.features.clip_table import ClipJob
@@ -23,9 +23,7 @@ from emofuse.features.pool import (
     worker_thread_env,
 )
 
-MISSING = missing_for_tests()
-needs_stack = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
-                                 "(bash scripts/install_extract.sh)")
+needs_stack = needs_extraction_stack()
 
 
 def _probe(item: tuple[int, float]) -> dict:

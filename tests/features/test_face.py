@@ -6,14 +6,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extract_media import missing_for_tests  # noqa: E402
+from extract_media import needs_extraction_stack  # noqa: E402
 
-MISSING = missing_for_tests()
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
-                                "(bash scripts/install_extract.sh)")
+pytestmark = needs_extraction_stack()
 
 
 def _frames(side: int, height: int = 240, width: int = 320, n: int = 4) -> np.ndarray:

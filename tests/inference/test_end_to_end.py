@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
 from extract_media import (  # noqa: E402
     NEW_SENTENCE,
     broken_inputs,
-    missing_for_tests,
+    needs_extraction_stack,
     speaking_clip,
     speech,
     write_sample_folder,
@@ -21,9 +21,7 @@ from extract_media import (  # noqa: E402
 
 from emofuse.cli.main import main  # noqa: E402
 
-MISSING = missing_for_tests()
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
-                                "(bash scripts/install_extract.sh)")
+pytestmark = needs_extraction_stack()
 
 NEW = NEW_SENTENCE
 

@@ -26,16 +26,14 @@ from extract_media import (  # noqa: E402
     SAMPLE_RATE,
     WIDTH,
     face_frames,
-    missing_for_tests,
     mux,
+    needs_extraction_stack,
     speech,
 )
 
 from emofuse.cli.main import main  # noqa: E402
 
-MISSING = missing_for_tests()
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
-                                "(bash scripts/install_extract.sh)")
+pytestmark = needs_extraction_stack()
 
 RUN_NAME = "fusion_matched_AV/seed_1"
 HARRIS = '{"spread_radius": 2, "tau": 1.0}'  # not HarrisConfig's defaults (3 px, 1.5 frames)

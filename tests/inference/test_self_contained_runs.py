@@ -22,7 +22,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from extract_media import face_frames, missing_for_tests, mux, speech, write_sample_folder  # noqa: E402
+from extract_media import (  # noqa: E402
+    face_frames,
+    missing_for_tests,
+    mux,
+    needs_extraction_stack,
+    speech,
+    write_sample_folder,
+)
 from fake_ravdess import fake_ravdess  # noqa: E402
 
 from emofuse.cli.main import main  # noqa: E402
@@ -31,8 +38,7 @@ from emofuse.data.raw import LazyRawArray  # noqa: E402
 from emofuse.evaluation.evaluate import load_data, load_run  # noqa: E402
 
 MISSING = missing_for_tests()
-needs_stack = pytest.mark.skipif(bool(MISSING), reason=f"extraction stack missing: {MISSING} "
-                                 "(bash scripts/install_extract.sh)")
+needs_stack = needs_extraction_stack()
 
 
 @pytest.fixture(scope="module")
