@@ -126,6 +126,24 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
                                    stores / store_key(**plain, speaker_norm=cfg.speaker_norm, version=1))
     counts = [int(np.load(f, mmap_mode="r").shape[0]) for f in files]
     steps = window_steps(cfg)
+
+    def window_inputs(idx: list[int]) -> Inputs:
+        patches = LazyRawArray([files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"])
+        return ({"audio": torch.zeros(len(idx), cfg.max_windows, 1)},
+                {"audio": torch.tensor([counts[i] for i in idx], dtype=torch.int64)},
+                {"raw_audio": patches})
+
+    return _actor_splits(root, items, cfg, window_inputs)
+
+
+# a split's audio features, lengths and extras, for the clips at some indices
+Inputs = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, object]]
+
+
+def _actor_splits(root: Path, items: list[tuple[Path, dict[str, int]]], cfg: RavdessConfig,
+                  inputs: Callable[[list[int]], Inputs]) -> DatasetSplits:
+    """The clips split by actor (ACTOR_SPLITS), labels, ids and sentences read off their names;
+    `inputs` gives the audio each split's clips are read as (windows or embedding rows)."""
     splits = {}
     for split, actors in ACTOR_SPLITS.items():
         idx = [i for i, (_, c) in enumerate(items) if c["actor"] in actors]
@@ -133,20 +151,15 @@ def load_ravdess(folder: str | Path, config: RavdessConfig | None = None, cache:
             raise DataFormatError(
                 f"{root}: no clips of actors {actors.start}-{actors.stop - 1} for the {split} split"
             )
-        n = len(idx)
-        lengths = torch.tensor([counts[i] for i in idx], dtype=torch.int64)
+        features, lengths, extras = inputs(idx)
         splits[split] = MultimodalDataset(
-            features={"audio": torch.zeros(n, cfg.max_windows, 1)},
-            lengths={"audio": lengths},
+            features=features,
+            lengths=lengths,
             labels=torch.tensor([items[i][1]["emotion"] - 1 for i in idx], dtype=torch.int64),
             ids=[f"Actor_{items[i][1]['actor']:02d}$_${items[i][0].stem}" for i in idx],
             raw_text=[STATEMENTS.get(items[i][1]["statement"], "") for i in idx],
             source=f"{root}:{split}",
-            extras={
-                "raw_audio": LazyRawArray(
-                    [files[i] for i in idx], (cfg.n_mels, steps), RAW_DTYPES["raw_audio"]
-                )
-            },
+            extras=extras,
         )
     return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS), frontend=ravdess_frontend(cfg))
 
@@ -192,22 +205,12 @@ def _embedded_splits(root: Path, items: list[tuple[Path, dict[str, int]]], cfg: 
         rows.append(np.load(path))
     actors = np.array([c["actor"] for _, c in items])
     features = per_speaker_standardised(np.stack(rows), actors, cfg.speaker_norm)
-    splits = {}
-    for split, chosen in ACTOR_SPLITS.items():
-        idx = np.flatnonzero(np.isin(actors, list(chosen)))
-        if not idx.size:
-            raise DataFormatError(
-                f"{root}: no clips of actors {chosen.start}-{chosen.stop - 1} for the {split} split"
-            )
-        splits[split] = MultimodalDataset(
-            features={"audio": torch.from_numpy(features[idx])},
-            lengths={"audio": torch.full((idx.size,), features.shape[1], dtype=torch.int64)},
-            labels=torch.tensor([items[i][1]["emotion"] - 1 for i in idx], dtype=torch.int64),
-            ids=[f"Actor_{items[i][1]['actor']:02d}$_${items[i][0].stem}" for i in idx],
-            raw_text=[STATEMENTS.get(items[i][1]["statement"], "") for i in idx],
-            source=f"{root}:{split}",
-        )
-    return DatasetSplits(**splits, name="ravdess", class_names=list(EMOTIONS), frontend=ravdess_frontend(cfg))
+
+    def row_inputs(idx: list[int]) -> Inputs:
+        return ({"audio": torch.from_numpy(features[idx])},
+                {"audio": torch.full((len(idx),), features.shape[1], dtype=torch.int64)}, {})
+
+    return _actor_splits(root, items, cfg, row_inputs)
 
 
 def per_speaker_standardised(x: np.ndarray, speakers: np.ndarray, mode: str) -> np.ndarray:
