@@ -117,8 +117,9 @@ def _layout_of_record(run: LoadedRun, record: dict[str, Any]) -> FeatureLayout:
     except (TypeError, ValueError) as err:
         raise RunMismatch(f"{run.run_dir}/config.json: an unreadable front-end record ({err})") from None
     ravdess = record.get("ravdess") or None
-    embeddings = str((ravdess or {}).get("embeddings", "none"))
-    normalised = "audio" in run.raw_modalities or (embeddings != "none" and "audio" in run.spec.modalities)
+    # a run that does not read audio computes no rows (a RAVDESS run on its sentences alone)
+    embeddings = str((ravdess or {}).get("embeddings", "none")) if "audio" in run.spec.modalities else "none"
+    normalised = "audio" in run.raw_modalities or embeddings != "none"
     return FeatureLayout(
         base,
         record.get("view", "aligned"),
@@ -129,7 +130,7 @@ def _layout_of_record(run: LoadedRun, record: dict[str, Any]) -> FeatureLayout:
         record.get("segments", "words"),
         ravdess,
         from_run=True,
-        embeddings=embeddings if "audio" in run.spec.modalities else "none",
+        embeddings=embeddings,
     )
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from emofuse.data.dataset import Batch
 from emofuse.errors import OptionError
+from emofuse.features.text import TEXT_NORMALIZERS
 from emofuse.features.tokens import TOKEN_KEYS
 from emofuse.models.base import ModelOutput, ModelSpec, MultimodalModel, OwnParameterGroups
 
@@ -38,8 +39,8 @@ class TextEncoderConfig:
         head, _, k = self.finetune.partition(":")
         if self.finetune not in ("none", "all") and (head != "top" or not k.isdigit() or int(k) < 1):
             raise OptionError(f"finetune must be none, all or top:K, not {self.finetune!r}")
-        if self.normalize not in ("none", "transcript"):
-            raise OptionError(f"normalize must be none or transcript, not {self.normalize!r}")
+        if self.normalize not in TEXT_NORMALIZERS:
+            raise OptionError(f"normalize must be {' or '.join(TEXT_NORMALIZERS)}, not {self.normalize!r}")
 
     @property
     def top_layers(self) -> int | None:
