@@ -73,7 +73,9 @@ def _confusion_plots(report: dict[str, Any], splits: tuple[str, ...], folder: Pa
 
     scored = [s for s in splits if "confusion_matrix" in report[s]]
     if not scored:
-        raise OptionError("--plots draws a classifier's confusion matrices; this run is a regression run")
+        runs = report.get("run") or ", ".join(report.get("runs", []))
+        raise OptionError(f"--plots draws a classifier's confusion matrices; {runs} is a regression run "
+                          "(scores, no classes)")
     folder.mkdir(parents=True, exist_ok=True)
     for split in scored:
         names = list(report[split]["per_class"])
